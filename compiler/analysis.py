@@ -1,0 +1,76 @@
+"""What makes an objective intractable: the checker's classification of nodes.
+
+Each intractable node belongs to a *problem* (marginal, divergence, nondiff, estimator,
+constraint); rule families register the rules that answer each problem.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from compiler import ir
+from compiler.builtins import FUNCTIONS
+
+
+@dataclass(frozen=True)
+class Problem:
+    node: ir.Node
+    kind: str          # marginal | divergence | nondiff | estimator | constraint
+    reason: str
+
+
+def block_latents(program: ir.Program, block: ir.Block) -> tuple[str, ...]:
+    """Random variables of a model that are not observed data."""
+    data = {n for n, _ in program.data_vars}
+    return tuple(v for v in block.random_vars() if v not in data)
+
+
+def depends_on(node: ir.Node, program: ir.Program, names: set[str] | None = None) -> bool:
+    """Does `node` depend on learnable parameters (all of them, or those in `names`)?"""
+    learn = set(program.learnable()) if names is None else names
+    for n in node.walk():
+        if isinstance(n, ir.Ref) and n.name in learn:
+            return True
+        if isinstance(n, ir.NetCall) and n.net in learn:
+            return True
+        if isinstance(n, (ir.Density, ir.Sample)):
+            block = program.decl(n.model)
+            if isinstance(block, ir.Block) and any(depends_on(l, program, names) for l in block.lines):
+                return True
+    return False
+
+
+def missing_latents(program: ir.Program, density: ir.Density) -> tuple[str, ...]:
+    block = program.decl(density.model)
+    if not isinstance(block, ir.Block) or block.kind == "sampler":
+        return ()
+    known = set(density.vars) | set(density.given)
+    return tuple(v for v in block.random_vars() if v not in known and v not in block.given)
+
+
+def problems(program: ir.Program, root: ir.Node) -> list[Problem]:
+    """Intractable nodes in `root`, outermost first."""
+    out: list[Problem] = []
+    for n in root.walk():
+        if isinstance(n, ir.Density):
+            missing = missing_latents(program, n)
+            if missing:
+                out.append(Problem(n, "marginal", f"{n.model}({', '.join(n.vars)}) is an integral over the latent {', '.join(missing)}"))
+        elif isinstance(n, ir.Divergence):
+            out.append(Problem(n, "divergence", f"{n.kind} needs density ratios of distributions that are known only through samples or unnormalised densities"))
+        elif isinstance(n, ir.Apply) and n.fn in FUNCTIONS and not FUNCTIONS[n.fn].smooth and depends_on(n, program):
+            out.append(Problem(n, "nondiff", f"{n.fn} is piecewise constant in the parameters: its gradient is zero almost everywhere"))
+        elif isinstance(n, ir.Compare) and depends_on(n, program):
+            out.append(Problem(n, "nondiff", "an Iverson bracket is piecewise constant in the parameters: its gradient is zero almost everywhere"))
+        elif isinstance(n, ir.Expect) and not n.estimator and not isinstance(n.source, ir.DataSet) \
+                and depends_on(n.source, program):
+            out.append(Problem(n, "estimator", "an expectation under a distribution that depends on the parameters needs a gradient estimator"))
+    return out
+
+
+def program_problems(program: ir.Program) -> list[Problem]:
+    out = []
+    for c in program.constraints:
+        out.append(Problem(c, "constraint", "a constrained problem is not a plain minimisation"))
+    for p in program.players:
+        out.extend(problems(program, p.loss))
+    return out

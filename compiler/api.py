@@ -1,0 +1,208 @@
+"""The Python API: compile_file / compile_source → CompiledProgram (ir, derivation, field, build)."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import linecache
+import types
+from pathlib import Path
+
+from compiler import ir
+from compiler.checker import check
+from compiler.diagnostics import AttractorError
+from compiler.latex import derivation_latex
+from compiler.parser import parse
+from compiler.pipeline import Derivation, run_passes
+from compiler.printer import program_text, rule_text, show, to_json
+
+ESTIMATOR_DEFAULT = {"data": "exact", "fixed": "monte_carlo"}
+
+
+def estimators(program: ir.Program, player: ir.Player) -> dict[str, str]:
+    """For every expectation in the player's loss, the gradient estimator used."""
+    out = dict(player.estimators)
+    for n in player.loss.walk():
+        if isinstance(n, ir.Expect):
+            head = show(ir.Expect(n.binder, n.source, ir.Num(0), n.reduce)).rsplit(" ", 1)[0]
+            if n.estimator:
+                out[head] = n.estimator
+            elif isinstance(n.source, ir.DataSet):
+                out.setdefault(head, "exact")
+            else:
+                out.setdefault(head, "monte_carlo")
+    return out
+
+
+class _Text:
+    """A printable view with text/json/latex forms."""
+
+    def __init__(self, text: str, data, latex: str):
+        self._text, self._data, self._latex = text, data, latex
+
+    def __str__(self) -> str:
+        return self._text
+
+    __repr__ = __str__
+
+    def to_json(self) -> str:
+        return json.dumps(self._data, indent=2)
+
+    def to_latex(self) -> str:
+        return self._latex
+
+    def _repr_latex_(self) -> str:
+        return "$$" + self._latex + "$$"
+
+
+@dataclasses.dataclass
+class CompiledProgram:
+    source: str
+    filename: str
+    typed: ir.Program
+    program: ir.Program
+    steps: Derivation
+    dynamics: str
+
+    # ---- printable views ------------------------------------------------------------------
+    @property
+    def ir(self) -> _Text:
+        return _Text(program_text(self.program), to_json(self.program), derivation_latex(self.program.objective, ()))
+
+    @property
+    def derivation(self) -> _Text:
+        return _Text(self.derivation_text(), self.spec_json(), self.to_latex())
+
+    @property
+    def field(self) -> _Text:
+        return _Text(self.field_text(), self.spec_json()["field"], self.to_latex())
+
+    def derivation_text(self) -> str:
+        o = self.program.objective
+        out = [f"objective: {o.sense} {show(self.typed.objective.expr)}" + (f" via {rule_text(o.via)}" if o.via else "")]
+        if not self.steps.steps:
+            out.append("\nno rewrite needed: every term is tractable as written")
+        for i, s in enumerate(self.steps.steps, 1):
+            out.append(f"\nstep {i}: {s.rule}   relation: original {s.relation} rewritten   (player {s.player})")
+            out.append(f"  match:   {s.before}")
+            out.append(f"  becomes: {s.after}")
+            for c in s.conditions:
+                out.append(f"  checked: {c}")
+            for d in s.introduces:
+                out.append(f"  introduces: {d}")
+            if s.note:
+                out.append(f"  note: {s.note}")
+            out.append(f"  result:  {s.result}")
+        out.append("")
+        out.append(self.field_text())
+        return "\n".join(out)
+
+    def field_text(self) -> str:
+        out = [f"vector field (dynamics: {self.dynamics}):"]
+        for pl in self.program.players:
+            params = ", ".join(pl.params) or "nothing (evaluated only)"
+            out.append(f"  player {pl.name}: {pl.sense} over {params}")
+            out.append(f"    loss: {show(pl.loss)}")
+            for head, est in estimators(self.program, pl).items():
+                out.append(f"    {head}: {est}")
+            for param, kind, weight in pl.prox:
+                out.append(f"    proximal step: {param} <- prox[{show(weight)} * {kind}]")
+        return "\n".join(out)
+
+    def spec_json(self) -> dict:
+        return {
+            "objective": f"{self.program.objective.sense} {show(self.typed.objective.expr)}",
+            "steps": [{"rule": s.rule, "relation": s.relation, "introduces": list(s.introduces),
+                       "conditions": list(s.conditions), "result": s.result} for s in self.steps.steps],
+            "field": {"players": [{"name": p.name, "params": list(p.params), "sense": p.sense,
+                                   "estimators": estimators(self.program, p)} for p in self.program.players],
+                      "dynamics": self.dynamics},
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.spec_json(), indent=2)
+
+    def to_latex(self) -> str:
+        return derivation_latex(self.typed.objective, self.steps.steps)
+
+    def _repr_latex_(self) -> str:
+        return "$$" + self.to_latex() + "$$"
+
+    # ---- code ---------------------------------------------------------------------------------
+    @property
+    def title(self) -> str:
+        stem = Path(self.filename).stem
+        return stem if stem.isidentifier() and not stem.startswith("__") else "program"
+
+    def emit(self, dynamics: str | None = None) -> str:
+        from compiler.backend import emit_module
+        return emit_module(self.program, self.title, dynamics or self.dynamics)
+
+    def build(self, dynamics: str | None = None) -> types.ModuleType:
+        """Import the emitted module (the very source `--emit jax` writes)."""
+        source = self.emit(dynamics)
+        name = f"attractor_emitted_{self.title}"
+        filename = f"<attractor:{self.title}>"
+        module = types.ModuleType(name)
+        module.__file__ = str(Path(self.filename).resolve()) if Path(self.filename).exists() else filename
+        linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+        exec(compile(source, filename, "exec"), module.__dict__)
+        module.SOURCE_TEXT = source
+        return module
+
+    def load_data(self, override: str | None = None) -> dict:
+        """The program's data (or `override`, a source such as `npz("file.npz")`)."""
+        from compiler.datasets import DatasetError, load
+        base = Path(self.filename).resolve().parent if Path(self.filename).exists() else Path.cwd()
+        if override is not None:
+            src = parse_source(override)
+            base = Path.cwd()
+        else:
+            src = self.program.data_source
+        variables = list(self.program.data_vars)
+        if not variables:
+            return {}
+        if src is None:
+            raise AttractorError("the program's data have no source: bind them with --data SOURCE",
+                                 self.program.of_type(ir.DataDecl)[0].loc, self.filename, self.source)
+        try:
+            return load(src.name, src.args, dict(src.kwargs), variables, base)
+        except DatasetError as e:
+            loc = src.loc if override is None else None
+            raise AttractorError(str(e), loc, self.filename if override is None else "--data",
+                                 self.source if override is None else override) from None
+
+
+def parse_source(text: str) -> ir.Source:
+    """A data source as written after `from` (used by `--data`)."""
+    try:
+        stmts = parse(f"data __source__ : real from {text}\n")
+    except AttractorError as e:
+        raise AttractorError(f"cannot read data source: {e.message}", None, "--data") from None
+    return stmts[0].source
+
+
+def compile_source(text: str, via: str | None = None, filename: str = "<input>",
+                   dynamics: str | None = None) -> CompiledProgram:
+    """Parse, check and rewrite a program; errors raise AttractorError with the diagnostic."""
+    from passes import PIPELINE
+    try:
+        typed = check(parse(text))
+        if via is not None:
+            rule = parse(f"minimize 0 via {via}\n")[0].via
+            typed = dataclasses.replace(typed, objective=dataclasses.replace(typed.objective, via=rule))
+        program, derivation = run_passes(typed, PIPELINE, typed.objective.via)
+    except AttractorError as e:
+        raise e.located(filename, text) from None
+    dyn = dynamics or program.train.option("dynamics") or program.aux("dynamics") or "simultaneous"
+    return CompiledProgram(text, filename, typed, program, derivation, dyn)
+
+
+def compile_file(path: str | Path, via: str | None = None, dynamics: str | None = None) -> CompiledProgram:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise AttractorError(f"cannot read file: {e.strerror}", None, str(path)) from None
+    except UnicodeDecodeError:
+        raise AttractorError("the file is not UTF-8 text", None, str(path)) from None
+    return compile_source(text, via=via, filename=str(path), dynamics=dynamics)

@@ -1,0 +1,478 @@
+"""Writes the emitted module: constants, the runtime library, losses, field, step, fit, main."""
+from __future__ import annotations
+
+import textwrap
+
+from compiler import ir
+from compiler.backend import Emitter, Fn, block_sample, ident, key_literal, num
+from compiler.printer import show, shape_text
+from compiler.strategies import const_value
+
+RUNTIME = '''
+LOG_2PI = 1.8378770664093453
+ACTIVATIONS = {"relu": jax.nn.relu, "tanh": jnp.tanh, "softplus": jax.nn.softplus,
+               "sigmoid": jax.nn.sigmoid, "elu": jax.nn.elu, "swish": jax.nn.swish}
+
+
+def mlp_init(key, widths):
+    """LeCun-normal weights, zero biases."""
+    layers = []
+    for m, n in zip(widths[:-1], widths[1:]):
+        key, k = jax.random.split(key)
+        layers.append({"w": jax.random.normal(k, (m, n)) / np.sqrt(m), "b": jnp.zeros((n,))})
+    return layers
+
+
+def mlp(layers, x, act):
+    f = ACTIVATIONS[act]
+    for layer in layers[:-1]:
+        x = f(x @ layer["w"] + layer["b"])
+    return x @ layers[-1]["w"] + layers[-1]["b"]
+
+
+def safe_norm(x):
+    sq = jnp.sum(jnp.square(x))
+    return jnp.where(sq > 0, jnp.sqrt(jnp.where(sq > 0, sq, 1.0)), 0.0)
+
+
+def normal_logpdf(x, loc, scale):
+    return -0.5 * jnp.square((x - loc) / scale) - jnp.log(scale) - 0.5 * LOG_2PI
+
+
+def laplace_logpdf(x, loc, scale):
+    return -jnp.abs(x - loc) / scale - jnp.log(2.0 * scale)
+
+
+def lognormal_logpdf(x, loc, scale):
+    return normal_logpdf(jnp.log(x), loc, scale) - jnp.log(x)
+
+
+def uniform_logpdf(x, low, high):
+    return jnp.where((x >= low) & (x <= high), -jnp.log(high - low), -jnp.inf)
+
+
+def bernoulli_logits_logpmf(x, logits):
+    return x * logits - jax.nn.softplus(logits)
+
+
+def bernoulli_probs_logpmf(x, probs):
+    return x * jnp.log(probs) + (1.0 - x) * jnp.log1p(-probs)
+
+
+def categorical_logpmf(x, logits):
+    logp = jax.nn.log_softmax(logits, axis=-1)
+    return jnp.take_along_axis(logp, x.astype(jnp.int32)[..., None], axis=-1)[..., 0]
+
+
+def _shape(shape, *params):
+    return jnp.broadcast_shapes(shape, *(jnp.shape(p) for p in params))
+
+
+def normal_sample(key, loc, scale, shape):
+    return loc + scale * jax.random.normal(key, _shape(shape, loc, scale))
+
+
+def laplace_sample(key, loc, scale, shape):
+    return loc + scale * jax.random.laplace(key, _shape(shape, loc, scale))
+
+
+def lognormal_sample(key, loc, scale, shape):
+    return jnp.exp(normal_sample(key, loc, scale, shape))
+
+
+def uniform_sample(key, low, high, shape):
+    return low + (high - low) * jax.random.uniform(key, _shape(shape, low, high))
+
+
+def bernoulli_logits_sample(key, logits, shape):
+    return jax.random.bernoulli(key, jax.nn.sigmoid(logits), _shape(shape, logits)).astype(jnp.float32)
+
+
+def bernoulli_probs_sample(key, probs, shape):
+    return jax.random.bernoulli(key, probs, _shape(shape, probs)).astype(jnp.float32)
+
+
+def categorical_sample(key, logits, shape):
+    return jax.random.categorical(key, logits, shape=_shape(shape, logits[..., 0])).astype(jnp.float32)
+
+
+def soft_threshold(x, t):
+    """prox of t*norm1: sign(x) max(|x| - t, 0)."""
+    return jnp.sign(x) * jnp.maximum(jnp.abs(x) - t, 0.0)
+
+
+PROX_MAPS = {
+    "norm1": soft_threshold,
+    "sumsq": lambda x, t: x / (1.0 + 2.0 * t),
+    "nonneg": lambda x, t: jnp.maximum(x, 0.0),
+}
+'''
+
+DYNAMICS_CODE = {
+    "simultaneous": '''
+def direction(params, key, batch):
+    """Simultaneous dynamics: every player follows its own gradient field."""
+    return field_and_losses(params, key, batch)
+''',
+    "extragradient": '''
+def direction(params, key, batch):
+    """Extragradient: extrapolate a step of size LR along the field, take the field there."""
+    v, values = field_and_losses(params, key, batch)
+    look = {**params, **jax.tree.map(lambda x, d: x + LR * d, {k: params[k] for k in v}, v)}
+    v2, _ = field_and_losses(look, key, batch)
+    return v2, values
+''',
+    "sga": '''
+def direction(params, key, batch):
+    """Symplectic gradient adjustment: xi + lambda * A^T xi, A the antisymmetric part of J."""
+    v, values = field_and_losses(params, key, batch)
+    moving = {k: params[k] for k in v}
+    xi_fn = lambda ps: negate(field_and_losses({**params, **ps}, key, batch)[0])
+    xi = negate(v)
+    _, jxi = jax.jvp(xi_fn, (moving,), (xi,))
+    _, vjp = jax.vjp(xi_fn, moving)
+    (jtxi,) = vjp(xi)
+    adjusted = jax.tree.map(lambda a, b, c: a + SGA_LAMBDA * 0.5 * (b - c), xi, jtxi, jxi)
+    return negate(adjusted), values
+''',
+    "consensus": '''
+def direction(params, key, batch):
+    """Consensus optimisation: xi + gamma * J^T xi, the gradient of |xi|^2 / 2 added."""
+    v, values = field_and_losses(params, key, batch)
+    moving = {k: params[k] for k in v}
+    xi_fn = lambda ps: negate(field_and_losses({**params, **ps}, key, batch)[0])
+    xi = negate(v)
+    _, vjp = jax.vjp(xi_fn, moving)
+    (jtxi,) = vjp(xi)
+    adjusted = jax.tree.map(lambda a, b: a + CONSENSUS_GAMMA * b, xi, jtxi)
+    return negate(adjusted), values
+''',
+}
+
+
+def _tuple(items) -> str:
+    items = list(items)
+    return "(" + "".join(f"{i}, " for i in items) + ")" if items else "()"
+
+
+def _text_literal(text: str) -> str:
+    """A user string (a file path) as code points: no user text reaches the source."""
+    return f"text_of({_tuple(str(ord(c)) for c in text)})"
+
+
+class ModuleWriter:
+    def __init__(self, program: ir.Program, title: str, dynamics: str | None):
+        self.program = program
+        self.title = ident(title)
+        self.dynamics = dynamics or program.train.option("dynamics", "simultaneous")
+        self.em = Emitter(program)
+
+    # ---- pieces ------------------------------------------------------------------------
+    def constants(self) -> list[str]:
+        p, t = self.program, self.program.train
+        data = p.data_vars
+        players = {pl.name: pl for pl in p.players}
+        name, kwargs = t.option("optimizer", ("adam", (("lr", 1e-3),)))
+        kwargs = dict(kwargs)
+        lr = kwargs.pop("lr", 1e-3)
+        opt_args = ", ".join([f"learning_rate=schedule"] + [f"{ident(k)}={num(v) if k != 'nesterov' else bool(v)}" for k, v in kwargs.items()])
+        steps = t.option("steps", 1000)
+        lines = [
+            f"DATA_VARS = {_tuple(key_literal(n) for n, _ in data)}",
+            "DATA_SHAPES = {" + ", ".join(f"{key_literal(n)}: {_tuple(map(str, s))}" for n, s in data) + "}",
+            "PLAYERS = {" + ", ".join(f"{key_literal(pl.name)}: {_tuple(key_literal(x) for x in pl.params)}" for pl in p.players) + "}",
+            "SENSES = {" + ", ".join(f'{key_literal(pl.name)}: "{pl.sense}"' for pl in p.players) + "}",
+            "MOVING = tuple(p for p in PLAYERS if PLAYERS[p])",
+            "PROX = {" + ", ".join(f"{key_literal(param)}: (\"{kind}\", {num(const_value(w, p))})"
+                                    for pl in p.players for param, kind, w in pl.prox) + "}",
+            f"STEPS = {int(steps)}",
+            f"BATCH = {t.option('batch') if t.option('batch') else None}",
+            f"LR = {num(lr)}",
+            f"SGA_LAMBDA = {num(p.aux('sga_lambda', 1.0))}",
+            f"CONSENSUS_GAMMA = {num(p.aux('consensus_gamma', 0.1))}",
+            f"DYNAMICS = \"{ident(self.dynamics)}\"",
+        ]
+        schedule = t.option("schedule", "constant")
+        if schedule == "cosine":
+            lines.append(f"schedule = optax.cosine_decay_schedule(LR, STEPS)")
+        else:
+            lines.append("schedule = LR")
+        lines.append(f"OPTIMIZER = optax.{ident(name)}({opt_args})")
+        src = p.data_source
+        if src is not None:
+            args = ", ".join(_text_literal(a) if isinstance(a, str) else num(a) for a in src.args)
+            kws = ", ".join(f"{key_literal(k)}: {_text_literal(v) if isinstance(v, str) else num(v)}" for k, v in src.kwargs)
+            lines.append(f"SOURCE = (\"{ident(src.name)}\", {_tuple([args] if args else [])}, {{{kws}}})")
+        else:
+            lines.append("SOURCE = None")
+        return lines
+
+    def init(self) -> list[str]:
+        out = ["def init(key):", '    """Initial parameters: zeros (or the declared value) and LeCun-normal nets."""', "    params = {}"]
+        for i, d in enumerate(self.program.decls):
+            if isinstance(d, ir.Param):
+                value = const_value(d.init, self.program) if d.init is not None else 0.0
+                shape = _tuple(map(str, d.shape))
+                out.append(f"    params[{key_literal(d.name)}] = jnp.full({shape}, {num(value)}, jnp.float32)")
+            elif isinstance(d, ir.Net):
+                out.append(f"    params[{key_literal(d.name)}] = mlp_init(jax.random.fold_in(key, {i}), {_tuple(map(str, d.widths))})")
+        out.append("    return params")
+        return out
+
+    def function(self, name: str, node: ir.Node, doc: str) -> list[str]:
+        fn = Fn(self.em, 1, {}, "key")
+        value = self.em.lower(node, fn)
+        return [f"def {name}(params, key, batch):", f'    """{doc}"""'] + fn.lines + [f"    return {value}"]
+
+    def losses(self) -> list[str]:
+        out: list[str] = []
+        for pl in self.program.players:
+            out += self.function(f"loss_{ident(pl.name)}", pl.loss, f"{pl.sense}: {show(pl.loss)}".replace('"', "'").replace("\\", "/")) + ["", ""]
+        out.append("LOSSES = {" + ", ".join(f"{key_literal(pl.name)}: loss_{ident(pl.name)}" for pl in self.program.players) + "}")
+        return out
+
+    def reports(self) -> list[str]:
+        out: list[str] = []
+        for r in self.program.reports:
+            out += self.function(f"report_{ident(r.name)}", r.expr, show(r.expr)) + ["", ""]
+        out.append("REPORTS = {" + ", ".join(f"{key_literal(r.name)}: report_{ident(r.name)}" for r in self.program.reports) + "}")
+        return out
+
+    def sampler(self) -> list[str]:
+        samplers = [b for b in self.program.of_type(ir.Block) if b.kind == "sampler"]
+        if not samplers:
+            return []
+        b = samplers[0]
+        data = [n for n, _ in self.program.data_vars if b.line(n)] or [b.lines[-1].name]
+        fn = Fn(self.em, 2, {}, "key")
+        drawn = block_sample(self.em, ir.Sample(b.name, tuple(data)), fn)
+        outs = ", ".join(drawn[n] for n in data)
+        return (["def sample(params, key, n):", f'    """n draws of sampler {ident(b.name)}."""', "    def one(key):"]
+                + fn.lines + [f"        return {outs}", "    return jax.vmap(one)(jax.random.split(key, n))"])
+
+    def source(self) -> str:
+        p = self.program
+        header = [
+            f'"""Emitted by attractor from {self.title}.att: the vector field and its training loop.',
+            "",
+            "Players:",
+        ] + [f"  {pl.name} ({pl.sense} over {', '.join(pl.params) or 'nothing'}): {show(pl.loss)}" for pl in p.players] + [
+            '"""',
+            "import argparse",
+            "import json",
+            "import sys",
+            "import time",
+            "from functools import partial",
+            "",
+            "import jax",
+            "import jax.numpy as jnp",
+            "import numpy as np",
+            "import optax",
+            "",
+        ]
+        main_player = p.players[0].name
+        body = (header + self.constants() + [RUNTIME] + self.init() + ["", ""] + self.losses() + ["", ""]
+                + self.reports() + ["", ""] + self.sampler() + ["", ""])
+        body.append(TRAINING.replace("MAIN_PLAYER", key_literal(main_player))
+                    .replace("IS_ESTIMATE", str(p.objective.sense == "estimate")))
+        body.append(DYNAMICS_CODE.get(self.dynamics, "") if self.dynamics != "alternating" else "")
+        body.append(STEP_CODE["alternating" if self.dynamics == "alternating" else "default"])
+        body.append(MAIN)
+        return "\n".join(body)
+
+
+TRAINING = '''
+def text_of(codes):
+    return "".join(map(chr, codes))
+
+
+def own(tree, player):
+    return {k: tree[k] for k in PLAYERS[player]}
+
+
+def negate(tree):
+    return jax.tree.map(lambda x: -x, tree)
+
+
+def scale_tree(tree, c):
+    return jax.tree.map(lambda x: c * x, tree)
+
+
+def losses(params, key, batch):
+    """Every player's loss."""
+    return {p: f(params, key, batch) for p, f in LOSSES.items()}
+
+
+def player_field(player, params, key, batch):
+    """-grad (min) or +grad (max) of a player's loss in its own parameters, and the loss."""
+    def f(mine):
+        return LOSSES[player]({**params, **mine}, key, batch)
+    value, grad = jax.value_and_grad(f)(own(params, player))
+    sign = -1.0 if SENSES[player] == "min" else 1.0
+    return jax.tree.map(lambda g: sign * g, grad), value
+
+
+def field_and_losses(params, key, batch):
+    v, values = {}, {}
+    for p in PLAYERS:
+        if PLAYERS[p]:
+            vp, values[p] = player_field(p, params, key, batch)
+            v.update(vp)
+        else:
+            values[p] = LOSSES[p](params, key, batch)
+    return v, values
+
+
+def field(params, key, batch):
+    """The vector field v = (-grad_theta1 L1, +-grad_theta2 L2, ...) over all moving parameters."""
+    return field_and_losses(params, key, batch)[0]
+
+
+def init_state(params):
+    return {"params": params, "opt": {p: OPTIMIZER.init(own(params, p)) for p in MOVING},
+            "step": jnp.zeros((), jnp.int32)}
+
+
+def apply_prox(new, step_size):
+    for name, (kind, weight) in PROX.items():
+        if name in new:
+            new[name] = PROX_MAPS[kind](new[name], step_size * weight)
+    return new
+
+
+def update_player(state, player, v):
+    """One optimiser step of `player` along its field, then its proximal maps."""
+    mine = own(state["params"], player)
+    updates, opt = OPTIMIZER.update(negate(own(v, player)), state["opt"][player], mine)
+    new = apply_prox(dict(optax.apply_updates(mine, updates)), current_lr(state["step"]))
+    return {"params": {**state["params"], **new}, "opt": {**state["opt"], player: opt}, "step": state["step"]}
+
+
+def current_lr(step):
+    return schedule(step) if callable(schedule) else schedule
+
+
+def minibatch(data, key, size):
+    n = data[DATA_VARS[0]].shape[0] if DATA_VARS else 1
+    if size is None:
+        return {**data, "#n": jnp.asarray(n, jnp.float32)}
+    idx = jax.random.randint(key, (size,), 0, n)
+    return {**{k: data[k][idx] for k in DATA_VARS}, "#n": jnp.asarray(n, jnp.float32)}
+
+
+@partial(jax.jit, static_argnums=(3, 4))
+def train_chunk(state, key, data, length, batch_size):
+    def body(state, key):
+        kb, ks = jax.random.split(key)
+        return step(state, ks, minibatch(data, kb, batch_size))
+    return jax.lax.scan(body, state, jax.random.split(key, length))
+
+
+def as_data(data):
+    return {k: jnp.asarray(np.asarray(data[k], np.float32)) for k in DATA_VARS}
+
+
+def fit(data, steps=STEPS, seed=0, batch_size=BATCH, callback=None, chunk=None):
+    """Train from init(seed) for `steps` steps; returns (params, history)."""
+    data = as_data(data)
+    key = jax.random.PRNGKey(seed)
+    key, k_init = jax.random.split(key)
+    state = init_state(init(k_init))
+    chunk = chunk or max(1, min(steps, 100, steps // 50 or 1))
+    history, done, started = [], 0, time.perf_counter()
+    while done < steps:
+        length = min(chunk, steps - done)
+        key, k = jax.random.split(key)
+        state, values = train_chunk(state, k, data, length, batch_size)
+        done += length
+        record = {p: float(jnp.mean(v)) for p, v in values.items()}
+        history.append({"step": done, "seconds": time.perf_counter() - started, **record})
+        if callback is not None:
+            callback(done, steps, record, state["params"])
+    return state["params"], history
+
+
+def full_batch(data):
+    return minibatch(as_data(data), None, None)
+
+
+def objective(params, key, data):
+    """The compiled objective at `params`, over the whole data set."""
+    return float(LOSSES[MAIN_PLAYER](params, key, full_batch(data)))
+
+
+def reports(params, key, data):
+    """Each report at `params`, over the whole data set."""
+    batch = full_batch(data)
+    return {name: float(f(params, key, batch)) for name, f in REPORTS.items()}
+
+
+def summary(params, data, steps, seconds, seed=0):
+    key = jax.random.PRNGKey(seed + 1)
+    value = objective(params, key, data)
+    return {"steps": steps, "seconds_per_step": seconds / max(steps, 1), "objective": value,
+            "reports": reports(params, key, data), "estimate": value if IS_ESTIMATE else None}
+'''
+
+STEP_CODE = {
+    "default": '''
+@jax.jit
+def step(state, key, batch):
+    """One step of the dynamics: (state, key, batch) -> (state, losses)."""
+    v, values = direction(state["params"], key, batch)
+    for p in MOVING:
+        state = update_player(state, p, v)
+    return {**state, "step": state["step"] + 1}, values
+''',
+    "alternating": '''
+@jax.jit
+def step(state, key, batch):
+    """Alternating dynamics: players move in turn, each seeing the others' new parameters."""
+    values = {}
+    for p in PLAYERS:
+        if PLAYERS[p]:
+            v, values[p] = player_field(p, state["params"], key, batch)
+            state = update_player(state, p, v)
+        else:
+            values[p] = LOSSES[p](state["params"], key, batch)
+    return {**state, "step": state["step"] + 1}, values
+''',
+}
+
+MAIN = '''
+def load_data():
+    from pathlib import Path
+    from compiler.datasets import load
+    if SOURCE is None:
+        return {}
+    name, args, kwargs = SOURCE
+    variables = [(v, DATA_SHAPES[v]) for v in DATA_VARS]
+    return load(name, args, kwargs, variables, Path(__file__).resolve().parent)
+
+
+def progress_bar(done, total, record, params):
+    width = 30
+    filled = int(width * done / max(total, 1))
+    text = " ".join(f"{k}={v:.4g}" for k, v in record.items())
+    sys.stderr.write(f"\\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} {text}")
+    sys.stderr.flush()
+    if done >= total:
+        sys.stderr.write("\\n")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=STEPS)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    data = load_data()
+    started = time.perf_counter()
+    params, history = fit(data, args.steps, args.seed, callback=None if args.json else progress_bar)
+    result = summary(params, data, args.steps, time.perf_counter() - started, args.seed)
+    print(json.dumps(result) if args.json else result)
+
+
+if __name__ == "__main__":
+    main()
+'''

@@ -1,0 +1,78 @@
+"""`attractor explain`: for each intractable node, the rules that match and the one taken."""
+from __future__ import annotations
+
+from compiler import ir
+from compiler.analysis import program_problems
+from compiler.api import compile_file
+from compiler.checker import check
+from compiler.diagnostics import AttractorError
+from compiler.parser import parse
+from compiler.pipeline import Context
+from compiler.printer import show
+from compiler.strategies import positions
+
+
+def _matches(program: ir.Program, node: ir.Node, rules) -> list[tuple[str, str]]:
+    """(rule, relation) for every rule that rewrites `node` in some player's loss."""
+    out = []
+    for player in program.players:
+        sense = 1 if player.sense == "min" else -1
+        for n, pol, path in positions(player.loss, program, sense):
+            if n is not node:
+                continue
+            for rule in rules:
+                try:
+                    rw = rule(n, Context(program, player, pol, {}, False, path))
+                except AttractorError as e:
+                    out.append((rule.name, f"refused: {e.message}"))
+                    continue
+                if rw is not None:
+                    out.append((rule.name, rw.relation))
+    return out
+
+
+def explain(path: str) -> str:
+    from passes import PIPELINE
+    text = open(path).read()
+    try:
+        typed = check(parse(text))
+    except AttractorError as e:
+        raise e.located(path, text) from None
+    rules = [r for p in PIPELINE for r in getattr(p, "rules", ())]
+    problems = program_problems(typed)
+    lines = []
+    if not problems:
+        lines.append("every term is tractable as written: no rule is needed")
+    try:
+        prog = compile_file(path)
+        taken = {s.before: s for s in prog.steps.steps}
+        chosen_error = None
+    except AttractorError as e:
+        taken, chosen_error = {}, e
+    for pr in problems:
+        where = f"{pr.node.loc}: " if pr.node.loc else ""
+        what = show(pr.node) if not isinstance(pr.node, ir.Constraint) else f"subject to {show(pr.node.lhs)} {pr.node.op} {show(pr.node.rhs)}"
+        lines.append(f"{where}{what}")
+        lines.append(f"  intractable: {pr.reason}")
+        candidates = [r for r in rules if r.problem == pr.kind]
+        matches = _matches(typed, pr.node, candidates)
+        if not candidates:
+            lines.append("  rules for this: none exist yet")
+        for name, rel in matches:
+            lines.append(f"  matches: {name} ({rel})")
+        for r in candidates:
+            if r.name not in {m for m, _ in matches}:
+                lines.append(f"  does not match here: {r.name}")
+        step = taken.get(show(pr.node))
+        if step is not None:
+            lines.append(f"  taken: {step.rule} ({step.relation})" + (f" — {step.note}" if step.note else ""))
+    if typed.objective.via:
+        lines.append(f"forced by 'via': {typed.objective.via.name}")
+    if chosen_error is not None:
+        lines.append("compiling fails:")
+        lines.append(str(chosen_error))
+    else:
+        lines.append("derivation taken:")
+        for s in prog.steps.steps:
+            lines.append(f"  {s.rule} ({s.relation}): {s.before}  ->  {s.after}")
+    return "\n".join(lines)

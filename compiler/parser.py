@@ -1,0 +1,326 @@
+"""Source text → untyped IR, with a Lark LALR parser and a transformer per grammar rule."""
+from __future__ import annotations
+
+import ast
+import functools
+from importlib import resources
+
+from lark import Lark, Token, Transformer, v_args
+from lark.exceptions import (UnexpectedCharacters, UnexpectedEOF,
+                             UnexpectedInput, UnexpectedToken, VisitError)
+from lark.indenter import DedentError, Indenter
+
+from compiler import ir
+from compiler.diagnostics import AttractorError, Loc
+
+
+class _Indenter(Indenter):
+    NL_type = "_NL"
+    OPEN_PAREN_types: list[str] = []   # brackets do not continue lines
+    CLOSE_PAREN_types: list[str] = []
+    INDENT_type = "_INDENT"
+    DEDENT_type = "_DEDENT"
+    tab_len = 8
+
+
+@functools.lru_cache(maxsize=None)
+def _lark() -> Lark:
+    text = resources.files("grammar").joinpath("attractor.lark").read_text()
+    return Lark(text, parser="lalr", postlex=_Indenter(), propagate_positions=True,
+                maybe_placeholders=True)
+
+
+def _loc(x) -> Loc | None:
+    if isinstance(x, Token):
+        return Loc(x.line, x.column)
+    meta = getattr(x, "meta", x)
+    if getattr(meta, "empty", True):
+        return None
+    return Loc(meta.line, meta.column)
+
+
+def _number(tok: Token) -> float:
+    return float(tok)
+
+
+@v_args(meta=True)
+class _Build(Transformer):
+    """One method per named grammar rule; each returns IR (or plain values for options)."""
+
+    # ---- expressions
+    def number(self, meta, c):
+        return ir.Num(_number(c[0]), loc=_loc(meta))
+
+    def name(self, meta, c):
+        return ir.Ref(str(c[0]), loc=_loc(meta))
+
+    def data_ref(self, meta, c):
+        return ir.DataSet(loc=_loc(meta))
+
+    def _binary(self, fn, meta, c):
+        return ir.Apply(fn, (c[0], c[1]), loc=_loc(meta))
+
+    def add(self, meta, c):
+        return self._binary("add", meta, c)
+
+    def sub(self, meta, c):
+        return self._binary("sub", meta, c)
+
+    def mul(self, meta, c):
+        return self._binary("mul", meta, c)
+
+    def div(self, meta, c):
+        return self._binary("div", meta, c)
+
+    def matmul(self, meta, c):
+        return self._binary("matmul", meta, c)
+
+    def pow(self, meta, c):
+        return self._binary("pow", meta, c)
+
+    def neg(self, meta, c):
+        return ir.Apply("neg", (c[0],), loc=_loc(meta))
+
+    def prefix_call(self, meta, c):
+        return ir.Call(str(c[0]), (c[1],), loc=_loc(meta))
+
+    def iverson(self, meta, c):
+        return ir.Compare(str(c[1]), c[0], c[2], loc=_loc(meta))
+
+    def expectation(self, meta, c):
+        return ir.Expect(c[1], c[2], c[3], reduce="mean", loc=_loc(meta))
+
+    def sum_over(self, meta, c):
+        return ir.Expect(c[1], c[2], c[3], reduce="sum", loc=_loc(meta))
+
+    def binder_name(self, meta, c):
+        return (str(c[0]),)
+
+    def binder_tuple(self, meta, c):
+        return tuple(str(t) for t in c)
+
+    def call(self, meta, c):
+        name, arglist = c
+        args, keys, kwargs, bar, split = [], [], [], "", -1
+        for item in (arglist or []):
+            if isinstance(item, Token) and item.type == "BAR":
+                bar, split = str(item), len(args)
+            elif isinstance(item, tuple):
+                keys.append(item[0])
+                kwargs.append(item[1])
+            else:
+                if kwargs:
+                    raise AttractorError("positional argument after a keyword argument", _loc(item) or _loc(meta))
+                args.append(item)
+        return ir.Call(str(name), tuple(args), tuple(keys), tuple(kwargs), bar, split, loc=_loc(name))
+
+    def arg_list(self, meta, c):
+        return c
+
+    def kwarg_expr(self, meta, c):
+        return (str(c[0]), c[1])
+
+    # ---- option values (plain Python values)
+    def signed_number(self, meta, c):
+        return _number(c[0])
+
+    def negative_number(self, meta, c):
+        return -_number(c[0])
+
+    def opt_name(self, meta, c):
+        return str(c[0])
+
+    def option(self, meta, c):
+        return (str(c[0]), c[1])
+
+    def kwarg(self, meta, c):
+        return (str(c[0]), c[1])
+
+    def src_string(self, meta, c):
+        return ast.literal_eval(str(c[0]))
+
+    def src_kwarg(self, meta, c):
+        return (str(c[0]), c[1])
+
+    # ---- declarations
+    def type(self, meta, c):
+        return tuple(int(t) for t in c)
+
+    def param_decl(self, meta, c):
+        return ir.Param(str(c[0]), c[1], c[2], loc=_loc(c[0]))
+
+    def net_decl(self, meta, c):
+        name, kind, *rest = c
+        widths = tuple(int(t) for t in rest if isinstance(t, Token) and t.type == "INT")
+        options = dict(t for t in rest if isinstance(t, tuple))
+        if str(kind) != "mlp":
+            raise AttractorError(f"unknown network kind '{kind}'; the language has mlp(widths; act=...)", _loc(kind))
+        unknown = set(options) - {"act"}
+        if unknown:
+            raise AttractorError(f"unknown mlp option '{sorted(unknown)[0]}'; the option is act=relu|tanh|softplus|sigmoid|elu", _loc(meta))
+        act = options.get("act", "relu")
+        if act not in ("relu", "tanh", "softplus", "sigmoid", "elu", "swish"):
+            raise AttractorError(f"unknown activation '{act}'; use relu, tanh, softplus, sigmoid, elu or swish", _loc(meta))
+        if len(widths) < 2:
+            raise AttractorError("mlp needs at least an input and an output width", _loc(kind))
+        if any(w <= 0 for w in widths):
+            raise AttractorError("mlp widths must be positive", _loc(kind))
+        return ir.Net(str(name), widths, str(act), loc=_loc(name))
+
+    def const_decl(self, meta, c):
+        return ir.Const(str(c[0]), c[1], loc=_loc(c[0]))
+
+    def data_var(self, meta, c):
+        return (str(c[0]), c[1], _loc(c[0]))
+
+    def data_decl(self, meta, c):
+        vars_ = [v for v in c if isinstance(v, tuple)]
+        source = next((v for v in c if isinstance(v, ir.Source)), None)
+        return ir.DataDecl(tuple(v[0] for v in vars_), tuple(v[1] for v in vars_), source, loc=vars_[0][2])
+
+    def source_name(self, meta, c):
+        return ir.Source(str(c[0]), loc=_loc(c[0]))
+
+    def source_call(self, meta, c):
+        args = tuple(a for a in c[1:] if a is not None and not isinstance(a, tuple))
+        kwargs = tuple(a for a in c[1:] if isinstance(a, tuple))
+        return ir.Source(str(c[0]), args, kwargs, loc=_loc(c[0]))
+
+    def divergence_decl(self, meta, c):
+        return ir.DivergenceDef(str(c[0]), str(c[1]), c[2], loc=_loc(c[0]))
+
+    # ---- blocks
+    def name_list(self, meta, c):
+        return tuple(str(t) for t in c)
+
+    def tilde_line(self, meta, c):
+        return ir.Tilde(str(c[0]), c[1], c[2], loc=_loc(c[0]))
+
+    def assign_line(self, meta, c):
+        return ir.Assign(str(c[0]), c[1], loc=_loc(c[0]))
+
+    def model_block(self, meta, c):
+        return ir.Block("model", str(c[0]), tuple(c[1:]), loc=_loc(c[0]))
+
+    def sampler_block(self, meta, c):
+        return ir.Block("sampler", str(c[0]), tuple(c[1:]), loc=_loc(c[0]))
+
+    def guide_block(self, meta, c):
+        name, latents, given, *lines = c
+        return ir.Block("guide", str(name), tuple(lines), latents, given or (), loc=_loc(name))
+
+    # ---- objective and friends
+    def objective(self, meta, c):
+        return ir.Objective(str(c[0]), c[1], c[2], loc=_loc(meta))
+
+    def rule_plain(self, meta, c):
+        return ir.RuleRef(str(c[0]), loc=_loc(c[0]))
+
+    def rule_call(self, meta, c):
+        return ir.RuleRef(str(c[0]), tuple(c[1:]), loc=_loc(c[0]))
+
+    def rule_opt(self, meta, c):
+        return (str(c[0]), True if c[1] is None else c[1])
+
+    def constraint(self, meta, c):
+        return ir.Constraint(str(c[1]), c[0], c[2], loc=_loc(meta))
+
+    def bad_equality(self, meta, c):
+        raise AttractorError("an equality constraint is written with '==', not '='", _loc(meta))
+
+    def report(self, meta, c):
+        return ir.Report(str(c[0]), c[1], loc=_loc(c[0]))
+
+    def train_call(self, meta, c):
+        return (str(c[0]), tuple(a for a in c[1:] if a is not None))
+
+    def train_opt(self, meta, c):
+        return (str(c[0]), c[1], _loc(c[0]))
+
+    def train(self, meta, c):
+        return ir.Train(tuple(c), loc=_loc(meta))
+
+    def start(self, meta, c):
+        return [s for s in c if s is not None and not isinstance(s, Token)]
+
+
+_READABLE = {
+    "_NL": "end of line", "_INDENT": "an indented block", "_DEDENT": "end of block",
+    "NAME": "a name", "CALLEE": "a call", "NUMBER": "a number", "INT": "an integer",
+    "STRING": "a string", "CMP": "a comparison", "BAR": "'|'", "LPAR": "'('", "RPAR": "')'",
+    "LSQB": "'['", "RSQB": "']'", "COMMA": "','", "COLON": "':'", "EQUAL": "'='",
+    "PLUS": "'+'", "MINUS": "'-'", "STAR": "'*'", "SLASH": "'/'", "CIRCUMFLEX": "'^'",
+    "TILDE": "'~'", "PREFIX_FN": "a function", "EXPECT": "'E['", "SUM_OVER": "'sum['",
+    "SENSE": "minimize/maximize/estimate", "SEMICOLON": "';'", "AT": "'@'", "$END": "end of input",
+}
+
+
+def _describe(tok: Token) -> str:
+    if tok.type in ("_NL", "$END"):
+        return _READABLE[tok.type]
+    if tok.type in ("_INDENT", "_DEDENT"):
+        return "unexpected indentation" if tok.type == "_INDENT" else "end of block"
+    return f"'{tok}'"
+
+
+def _syntax_error(e: UnexpectedInput) -> AttractorError:
+    loc = Loc(e.line, e.column) if getattr(e, "line", -1) and e.line > 0 else None
+    if isinstance(e, UnexpectedCharacters):
+        return AttractorError(f"unexpected character '{e.char}'", loc)
+    if isinstance(e, UnexpectedToken):
+        tok = e.token
+        if tok.type == "_INDENT":
+            return AttractorError("unexpected indentation", loc)
+        if tok.type == "$END":
+            return AttractorError("unexpected end of input", loc)
+        expected = sorted({_READABLE.get(t, f"'{t.lower()}'" if t.isalpha() else t) for t in e.expected
+                           if not t.startswith("__")})
+        hint = ""
+        if tok.type == "_NL" and "';'" not in expected and {"')'", "']'"} & set(expected):
+            hint = " (brackets do not continue lines)"
+        listed = ", ".join(expected[:8]) + (", ..." if len(expected) > 8 else "")
+        return AttractorError(f"unexpected {_describe(tok)}; expected {listed}{hint}", loc)
+    if isinstance(e, UnexpectedEOF):
+        return AttractorError("unexpected end of input", loc)
+    return AttractorError(str(e).splitlines()[0], loc)
+
+
+def _check_layout(text: str) -> None:
+    for i, line in enumerate(text.splitlines(), 1):
+        indent = line[: len(line) - len(line.lstrip(" \t"))]
+        if "\t" in indent:
+            raise AttractorError("a tab in indentation; indent with spaces", Loc(i, indent.index("\t") + 1))
+
+
+def parse(text: str) -> list[ir.Node]:
+    """Parse a program into a list of untyped statements (raises AttractorError)."""
+    _check_layout(text)
+    if not text.endswith("\n"):
+        text += "\n"
+    try:
+        tree = _lark().parse(text)
+        return _Build().transform(tree)
+    except UnexpectedInput as e:
+        raise _syntax_error(e) from None
+    except DedentError as e:
+        line = _dedent_line(text)
+        raise AttractorError("unindent does not match any outer indentation level", line) from None
+    except VisitError as e:
+        if isinstance(e.orig_exc, AttractorError):
+            raise e.orig_exc from None
+        raise
+
+
+def _dedent_line(text: str) -> Loc | None:
+    stack = [0]
+    for i, line in enumerate(text.splitlines(), 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        width = len(line) - len(line.lstrip(" "))
+        if width > stack[-1]:
+            stack.append(width)
+        while width < stack[-1]:
+            stack.pop()
+        if width != stack[-1]:
+            return Loc(i, 1)
+    return None

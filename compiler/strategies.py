@@ -1,0 +1,105 @@
+"""Traversal strategies, kept apart from the rules (in the spirit of SymPy's `strategies`).
+
+A rule is a function `(node, ctx) -> Rewrite | None`; these functions decide where rules
+are tried. Each position is visited with its polarity: +1 if the objective increases with
+the subterm, -1 if it decreases, 0 if neither is known.
+"""
+from __future__ import annotations
+
+from typing import Callable, Iterator
+
+from compiler import ir
+from compiler.builtins import FUNCTIONS
+
+
+def const_value(node: ir.Node, program: ir.Program | None = None) -> float | None:
+    """The numeric value of a constant expression, or None."""
+    if isinstance(node, ir.Num):
+        return node.value
+    if isinstance(node, ir.Ref) and node.kind == "const" and program is not None:
+        d = program.decl(node.name)
+        return const_value(d.value, program) if isinstance(d, ir.Const) else None
+    if isinstance(node, ir.Apply):
+        vals = [const_value(a, program) for a in node.args]
+        if any(v is None for v in vals):
+            return None
+        ops = {"add": lambda a, b: a + b, "sub": lambda a, b: a - b, "mul": lambda a, b: a * b,
+               "neg": lambda a: -a, "div": lambda a, b: a / b if b else None,
+               "pow": lambda a, b: a ** b if a > 0 or float(b).is_integer() else None}
+        if node.fn in ops:
+            try:
+                return ops[node.fn](*vals)
+            except (OverflowError, ZeroDivisionError):
+                return None
+    return None
+
+
+def _sign_of(node: ir.Node, program) -> int:
+    v = const_value(node, program)
+    if v is None:
+        return 0
+    return 1 if v > 0 else (-1 if v < 0 else 0)
+
+
+def child_polarity(node: ir.Node, index: int, program: ir.Program | None) -> int:
+    """How the parent's value moves with its `index`-th child (+1, -1 or 0)."""
+    if isinstance(node, ir.Apply):
+        fn, args = node.fn, node.args
+        if fn == "add":
+            return 1
+        if fn == "sub":
+            return 1 if index == 0 else -1
+        if fn == "neg":
+            return -1
+        if fn == "mul":
+            return _sign_of(args[1 - index], program)
+        if fn == "div":
+            return _sign_of(args[1], program) if index == 0 else 0
+        if fn in FUNCTIONS and fn not in ("stop",):
+            return FUNCTIONS[fn].monotone
+        return 0
+    if isinstance(node, ir.Expect):
+        return 1 if index == 1 else 0   # children are (source, body)
+    if isinstance(node, ir.Let):
+        return 1 if index == 1 else 0
+    return 0
+
+
+Path = tuple[tuple[ir.Node, int], ...]
+
+
+def positions(root: ir.Node, program: ir.Program | None = None, polarity: int = 1,
+              path: Path = ()) -> Iterator[tuple[ir.Node, int, Path]]:
+    """Every subterm, outermost first, with its polarity and its path from the root."""
+    yield root, polarity, path
+    for i, child in enumerate(root.children()):
+        yield from positions(child, program, polarity * child_polarity(root, i, program),
+                             path + ((root, i),))
+
+
+def replace_at(path: Path, new: ir.Node) -> ir.Node:
+    """Rebuild the root with the node at the end of `path` replaced by `new`."""
+    for parent, i in reversed(path):
+        kids = list(parent.children())
+        kids[i] = new
+        new = parent.with_children(tuple(kids))
+    return new
+
+
+def rewrite_first(root: ir.Node, try_at: Callable, program=None, polarity: int = 1):
+    """Apply `try_at(node, polarity, path)` at the first (outermost) position where it
+    returns a result; return (new root, result) or None."""
+    for node, pol, path in positions(root, program, polarity):
+        result = try_at(node, pol, path)
+        if result is not None:
+            return replace_at(path, result.node), result
+    return None
+
+
+def bottom_up(root: ir.Node, fn: Callable[[ir.Node], ir.Node | None]) -> ir.Node:
+    """Apply `fn` to every node, children first; None keeps the node."""
+    kids = root.children()
+    if kids:
+        root = root.with_children(tuple(bottom_up(c, fn) for c in kids))
+    out = fn(root)
+    return root if out is None else out

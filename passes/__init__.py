@@ -1,0 +1,3 @@
+"""Rule families, one module each; `PIPELINE` is the order in which their passes run."""
+
+PIPELINE: tuple = ()
