@@ -70,6 +70,7 @@ class Fn:
 
 
 LOWER: dict[type, Callable] = {}
+RUNTIME_PARTS: dict[str, str] = {}   # name -> source of runtime helpers a family's lowering calls
 
 
 def lowers(*types):

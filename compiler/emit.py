@@ -4,7 +4,7 @@ from __future__ import annotations
 import textwrap
 
 from compiler import ir
-from compiler.backend import Emitter, Fn, block_sample, ident, key_literal, num
+from compiler.backend import RUNTIME_PARTS, Emitter, Fn, block_sample, ident, key_literal, num
 from compiler.printer import show, shape_text
 from compiler.strategies import const_value
 
@@ -271,7 +271,8 @@ class ModuleWriter:
             "",
         ]
         main_player = p.players[0].name
-        body = (header + self.constants() + [RUNTIME] + self.init() + ["", ""] + self.losses() + ["", ""]
+        extras = [RUNTIME_PARTS[k] for k in sorted(RUNTIME_PARTS)]
+        body = (header + self.constants() + [RUNTIME] + extras + self.init() + ["", ""] + self.losses() + ["", ""]
                 + self.reports() + ["", ""] + self.sampler() + ["", ""])
         body.append(TRAINING.replace("MAIN_PLAYER", key_literal(main_player))
                     .replace("IS_ESTIMATE", str(p.objective.sense == "estimate")))

@@ -76,12 +76,20 @@ class Step:
     node: ir.Node | None = field(default=None, compare=False, repr=False)   # the loss after the step
 
 
-class RulePass:
-    """Exhaustively apply a table of rules to every player's loss."""
+STAGES = {"lagrangian": 10, "jensen": 20, "adversarial": 30, "analytic_kl": 40, "relaxation": 50,
+          "evolution": 55, "splitting": 60, "proximal": 70, "estimators": 80}
 
-    def __init__(self, name: str, rules: tuple[Rule, ...]):
+
+class RulePass:
+    """Exhaustively apply a table of rules to every player's loss.
+
+    `stage` (a key of STAGES) places the pass in the pipeline.
+    """
+
+    def __init__(self, name: str, rules: tuple[Rule, ...], stage: str):
         self.name = name
         self.rules = rules
+        self.stage = STAGES[stage]
 
     def accepts(self, program: ir.Program, via: ir.RuleRef | None) -> bool:
         return True

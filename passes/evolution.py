@@ -1,0 +1,3 @@
+"""The evolution rule family (work in progress: no rule registered yet)."""
+
+PASSES: tuple = ()

@@ -1,0 +1,3 @@
+"""The lagrangian rule family (work in progress: no rule registered yet)."""
+
+PASSES: tuple = ()

@@ -1,0 +1,3 @@
+"""The splitting rule family (work in progress: no rule registered yet)."""
+
+PASSES: tuple = ()

@@ -1,0 +1,3 @@
+"""The variational rule family (work in progress: no rule registered yet)."""
+
+PASSES: tuple = ()
