@@ -296,9 +296,9 @@ def _expect(em: Emitter, node: ir.Expect, fn: Fn) -> str:
 def _data_expect(em: Emitter, node: ir.Expect, fn: Fn) -> str:
     keyed = needs_key(node.body)
     name = em.fresh("per_example")
-    inner = fn.child({v: ident(v) for v in node.binder}, "key" if keyed else None)
+    inner = fn.child({v: f"v_{ident(v)}" for v in node.binder}, "key" if keyed else None)
     inner.emit(f"return {em.lower(node.body, inner)}")
-    args = (["key"] if keyed else []) + [ident(v) for v in node.binder]
+    args = (["key"] if keyed else []) + [f"v_{ident(v)}" for v in node.binder]
     fn.emit(f"def {name}({', '.join(args)}):")
     fn.lines.extend(inner.lines)
     mapped = [f"batch[{key_literal(v)}]" for v in node.binder]
