@@ -287,6 +287,20 @@ def text_of(codes):
     return "".join(map(chr, codes))
 
 
+# Data parallelism: a mesh over every local device; batches are split along it, parameters
+# and optimiser state are replicated (multi-host: call jax.distributed.initialize() first).
+MESH = jax.sharding.Mesh(np.array(jax.devices()), ("data",))
+BATCH_SHARDING = jax.sharding.NamedSharding(MESH, jax.sharding.PartitionSpec("data"))
+REPLICATED = jax.sharding.NamedSharding(MESH, jax.sharding.PartitionSpec())
+
+
+def shard_batch(batch):
+    """Split every data array of the batch over the devices (when its size allows)."""
+    n = len(MESH.devices.flat)
+    return {k: jax.lax.with_sharding_constraint(v, BATCH_SHARDING) if k in DATA_VARS and v.shape[0] % n == 0 else v
+            for k, v in batch.items()}
+
+
 def own(tree, player):
     return {k: tree[k] for k in PLAYERS[player]}
 
@@ -378,7 +392,7 @@ def fit(data, steps=STEPS, seed=0, batch_size=BATCH, callback=None, chunk=None):
     data = as_data(data)
     key = jax.random.PRNGKey(seed)
     key, k_init = jax.random.split(key)
-    state = init_state(init(k_init))
+    state = jax.device_put(init_state(init(k_init)), REPLICATED)
     chunk = chunk or max(1, min(steps, 100, steps // 50 or 1))
     history, done, started = [], 0, time.perf_counter()
     while done < steps:
@@ -420,6 +434,7 @@ STEP_CODE = {
 @jax.jit
 def step(state, key, batch):
     """One step of the dynamics: (state, key, batch) -> (state, losses)."""
+    batch = shard_batch(batch)
     v, values = direction(state["params"], key, batch)
     for p in MOVING:
         state = update_player(state, p, v)
@@ -429,6 +444,7 @@ def step(state, key, batch):
 @jax.jit
 def step(state, key, batch):
     """Alternating dynamics: players move in turn, each seeing the others' new parameters."""
+    batch = shard_batch(batch)
     values = {}
     for p in PLAYERS:
         if PLAYERS[p]:
