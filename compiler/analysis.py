@@ -56,7 +56,9 @@ def problems(program: ir.Program, root: ir.Node) -> list[Problem]:
             if missing:
                 out.append(Problem(n, "marginal", f"{n.model}({', '.join(n.vars)}) is an integral over the latent {', '.join(missing)}"))
         elif isinstance(n, ir.Divergence):
-            out.append(Problem(n, "divergence", f"{n.kind} needs density ratios of distributions that are known only through samples or unnormalised densities"))
+            need = ("the score (gradient of the log density) of a distribution known only through samples"
+                    if n.kind == "Fisher" else "the density ratio of distributions known only through samples or unnormalised densities")
+            out.append(Problem(n, "divergence", f"{n.kind} needs {need}"))
         elif isinstance(n, ir.Apply) and n.fn in FUNCTIONS and not FUNCTIONS[n.fn].smooth and depends_on(n, program):
             out.append(Problem(n, "nondiff", f"{n.fn} is piecewise constant in the parameters: its gradient is zero almost everywhere"))
         elif isinstance(n, ir.Compare) and depends_on(n, program):

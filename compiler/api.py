@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import linecache
+import sys
 import types
 from pathlib import Path
 
@@ -185,6 +186,7 @@ def compile_source(text: str, via: str | None = None, filename: str = "<input>",
                    dynamics: str | None = None) -> CompiledProgram:
     """Parse, check and rewrite a program; errors raise AttractorError with the diagnostic."""
     from passes import PIPELINE
+    sys.setrecursionlimit(max(sys.getrecursionlimit(), 20000))   # objectives with thousands of terms
     try:
         typed = check(parse(text))
         if via is not None:

@@ -45,9 +45,12 @@ class Node:
         return dataclasses.replace(self, **changes) if changes else self
 
     def walk(self) -> Iterator["Node"]:
-        yield self
-        for c in self.children():
-            yield from c.walk()
+        """Every node of the tree, pre-order (iterative: deep trees are fine)."""
+        stack = [self]
+        while stack:
+            node = stack.pop()
+            yield node
+            stack.extend(reversed(node.children()))
 
     def __str__(self) -> str:
         from compiler.printer import show

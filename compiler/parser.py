@@ -5,7 +5,8 @@ import ast
 import functools
 from importlib import resources
 
-from lark import Lark, Token, Transformer, v_args
+from lark import Lark, Token, v_args
+from lark.visitors import Transformer_NonRecursive
 from lark.exceptions import (UnexpectedCharacters, UnexpectedEOF,
                              UnexpectedInput, UnexpectedToken, VisitError)
 from lark.indenter import DedentError, Indenter
@@ -44,7 +45,7 @@ def _number(tok: Token) -> float:
 
 
 @v_args(meta=True)
-class _Build(Transformer):
+class _Build(Transformer_NonRecursive):
     """One method per named grammar rule; each returns IR (or plain values for options)."""
 
     # ---- expressions

@@ -65,35 +65,37 @@ def child_polarity(node: ir.Node, index: int, program: ir.Program | None) -> int
     return 0
 
 
-Path = tuple[tuple[ir.Node, int], ...]
+# A path is a linked list from a position up to the root: None at the root, else
+# (parent path, parent node, index of the child). Linked, so traversal stays linear.
+Path = tuple | None
 
 
-def positions(root: ir.Node, program: ir.Program | None = None, polarity: int = 1,
-              path: Path = ()) -> Iterator[tuple[ir.Node, int, Path]]:
-    """Every subterm, outermost first, with its polarity and its path from the root."""
-    yield root, polarity, path
-    for i, child in enumerate(root.children()):
-        yield from positions(child, program, polarity * child_polarity(root, i, program),
-                             path + ((root, i),))
+def ancestors(path: Path) -> Iterator[tuple[ir.Node, int]]:
+    """(parent, child index) pairs from the nearest parent up to the root."""
+    while path is not None:
+        path, parent, index = path
+        yield parent, index
+
+
+def positions(root: ir.Node, program: ir.Program | None = None,
+              polarity: int = 1) -> Iterator[tuple[ir.Node, int, Path]]:
+    """Every subterm, outermost first (pre-order), with its polarity and its path."""
+    stack: list[tuple[ir.Node, int, Path]] = [(root, polarity, None)]
+    while stack:
+        node, pol, path = stack.pop()
+        yield node, pol, path
+        kids = node.children()
+        for i in range(len(kids) - 1, -1, -1):
+            stack.append((kids[i], pol * child_polarity(node, i, program), (path, node, i)))
 
 
 def replace_at(path: Path, new: ir.Node) -> ir.Node:
     """Rebuild the root with the node at the end of `path` replaced by `new`."""
-    for parent, i in reversed(path):
+    for parent, i in ancestors(path):
         kids = list(parent.children())
         kids[i] = new
         new = parent.with_children(tuple(kids))
     return new
-
-
-def rewrite_first(root: ir.Node, try_at: Callable, program=None, polarity: int = 1):
-    """Apply `try_at(node, polarity, path)` at the first (outermost) position where it
-    returns a result; return (new root, result) or None."""
-    for node, pol, path in positions(root, program, polarity):
-        result = try_at(node, pol, path)
-        if result is not None:
-            return replace_at(path, result.node), result
-    return None
 
 
 def bottom_up(root: ir.Node, fn: Callable[[ir.Node], ir.Node | None]) -> ir.Node:
