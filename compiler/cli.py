@@ -115,15 +115,23 @@ def cmd_run(args) -> int:
     if steps < 0:
         raise AttractorError("--steps must be non-negative", None, "--steps")
     bar = ProgressBar(mod, data, enabled=not args.json)
+    report_history: list[dict] = []
+
+    def callback(done, total, record, params):
+        bar(done, total, record, params)
+        if args.plot and mod.REPORTS and (done >= total or done % max(1, total // 40) < max(1, total // 100)):
+            import jax
+            report_history.append({"step": done, **mod.reports(params, jax.random.PRNGKey(0), data)})
+
     started = time.perf_counter()
-    params, history = mod.fit(data, steps, args.seed, callback=bar)
+    params, history = mod.fit(data, steps, args.seed, callback=callback)
     seconds = time.perf_counter() - started
     result = mod.summary(params, data, steps, seconds, args.seed)
     if args.samples:
         _save_samples(mod, params, args.samples, args.seed)
     if args.plot:
         from compiler.plot import plot_run
-        plot_run(args.plot, history, mod, params, data)
+        plot_run(args.plot, history, report_history, mod, params, data)
     if args.json:
         print(json.dumps(result))
     else:

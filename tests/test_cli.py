@@ -80,3 +80,11 @@ def test_console_script_is_the_same_command():
         pytest.skip("console script not installed")
     r = subprocess.run([str(exe), "compile", LSQ, "--show", "ir"], capture_output=True, text=True)
     assert r.returncode == 0 and r.stdout == cli("compile", LSQ, "--show", "ir").stdout
+
+
+def test_run_plot_writes_a_png(tmp_path):
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "curve.png"
+    r = cli("run", LSQ, "--steps", "100", "--plot", str(out))
+    assert r.returncode == 0, r.stderr
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
