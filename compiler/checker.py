@@ -446,7 +446,7 @@ class Checker:
             raise AttractorError(f"write {name}[v ~ D] with square brackets", loc)
         if d is not None:
             raise AttractorError(f"'{name}' is not a function", loc)
-        raise AttractorError(f"unknown function '{name}'", loc)
+        raise AttractorError(f"unknown function or model '{name}'", loc)
 
     def function(self, node: ir.Call, scope: Scope) -> tuple[ir.Node, Shape]:
         name, loc = node.name, node.loc
