@@ -1,0 +1,51 @@
+"""Regenerate the compiler output embedded in the docs pages.
+
+A page marks a block with `<!-- attractor compile FILE ARGS -->` followed by a fenced code
+block; `python docs/build.py` rewrites every such block with what the compiler prints today.
+tests/test_docs.py fails when a page is stale.
+"""
+from __future__ import annotations
+
+import re
+import shlex
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+BLOCK = re.compile(r"(<!-- attractor (?P<args>[^>]*?) -->\n```[a-z]*\n)(?P<body>.*?)(```)", re.S)
+
+
+def output(args: str) -> str:
+    """What `attractor ARGS` prints (run in process, from the repository root)."""
+    import contextlib
+    import io
+    import os
+    from compiler.cli import main
+    out = io.StringIO()
+    cwd = os.getcwd()
+    os.chdir(ROOT)
+    try:
+        with contextlib.redirect_stdout(out):
+            code = main(shlex.split(args))
+    finally:
+        os.chdir(cwd)
+    if code != 0:
+        raise RuntimeError(f"attractor {args} exited {code}")
+    return out.getvalue()
+
+
+def refresh(text: str) -> str:
+    return BLOCK.sub(lambda m: m.group(1) + output(m.group("args")) + m.group(4), text)
+
+
+def pages() -> list[Path]:
+    return sorted(p for p in (ROOT / "docs").glob("*.md") if BLOCK.search(p.read_text()))
+
+
+if __name__ == "__main__":
+    for page in pages():
+        new = refresh(page.read_text())
+        if new != page.read_text():
+            page.write_text(new)
+            print(f"updated {page.relative_to(ROOT)}")
+    sys.exit(0)
