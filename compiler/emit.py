@@ -269,6 +269,12 @@ class ModuleWriter:
             "import numpy as np",
             "import optax",
             "",
+            "",
+            "def text_of(codes):",
+            '    """Text stored as code points (file names: no user text in the source)."""',
+            '    return "".join(map(chr, codes))',
+            "",
+            "",
         ]
         main_player = p.players[0].name
         extras = [RUNTIME_PARTS[k] for k in sorted(RUNTIME_PARTS)]
@@ -283,10 +289,6 @@ class ModuleWriter:
 
 
 TRAINING = '''
-def text_of(codes):
-    return "".join(map(chr, codes))
-
-
 # Data parallelism: a mesh over every local device; batches are split along it, parameters
 # and optimiser state are replicated (multi-host: call jax.distributed.initialize() first).
 MESH = jax.sharding.Mesh(np.array(jax.devices()), ("data",))

@@ -89,3 +89,22 @@ def test_alternating_and_simultaneous_agree_for_one_player():
     a = compile_source(src).build("simultaneous").fit({}, 50, 0)[0]["a"]
     b = compile_source(src).build("alternating").fit({}, 50, 0)[0]["a"]
     assert float(a) == pytest.approx(float(b)) and abs(float(a) - 1) < 1e-4
+
+
+def test_maximum_likelihood_without_latents_is_exact(tmp_path):
+    """No latent variable: log p(x) is tractable; MLE of a categorical = empirical frequencies."""
+    rng = np.random.default_rng(0)
+    x = rng.choice(4, size=1000, p=[0.1, 0.2, 0.3, 0.4])
+    np.savetxt(tmp_path / "c.csv", x, fmt="%d")
+    (tmp_path / "cat.att").write_text(
+        'data x : real from csv("c.csv")\nparam logits : real[4]\nmodel p:\n    x ~ Categorical(logits=logits)\n'
+        "minimize E[x ~ data] -log p(x)\ntrain steps=600, optimizer=adam(lr=0.1)\n")
+    prog = compile_file(tmp_path / "cat.att")
+    assert prog.steps.steps == ()
+    mod = prog.build()
+    params, _ = mod.fit(prog.load_data(), steps=600, seed=0)
+    freq = np.bincount(x, minlength=4) / len(x)
+    probs = np.exp(np.asarray(params["logits"]))
+    np.testing.assert_allclose(probs / probs.sum(), freq, atol=2e-3)
+    exact = -np.sum(freq * np.log(freq))
+    assert mod.objective(params, jax.random.PRNGKey(0), prog.load_data()) == pytest.approx(exact, rel=1e-4)
