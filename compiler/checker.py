@@ -378,6 +378,8 @@ class Checker:
         if isinstance(src, ir.Ref) and src.name in self.blocks:
             b = self.blocks[src.name]
             return self._block_sample(b, binder, (), src.loc, scope)
+        if isinstance(src, ir.Call) and src.shape is not None and src.name not in DISTRIBUTIONS:
+            raise AttractorError("a type in E[v ~ D : type] may follow only a distribution", src.loc)
         if isinstance(src, ir.Call) and src.name in self.blocks:
             b = self.blocks[src.name]
             vars_, given = self._density_args(src, b)
@@ -387,7 +389,7 @@ class Checker:
         if isinstance(src, ir.Call) and src.name in DISTRIBUTIONS:
             if len(binder) != 1:
                 raise AttractorError("a distribution draws one variable", src.loc)
-            dist, shape = self._dist(src, scope, None)
+            dist, shape = self._dist(src, scope, src.shape)
             if src.name == "Gibbs":
                 raise AttractorError("Gibbs(energy) is unnormalised: it has no sampler", src.loc)
             return dist, (shape,)

@@ -87,6 +87,7 @@ class Call(Node):
     kwargs: tuple[Node, ...] = ()
     bar: str = ""          # "|" or "||" separator, if any
     split: int = -1        # index in args where the part after the bar starts
+    shape: Shape | None = None   # a declared type, as in E[e ~ Normal(0, 1) : real[4]]
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import ast
+import dataclasses
 import functools
 from importlib import resources
 
@@ -89,10 +90,18 @@ class _Build(Transformer_NonRecursive):
         return ir.Compare(str(c[1]), c[0], c[2], loc=_loc(meta))
 
     def expectation(self, meta, c):
-        return ir.Expect(c[1], c[2], c[3], reduce="mean", loc=_loc(meta))
+        return self._expect(meta, c, "mean")
 
     def sum_over(self, meta, c):
-        return ir.Expect(c[1], c[2], c[3], reduce="sum", loc=_loc(meta))
+        return self._expect(meta, c, "sum")
+
+    def _expect(self, meta, c, reduce):
+        _, binder, source, shape, body = c
+        if shape is not None:
+            if not isinstance(source, ir.Call):
+                raise AttractorError("a type in E[v ~ D : type] may follow only a distribution", _loc(meta))
+            source = dataclasses.replace(source, shape=shape)
+        return ir.Expect(binder, source, body, reduce=reduce, loc=_loc(meta))
 
     def binder_name(self, meta, c):
         return (str(c[0]),)

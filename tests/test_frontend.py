@@ -145,3 +145,20 @@ minimize hel(data || g) + JS(data, g) + KL(data || g)
     e = check(parse(src)).objective.expr
     kinds = [n.kind for n in e.walk() if isinstance(n, ir.Divergence)]
     assert kinds == ["hel", "JS", "KL"]
+
+
+@pytest.mark.parametrize("text", [
+    "E[e ~ Normal(0, 1) : real[3]] sum((w + e)^2)",
+    "E[(x, y) ~ data] (dot(w, x) - y)^2 + a * norm1(w)",
+    "-log(a^2 + 1) / (2 - a) - -a",
+    "sum[(x, y) ~ data] max(0, 1 - y * dot(w, x))",
+    "E[e ~ Bernoulli(probs=0.3) : real[3]] dot(w, e)",
+])
+def test_printed_objective_reparses_to_the_same_ir(text):
+    e = expr(text)
+    assert expr(show(e)) == e
+
+
+def test_type_annotation_sets_the_shape_of_a_drawn_variable():
+    e = expr("E[e ~ Normal(0, 1) : real[3]] sum(w * e)")
+    assert e.source.shape == (3,)
