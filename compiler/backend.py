@@ -284,6 +284,7 @@ def needs_key(node: ir.Node) -> bool:
 
 
 RANDOM_NODES: set[type] = set()
+DRAWS_AXIS = "#draws"   # env key: the vmap axis of the innermost expectation with samples > 1
 
 
 @lowers(ir.Expect)
@@ -314,6 +315,8 @@ def _sample_expect(em: Emitter, node: ir.Expect, fn: Fn) -> str:
     """One draw (or `samples` draws, averaged); a score-function draw carries no gradient."""
     name = em.fresh("draw")
     inner = fn.child({}, "key")
+    if node.samples > 1:   # collectives over the draws (jax.lax.all_gather) name this vmap axis
+        inner.env[DRAWS_AXIS] = f'"{name}"'
     src = node.source
     if isinstance(src, ir.Dist):
         drawn = {node.binder[0]: inner.tmp(dist_sample(em, src, inner.subkey(), inner), ident(node.binder[0]) + "_")}
@@ -330,7 +333,7 @@ def _sample_expect(em: Emitter, node: ir.Expect, fn: Fn) -> str:
     fn.emit(f"def {name}(key):")
     fn.lines.extend(inner.lines)
     if node.samples > 1:
-        return f"jnp.mean(jax.vmap({name})(jax.random.split({fn.subkey()}, {node.samples})), axis=0)"
+        return f"jnp.mean(jax.vmap({name}, axis_name={inner.env[DRAWS_AXIS]})(jax.random.split({fn.subkey()}, {node.samples})), axis=0)"
     return f"{name}({fn.subkey()})"
 
 

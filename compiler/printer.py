@@ -40,6 +40,9 @@ def _density(name: str, vars_, given) -> str:
 
 def _show(node: ir.Node) -> tuple[str, int]:
     """(text, precedence of its outermost operator)."""
+    printed = getattr(node, "printed", None)
+    if printed is not None:   # a node type a rule family introduces prints itself
+        return printed()
     if isinstance(node, ir.Num):
         text = number(node.value)
         return (text, _ATOM) if node.value >= 0 else (text, _PREFIX)
