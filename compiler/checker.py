@@ -404,7 +404,7 @@ class Checker:
             if g not in scope.names:
                 raise AttractorError(f"guide {b.name} is given '{g}', which is not bound here", loc)
         for line in b.lines:
-            if isinstance(line, ir.Tilde) and line.dist.family == "Gibbs":
+            if isinstance(line, ir.Tilde) and getattr(line.dist, "name", getattr(line.dist, "family", "")) == "Gibbs":   # untyped (Call) or typed (Dist)
                 raise AttractorError(f"{b.kind} {b.name} is a Gibbs (unnormalised) model: it cannot be sampled", loc)
         given = tuple(given) or tuple(needed)
         return ir.Sample(b.name, tuple(binder), given, loc=loc), tuple(self.var_shapes[(b.name, v)] for v in binder)
