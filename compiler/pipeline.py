@@ -155,6 +155,11 @@ def _commit(program: ir.Program, index: int, player: ir.Player, rule: Rule, node
     players = list(program.players)
     players[index] = dataclasses.replace(player, loss=new_loss)
     players.extend(rw.players)
+    for i, p in enumerate(players):   # new learnables owned by an existing player join its parameters
+        owned = tuple(d.name for d in rw.decls if isinstance(d, (ir.Param, ir.Net)) and d.owner == p.name
+                      and d.name not in p.params)
+        if owned:
+            players[i] = dataclasses.replace(p, params=p.params + owned)
     decls = program.decls + rw.decls
     program = dataclasses.replace(program, players=tuple(players), decls=decls,
                                   auxiliary=program.auxiliary + rw.auxiliary)
@@ -167,7 +172,9 @@ def _commit(program: ir.Program, index: int, player: ir.Player, rule: Rule, node
 
 def _introduced(d: ir.Node) -> str:
     from compiler.printer import _decl
-    return _decl(d)[0].split("    #")[0]
+    head, *body = _decl(d)
+    head = head.split("    #")[0]
+    return f"{head} {'; '.join(line.strip() for line in body)}" if body else head
 
 
 # ---- the manager ---------------------------------------------------------------------------

@@ -1,8 +1,9 @@
-"""The variational rule family: gradient estimators of expectations under distributions that
-depend on the parameters (`reparameterize`, `score_function`).
+"""The variational rule family: Jensen bounds on marginal likelihoods (`jensen`), closed-form
+KL terms (`analytic_kl`), and the gradient estimators of expectations under distributions
+that depend on the parameters (`reparameterize`, `score_function`).
 
-Both rules rewrite `E[v ~ D] f` by *inlining* the sampler of D: every line the drawn
-variables need is turned, in order, into
+The estimator rules rewrite `E[v ~ D] f` by *inlining* the sampler of D: every line the
+drawn variables need is turned, in order, into
 
 * `E[eps ~ base] (... with w = T(args, eps))` for a parameter-dependent line w ~ F(args) of a
   reparameterisable family (x = T(ε) derived by SymPy in `distributions_math.reparameterization`),
@@ -11,7 +12,7 @@ variables need is turned, in order, into
 * `E[w ~ F(args)]` for a line whose law is fixed, and `... with w = value` for `w = value`,
 
 so the printed form is the estimator itself. Score terms enter as the surrogate
-`f + stop(f - b) * (S - stop(S))`, S the sum of the score terms: its value is f and its
+`stop(f - b) * (S - stop(S)) + f`, S the sum of the score terms: its value is f and its
 gradient is ∇f + (f - b)∇S, unbiased for ∇E[f] whenever b does not depend on the draw.
 """
 from __future__ import annotations
@@ -21,14 +22,14 @@ from dataclasses import dataclass
 import sympy as sp
 
 from compiler import ir
-from compiler.analysis import depends_on
+from compiler.analysis import block_latents, depends_on, missing_latents
 from compiler.backend import DRAWS_AXIS, Emitter, Fn, dist_logprob, lowers
 from compiler.builtins import DISTRIBUTIONS, FUNCTIONS
 from compiler.diagnostics import AttractorError
-from compiler.distributions_math import EPS, PARAMETERS, reparameterization
+from compiler.distributions_math import EPS, PARAMETERS, kl_closed_form, reparameterization
 from compiler.pipeline import Context, Rewrite, Rule, RulePass
 from compiler.printer import show
-from compiler.strategies import ancestors
+from compiler.strategies import ancestors, const_value
 
 REPARAMETERIZABLE = tuple(name for name, fam in DISTRIBUTIONS.items() if fam.reparam)
 SCORE_SAMPLES = 4        # draws per expectation for the leave-one-out baseline, unless told
@@ -88,6 +89,24 @@ def _lower_over_draws(em: Emitter, node: OverDraws, fn: Fn) -> str:
         return others
     mine = f"jax.lax.axis_index({axis})"
     return f"(jax.nn.logsumexp({every}.at[{mine}].set({others}), axis=0) - jnp.log({k}))"
+
+
+@dataclass(frozen=True)
+class EventSum(ir.Node):
+    """The elementwise closed form `form` broadcast to an event of `shape` and summed."""
+
+    form: ir.Sym
+    shape: tuple[int, ...]
+
+    def printed(self) -> tuple[str, int]:
+        text = show(self.form)
+        return (f"sum[{'real[' + ', '.join(map(str, self.shape)) + ']'}] {text}", 3) if self.shape else (text, 5)
+
+
+@lowers(EventSum)
+def _lower_event_sum(em: Emitter, node: EventSum, fn: Fn) -> str:
+    shape = "(" + "".join(f"{d}, " for d in node.shape) + ")"
+    return f"jnp.sum(jnp.broadcast_to({em.lower(node.form, fn)}, {shape}))"
 
 
 # ---- helpers ---------------------------------------------------------------------------------
@@ -381,9 +400,259 @@ def _replace_ref(root: ir.Node, name: str, value: ir.Node) -> ir.Node:
     return root.with_children(tuple(_replace_ref(c, name, value) for c in kids)) if kids else root
 
 
-RULES = (
+# ---- jensen ----------------------------------------------------------------------------------
+
+SUPPORT_TEXT = {"real": "the real line", "positive": "(0, inf)", "binary": "{0, 1}",
+                "categorical": "{0, ..., K-1}", "interval": "an interval"}
+
+
+def _support(dist: ir.Dist, program: ir.Program) -> tuple:
+    """The support of a law: its kind, and for an interval the bounds (None if not constant)."""
+    kind = DISTRIBUTIONS[dist.family].support
+    if kind == "interval":
+        return kind, const_value(dist.param("low"), program), const_value(dist.param("high"), program)
+    return (kind,)
+
+
+def _support_text(support: tuple) -> str:
+    if support[0] == "interval":
+        return "[" + ", ".join("?" if b is None else f"{b:g}" for b in support[1:]) + "]"
+    return SUPPORT_TEXT[support[0]]
+
+
+def _guide_for(model: ir.Block, latents: tuple[str, ...], observed: tuple[str, ...], program: ir.Program):
+    """The declared guide of `model` (checked against its latents), or None."""
+    guides = [b for b in program.of_type(ir.Block) if b.kind == "guide" and set(b.latents) & set(model.random_vars())]
+    if not guides:
+        return None
+    if len(guides) > 1:
+        raise AttractorError(f"model {model.name} has several guides ({', '.join(g.name for g in guides)}): "
+                             "declare one guide that draws all its latents", guides[1].loc)
+    guide = guides[0]
+    for z in guide.latents:
+        if z in observed or z not in latents and z in model.random_vars():
+            raise AttractorError(f"guide {guide.name} draws '{z}', which model {model.name} observes: a guide draws latents only", guide.loc)
+        if z not in latents:
+            raise AttractorError(f"guide {guide.name} draws '{z}', but model {model.name} has no latent '{z}'", guide.loc)
+    missing = [z for z in latents if z not in guide.latents]
+    if missing:
+        raise AttractorError(f"guide {guide.name} does not draw model {model.name}'s latent '{missing[0]}': "
+                             f"a guide must draw every latent ({', '.join(latents)})", guide.loc)
+    unbound = [g for g in guide.given if g not in observed]
+    if unbound:
+        raise AttractorError(f"guide {guide.name} is given '{unbound[0]}', which log {model.name}(...) does not observe", guide.loc)
+    return guide
+
+
+def _covers(guide: ir.Block, model: ir.Block, program: ir.Program) -> tuple[str, ...]:
+    """Side condition: for every latent, supp q = supp p (so the bound is finite and the
+    posterior is covered); refused with a diagnostic otherwise."""
+    out = []
+    for z in guide.latents:
+        q_line, p_line = guide.line(z), model.line(z)
+        if not isinstance(q_line, ir.Tilde) or not isinstance(p_line, ir.Tilde):
+            raise AttractorError(f"'{z}' must be drawn (z ~ ...) in both guide {guide.name} and model {model.name}", q_line.loc)
+        sq, sp_ = _support(q_line.dist, program), _support(p_line.dist, program)
+        if sq[0] != sp_[0] or None not in sq + sp_ and sq != sp_:
+            raise AttractorError(
+                f"guide {guide.name} draws '{z}' from {q_line.dist.family} (support {_support_text(sq)}), but model "
+                f"{model.name}'s '{z}' is {p_line.dist.family} (support {_support_text(sp_)}): the guide's support must be the "
+                "latent's support, or the bound is -infinity or never tight", q_line.dist.loc or q_line.loc)
+        assumed = " (bounds not constant: assumed equal)" if None in sq + sp_ else ""
+        out.append(f"supp {guide.name}({z}) = supp {model.name}({z}) = {_support_text(sp_)} "
+                   f"({q_line.dist.family} guide, {p_line.dist.family} prior){assumed}")
+    return tuple(out)
+
+
+AUTOMATIC = {"real": "Normal", "positive": "LogNormal", "binary": "Bernoulli"}
+
+
+def automatic_guide(model: ir.Block, latents, observed, program: ir.Program, owner: str,
+                    hidden: int | None) -> tuple[ir.Block, tuple[ir.Net, ...]]:
+    """An amortised mean-field guide q(z | observed): per latent, the family of its support
+    (Normal on the real line: diagonal, loc and softplus(scale) from two MLPs of the observed
+    values; LogNormal on (0, inf); Bernoulli with MLP logits on {0, 1})."""
+    taken = {getattr(d, "name", "") for d in program.decls} | set(model.random_vars())
+    for d in program.of_type(ir.Block):
+        taken |= {l.name for l in d.lines}
+    shapes = dict(program.data_vars)
+    width_in = 0
+    for v in observed:
+        if len(shapes[v]) > 1:
+            raise AttractorError(f"an automatic guide reads the observed values with an MLP: '{v}' must be a scalar or a vector", model.loc)
+        width_in += shapes[v][0] if shapes[v] else 1
+    name = _fresh(f"q_{model.name}", taken)
+    lines, nets = [], []
+    for z in latents:
+        line = model.line(z)
+        kind = DISTRIBUTIONS[line.dist.family].support
+        if kind not in AUTOMATIC or len(line.shape or ()) > 1:
+            raise AttractorError(f"no automatic guide for '{z}' ({line.dist.family}, support {SUPPORT_TEXT[kind]}"
+                                 f"{', not a vector' if len(line.shape or ()) > 1 else ''}): declare guide q({z} | ...)", line.loc)
+        width_out = line.shape[0] if line.shape else 1
+        width = hidden or min(256, max(32, 2 * (width_in + width_out)))
+        family = AUTOMATIC[kind]
+        keys = ("logits",) if family == "Bernoulli" else ("loc", "scale")
+        made = [ir.Net(_fresh(f"{name}_{z}_{k}", taken), (width_in, width, width_out), owner=owner) for k in keys]
+        calls = [ir.NetCall(n.name, tuple(ir.Ref(v, "given") for v in observed)) for n in made]
+        if family != "Bernoulli":
+            calls[1] = ir.Apply("softplus", (calls[1],))
+        lines.append(ir.Tilde(z, ir.Dist(family, keys, tuple(calls), line.shape or ()), line.shape))
+        nets += made
+    return ir.Block("guide", name, tuple(lines), tuple(latents), tuple(observed), loc=model.loc), tuple(nets)
+
+
+def jensen(node: ir.Node, ctx: Context) -> Rewrite | None:
+    """-log p(x) = -log E_q[p(x, z) / q(z | x)] <= E_q[log q(z | x) - log p(x, z)] (Jensen:
+    log is concave), the gap being KL(q(z | x) || p(z | x)) >= 0; `log p(x)` alone gets the
+    ELBO, relation `>=`. q is the declared guide, or an automatic amortised one
+    (`automatic_guide`). Option iwae=K: log p(x) >= E[log (1/K) sum_k p(x, z_k) / q(z_k | x)],
+    z_k iid ~ q, a bound that tightens as K grows (Burda et al. 2016).
+
+    Side conditions: x observed, the guide draws exactly the model's latents, and for each
+    latent supp q = supp p.
+    """
+    negated = isinstance(node, ir.Apply) and node.fn == "neg"
+    inner = node.args[0] if negated else node
+    if not (isinstance(inner, ir.Apply) and inner.fn == "log" and isinstance(inner.args[0], ir.Density)):
+        return None
+    density, program = inner.args[0], ctx.program
+    if not missing_latents(program, density):
+        return None
+    model = program.decl(density.model)
+    if model.kind != "model":
+        raise AttractorError(f"jensen bounds the marginal likelihood of a model; {model.name} is a {model.kind}", density.loc)
+    data = {n for n, _ in program.data_vars}
+    observed = density.vars + density.given
+    unobserved = [v for v in observed if v not in data]
+    if unobserved:
+        raise AttractorError(f"log {show(density)} marginalises the latents given '{unobserved[0]}', but '{unobserved[0]}' "
+                             f"is not observed: declare it as data (data {unobserved[0]} : ...) and bind it with E[... ~ data]", density.loc)
+    left_out = [v for v in model.random_vars() if v in data and v not in observed]
+    if left_out:
+        raise AttractorError(f"log {show(density)} leaves out the observed '{left_out[0]}': write {model.name}({', '.join(observed + (left_out[0],))})", density.loc)
+    latents = tuple(v for v in block_latents(program, model) if v not in observed)
+    k = ctx.option("iwae", 1)
+    if k != int(k) or k < 1:
+        raise AttractorError(f"jensen(iwae=K) needs a whole number K >= 1, got {k:g}", program.objective.via.loc)
+    guide, decls = _guide_for(model, latents, observed, program), ()
+    if guide is None:
+        guide, nets = automatic_guide(model, latents, observed, program, ctx.player.name, ctx.option("hidden"))
+        decls = nets + (guide,)
+    conditions = (f"{', '.join(observed)} observed (data); the latents {', '.join(latents)} are drawn by guide "
+                  f"{guide.name}({', '.join(guide.latents)} | {', '.join(guide.given)})",) + _covers(guide, model, program)
+    sample = ir.Sample(guide.name, guide.latents, guide.given)
+    log_q = ir.Apply("log", (ir.Density(guide.name, guide.latents, guide.given),))
+    log_joint = ir.Apply("log", (ir.Density(model.name, density.vars + guide.latents, density.given),))
+    if k == 1:
+        body = ir.Apply("sub", (log_q, log_joint) if negated else (log_joint, log_q))
+        new = ir.Expect(guide.latents, sample, body, loc=node.loc)
+        bound = "ELBO"
+        gap = f"gap = KL({guide.name}({', '.join(guide.latents)} | {', '.join(guide.given)}) || {model.name}({', '.join(guide.latents)} | {', '.join(observed)})) >= 0"
+    else:
+        iwae = ir.Expect(guide.latents, sample, OverDraws("logmeanexp", ir.Apply("sub", (log_joint, log_q))), samples=int(k), loc=node.loc)
+        new = ir.Apply("neg", (iwae,)) if negated else iwae
+        bound = f"importance-weighted bound, K = {int(k)}"
+        gap = "gap >= 0, non-increasing in K, -> 0 as K -> infinity (the guide covers the posterior)"
+    return Rewrite(new, "<=" if negated else ">=", conditions + (gap,), decls,
+                   note=f"{bound}; guide {guide.name}" + (" (automatic, amortised)" if decls else " (declared)"))
+
+
+# ---- analytic_kl ----------------------------------------------------------------------------------
+
+def _resolved(expr: ir.Node, block: ir.Block) -> ir.Node:
+    """`expr` with the block's `v = value` lines substituted, so it reads only outside names."""
+    for line in reversed(block.lines):
+        if isinstance(line, ir.Assign) and line.name in ir.free_names(expr):
+            expr = ir.substitute(expr, line.name, line.value)
+    return expr
+
+
+def _natural(dist: ir.Dist, key: str) -> ir.Node:
+    """The parameter `key` of PARAMETERS (Bernoulli: logits, from probs if need be)."""
+    if key == "logits" and "probs" in dist.keys:
+        probs = dist.param("probs")
+        return ir.Apply("sub", (ir.Apply("log", (probs,)), ir.Apply("log", (ir.Apply("sub", (ir.Num(1), probs)),))))
+    return dist.param(key)
+
+
+def closed_kl(q_dist: ir.Dist, p_dist: ir.Dist, shape) -> tuple[EventSum, str] | None:
+    """KL(q || p) summed over the event, as the SymPy closed form of `kl_closed_form`."""
+    cf = kl_closed_form(q_dist.family, p_dist.family)
+    if cf is None or cf.expr == sp.oo:
+        return None
+    args = tuple(_natural(q_dist, k) for k in PARAMETERS[q_dist.family]) + tuple(_natural(p_dist, k) for k in PARAMETERS[p_dist.family])
+    form = ir.Sym(f"KL_{q_dist.family}_{p_dist.family}", sp.srepr(cf.expr),
+                  tuple(str(s) for s in cf.q_params + cf.p_params), args)
+    return EventSum(form, tuple(shape or ())), f"KL({q_dist.family} || {p_dist.family}) = {cf.expr} per element, derived by SymPy: {cf.how}"
+
+
+def analytic_kl(node: ir.Node, ctx: Context) -> Rewrite | None:
+    """E_q[log q(z | x) - log p(x, z)] = KL(q(z | x) || p(z)) - E_q[log p(x | z)] when the
+    KL between the guide's law of z and the prior of z has a closed form (derived by SymPy).
+
+    Relation `=`. Side condition (mean field): the two laws of z depend on no other latent,
+    so the KL is a function of the observed values only. Latents without a closed form keep
+    their log-ratio inside the expectation.
+    """
+    if not isinstance(node, ir.Expect) or node.estimator or not isinstance(node.source, ir.Sample):
+        return None
+    program, guide = ctx.program, ctx.program.decl(node.source.model)
+    body = node.body
+    if guide.kind != "guide" or not (isinstance(body, ir.Apply) and body.fn == "sub"):
+        return None
+    logs = [a.args[0] if isinstance(a, ir.Apply) and a.fn == "log" and isinstance(a.args[0], ir.Density) else None for a in body.args]
+    if None in logs:
+        return None
+    is_q = [d.model == guide.name and set(d.vars) == set(guide.latents) and not set(d.given) - set(guide.given) for d in logs]
+    if is_q[0] == is_q[1]:
+        return None
+    q_density, p_density = (logs[0], logs[1]) if is_q[0] else (logs[1], logs[0])
+    model = program.decl(p_density.model)
+    if not isinstance(model, ir.Block) or model.kind != "model" or not set(guide.latents) <= set(p_density.vars):
+        return None
+    latents = set(guide.random_vars()) | set(block_latents(program, model))
+    closed, how = [], []
+    for z in guide.latents:
+        q_line, p_line = guide.line(z), model.line(z)
+        if not isinstance(q_line, ir.Tilde) or not isinstance(p_line, ir.Tilde):
+            continue
+        q_dist, p_dist = _resolved(q_line.dist, guide), _resolved(p_line.dist, model)
+        if (ir.free_names(q_dist) | ir.free_names(p_dist)) & latents:
+            continue
+        found = closed_kl(q_dist, p_dist, q_line.shape)
+        if found is not None:
+            closed.append((z, found[0]))
+            how.append(found[1])
+    if not closed:
+        return None
+    names = [z for z, _ in closed]
+    rest = tuple(z for z in guide.latents if z not in names)
+    observed = tuple(v for v in p_density.vars if v not in guide.latents)
+    neg_elbo = ir.Apply("neg", (ir.Apply("log", (ir.Density(model.name, observed, p_density.given + guide.latents),)),))
+    if rest:
+        log_q = ir.Apply("log", (ir.Density(guide.name, rest, q_density.given + tuple(names)),))
+        log_p = ir.Apply("log", (ir.Density(model.name, rest, p_density.given + observed + tuple(names)),))
+        neg_elbo = ir.Apply("add", (neg_elbo, ir.Apply("sub", (log_q, log_p))))
+    kl = closed[0][1]
+    for _, term in closed[1:]:
+        kl = ir.Apply("add", (kl, term))
+    if is_q[0]:
+        new = ir.Apply("add", (ir.Expect(node.binder, node.source, neg_elbo, node.reduce, samples=node.samples, loc=node.loc), kl))
+    else:
+        elbo = neg_elbo.args[0] if not rest else ir.Apply("neg", (neg_elbo,))
+        new = ir.Apply("sub", (ir.Expect(node.binder, node.source, elbo, node.reduce, samples=node.samples, loc=node.loc), kl))
+    return Rewrite(new, "=", tuple(how) + (f"mean field: the guide's and the prior's laws of {', '.join(names)} "
+                                           "depend on no latent, so E_q[log q - log p] over them is their KL exactly",),
+                   note=f"closed-form KL for {', '.join(names)}; the expectation keeps the likelihood term")
+
+
+JENSEN = (Rule("jensen", "marginal", jensen, ("iwae", "hidden")),)
+ANALYTIC_KL = (Rule("analytic_kl", "", analytic_kl),)
+ESTIMATORS = (
     Rule("reparameterize", "estimator", reparameterize),
     Rule("score_function", "estimator", score_function, ("samples",)),
 )
 
-PASSES: tuple = (RulePass("estimators", RULES, "estimators"),)
+PASSES: tuple = (RulePass("jensen", JENSEN, "jensen"), RulePass("analytic_kl", ANALYTIC_KL, "analytic_kl"),
+                 RulePass("estimators", ESTIMATORS, "estimators"))
