@@ -24,6 +24,9 @@ def latex(node: ir.Node) -> str:
         return sp.latex(expr, symbol_names=names)
     except (NotScalar, TypeError, ValueError):
         pass
+    latexed = getattr(node, "latexed", None)
+    if latexed is not None:   # a node type a rule family introduces renders itself
+        return latexed()
     if isinstance(node, ir.Num):
         return number(node.value)
     if isinstance(node, ir.Ref):

@@ -1,3 +1,467 @@
-"""The adversarial rule family (work in progress: no rule registered yet)."""
+"""The adversarial rule family: divergences that only samples can reach become games.
 
-PASSES: tuple = ()
+Each rule replaces a divergence between distributions known through samples (the data, a
+sampler, a model that can be drawn from) or through an unnormalised density by an expression
+whose gradients can be estimated from samples. Where a density ratio is missing, an auxiliary
+player is introduced whose Bayes-optimal answer is that ratio, and the rewrite is a game:
+
+* `classifier_ratio`: JS(P, Q) = ½(log 4 + max_D E_P log D + E_Q log(1 − D)), D* = p/(p + q),
+  with a discriminator D = σ(V) (logit V; V* = log p/q); option `nonsaturating`.
+* `conjugate`: D_f(P‖Q) = sup_T E_P[T] − E_Q[f*(T)], T* = f'(p/q); f*, dom f* and the critic
+  activation T = g_f(V) are derived by SymPy from the generator f (compiler.convex).
+* `denoising_score`: Fisher(data‖p) for a model with a density in x (explicit or Gibbs):
+  Hyvärinen's E_data[½‖∇log p‖² + Δ log p] (= up to a constant), or denoising score matching
+  E[½‖∇log p(x + σε) + ε/σ‖²] = Fisher(data ∗ N(0, σ²)‖p) + constant (Vincent 2011).
+
+Draws from a sampler or model are paired with the data: `E[x ~ data] E[x ~ g] h(x)` takes one
+draw of g per data example, so a minibatch sets the number of draws per step and the objective
+on the whole data set averages as many draws as there are examples.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+import sympy as sp
+
+from compiler import ir
+from compiler.analysis import block_latents, depends_on
+from compiler.backend import Emitter, Fn, ident, lowers, needs_key
+from compiler.builtins import RESERVED
+from compiler.certify import Certificate, certificate
+from compiler.convex import T as TSYM
+from compiler.convex import U, V, ConvexityError, check_generator, derive_conjugate, named_generator
+from compiler.diagnostics import AttractorError
+from compiler.latex import latex
+from compiler.pipeline import Context, Rewrite, Rule, RulePass
+from compiler.printer import show
+from compiler.symbolic import NotScalar, to_sympy
+
+CLASSIFIER_KINDS = ("JS", "GAN")       # divergences a Bayes-optimal classifier gives
+HIDDEN = 128                           # hidden width of an introduced critic net (option hidden=)
+SIGMA = 0.1                            # noise scale of denoising score matching (option sigma=)
+DISCRETE = ("Bernoulli", "Categorical")
+
+
+# ---- node types this family introduces ---------------------------------------------------------
+
+@dataclass(frozen=True)
+class Grad(ir.Node):
+    """∇_var expr: the gradient of the scalar `expr` in the bound variable `var`, at its value
+    (the score ∇_x log p(x) when `expr` is a log density)."""
+
+    expr: ir.Node
+    var: str
+
+    def printed(self) -> tuple[str, int]:
+        return f"grad_{self.var}({show(self.expr)})", 5
+
+    def latexed(self) -> str:
+        return rf"\nabla_{{{self.var}}} {latex(self.expr)}"
+
+
+@dataclass(frozen=True)
+class Laplacian(ir.Node):
+    """Δ_var expr = tr ∇²_var expr, at the value of the bound variable `var`."""
+
+    expr: ir.Node
+    var: str
+
+    def printed(self) -> tuple[str, int]:
+        return f"laplacian_{self.var}({show(self.expr)})", 5
+
+    def latexed(self) -> str:
+        return rf"\Delta_{{{self.var}}} {latex(self.expr)}"
+
+
+def _function_of(em: Emitter, node: Grad | Laplacian, fn: Fn) -> tuple[str, str]:
+    """Emit `def f(at): return expr[var := at]`; return (f, the current value of var)."""
+    if needs_key(node.expr):
+        raise AttractorError(f"cannot differentiate {show(node.expr)} in {node.var}: it draws random numbers", node.loc)
+    at = em.lower(ir.Ref(node.var), fn)
+    name, arg = em.fresh("of_" + ident(node.var)), em.fresh(ident(node.var) + "_")
+    inner = fn.child({node.var: arg}, None)
+    inner.emit(f"return {em.lower(node.expr, inner)}")
+    fn.emit(f"def {name}({arg}):")
+    fn.lines.extend(inner.lines)
+    return name, fn.tmp(at, ident(node.var) + "_")
+
+
+@lowers(Grad)
+def _lower_grad(em: Emitter, node: Grad, fn: Fn) -> str:
+    f, at = _function_of(em, node, fn)
+    return f"jax.grad({f})({at})"
+
+
+@lowers(Laplacian)
+def _lower_laplacian(em: Emitter, node: Laplacian, fn: Fn) -> str:
+    f, at = _function_of(em, node, fn)
+    return f"jnp.trace(jnp.reshape(jax.hessian({f})({at}), (jnp.size({at}), jnp.size({at}))))"
+
+
+# ---- helpers ---------------------------------------------------------------------------------------
+
+def _add(*terms: ir.Node) -> ir.Node:
+    """t1 + t2 + ..., a negated term written as a subtraction."""
+    out = terms[0]
+    for t in terms[1:]:
+        negated = isinstance(t, ir.Apply) and t.fn == "neg"
+        out = ir.Apply("sub", (out, t.args[0])) if negated else ir.Apply("add", (out, t))
+    return out
+
+
+def _fresh(program: ir.Program, base: str) -> str:
+    """A name no declaration, block line, data variable or player uses."""
+    taken = set(RESERVED) | {p.name for p in program.players} | {n for n, _ in program.data_vars}
+    for d in program.decls:
+        taken.add(getattr(d, "name", ""))
+        if isinstance(d, ir.Block):
+            taken |= {line.name for line in d.lines}
+    name, i = base, 1
+    while name in taken:
+        i += 1
+        name = f"{base}{i}"
+    return name
+
+
+def _side_name(side: ir.Node) -> str:
+    return "data" if isinstance(side, ir.DataSet) else side.name
+
+
+def _shared(program: ir.Program, node: ir.Divergence) -> tuple[tuple[str, ...], tuple[tuple[int, ...], ...]]:
+    """The data variables both sides of the divergence produce, and their shapes."""
+    def makes(side, v):
+        return isinstance(side, ir.DataSet) or program.decl(side.name).line(v) is not None
+    shared = tuple((v, s) for v, s in program.data_vars if makes(node.p, v) and makes(node.q, v))
+    return tuple(v for v, _ in shared), tuple(s for _, s in shared)
+
+
+def _sampleable(program: ir.Program, side: ir.Node, rule: str, divergence: ir.Divergence) -> None:
+    """Refuse a side the rule cannot draw from: a Gibbs model or a conditional guide."""
+    if isinstance(side, ir.DataSet):
+        return
+    block = program.decl(side.name)
+    gibbs = next((l for l in block.lines if isinstance(l, ir.Tilde) and l.dist.family == "Gibbs"), None)
+    if gibbs is not None:
+        raise AttractorError(
+            f"{rule} needs samples of both sides of {show(divergence)}, but {block.kind} {block.name} is a "
+            f"Gibbs (unnormalised) model, which cannot be sampled", side.loc or divergence.loc)
+    if block.given:
+        raise AttractorError(
+            f"{rule} needs samples of both sides of {show(divergence)}, but guide {block.name} is conditioned "
+            f"on {', '.join(block.given)}: it has no samples of its own", side.loc or divergence.loc)
+
+
+def _expect(side: ir.Node, binder: tuple[str, ...], body) -> ir.Node:
+    """E over one side of `body(kind)`: the data, or one draw of a block per data example."""
+    if isinstance(side, ir.DataSet):
+        return ir.Expect(binder, ir.DataSet(), body("data"))
+    draw = ir.Expect(binder, ir.Sample(side.name, binder), body("latent"))
+    return ir.Expect(binder, ir.DataSet(), draw)
+
+
+@dataclass(frozen=True)
+class Critic:
+    """An introduced critic: its player's name, declarations, and V(x) as a function of the
+    kind of the bound variables."""
+
+    player: str
+    decls: tuple[ir.Node, ...]
+    params: tuple[str, ...]
+    out: object
+
+    def __call__(self, kind: str) -> ir.Node:
+        return self.out(kind)
+
+    def describe(self) -> str:
+        return show(self.out("data"))
+
+
+def _critic(program: ir.Program, binder, shapes, options: dict, base: str, divergence: ir.Divergence, rule: str) -> Critic:
+    """A scalar critic V(x) of the shared variables: `mlp(d, H, H, 1)` owned by a new player
+    (option hidden=H), or with `critic=linear` a bias-free linear function ψ·x."""
+    kind = options.get("critic", "mlp")
+    if kind not in ("mlp", "linear"):
+        raise AttractorError(f"{rule}: critic must be mlp or linear, not {kind}", divergence.loc)
+    wide = next((v for v, s in zip(binder, shapes) if len(s) > 1), None)
+    if wide is not None:
+        raise AttractorError(f"{rule}: the critic takes vectors, but '{wide}' has shape {shapes[binder.index(wide)]}", divergence.loc)
+    player = _fresh(program, base)
+    if kind == "linear":
+        names = [_fresh(program, "psi" if len(binder) == 1 else f"psi_{v}") for v in binder]
+        decls = tuple(ir.Param(n, s, owner=player) for n, s in zip(names, shapes))
+
+        def linear(k):
+            return _add(*(ir.Apply("dot" if s else "mul", (ir.Ref(n, "param"), ir.Ref(v, k)))
+                          for n, v, s in zip(names, binder, shapes)))
+        return Critic(player, decls, tuple(names), linear)
+    hidden = options.get("hidden", HIDDEN)
+    if not (isinstance(hidden, float | int) and hidden >= 1 and float(hidden).is_integer()):
+        raise AttractorError(f"{rule}: hidden must be a positive integer width, not {hidden}", divergence.loc)
+    width = sum(math.prod(s) for s in shapes)
+    net = ir.Net(player, (width, int(hidden), int(hidden), 1), owner=player)
+    return Critic(player, (net,), (player,), lambda k: ir.NetCall(player, tuple(ir.Ref(v, k) for v in binder)))
+
+
+def _sides(node: ir.Divergence, ctx: Context, rule: str):
+    """The shared variables, their shapes, after checking that both sides can be drawn from."""
+    for side in (node.p, node.q):
+        _sampleable(ctx.program, side, rule, node)
+    return _shared(ctx.program, node)
+
+
+def _moves(side: ir.Node, binder, ctx: Context) -> bool:
+    """Does this side's law depend on the parameters of the player whose loss holds it?"""
+    if isinstance(side, ir.DataSet):
+        return False
+    return depends_on(ir.Sample(side.name, binder), ctx.program, set(ctx.player.params))
+
+
+def _pairing_note(node: ir.Divergence) -> str:
+    blocks = [s.name for s in (node.p, node.q) if not isinstance(s, ir.DataSet)]
+    return (f"draws of {' and '.join(blocks)} are paired with data examples (E[x ~ data] E[x ~ {blocks[0]}]: one draw per example)"
+            if blocks else "")
+
+
+# ---- classifier_ratio --------------------------------------------------------------------------------
+
+P_, Q_, D_ = sp.symbols("p q D", positive=True)
+
+
+@lru_cache(maxsize=None)
+def classifier_identity() -> tuple[str, ...]:
+    """Derive, pointwise in x, the Bayes-optimal discriminator and the value it attains.
+
+    h(D) = p log D + q log(1 − D) is concave on (0, 1) and maximised at D* = p/(p + q), where
+    ½(log 4·(p + q)/2·2 + h(D*)) integrates to JS(P, Q) = ½KL(P‖M) + ½KL(Q‖M), M = (P + Q)/2."""
+    h = P_ * sp.log(D_) + Q_ * sp.log(1 - D_)
+    (dstar,) = sp.solve(sp.diff(h, D_), D_)
+    curvature = sp.simplify(sp.diff(h, D_, 2))
+    if not sp.simplify(curvature * D_**2 * (1 - D_)**2).is_negative:
+        raise ConvexityError(f"internal: h''(D) = {curvature} is not negative")
+    m = (P_ + Q_) / 2
+    js = (P_ * sp.log(P_ / m) + Q_ * sp.log(Q_ / m)) / 2
+    gap = sp.expand_log(sp.simplify((P_ + Q_) * sp.log(2) + h.subs(D_, dstar) - 2 * js), force=True)
+    if sp.simplify(gap) != 0:
+        raise ConvexityError(f"internal: the value at D* differs from JS by {gap}")
+    return (f"D*(x) = {dstar} maximises p log D + q log(1 - D) (SymPy: h''(D) = {curvature} < 0 on 0 < D < 1)",
+            "at D*: (p + q) log 2 + p log D* + q log(1 - D*) = p log(p/M) + q log(q/M), M = (p + q)/2, "
+            "so 1/2 (log 4 + E_P log D* + E_Q log(1 - D*)) = JS(P, Q)",
+            "D = sigmoid(V): log D = log_sigmoid(V), log(1 - D) = log_sigmoid(-V); optimal logit V* = log(p/q)")
+
+
+def classifier_ratio(node: ir.Node, ctx: Context) -> Rewrite | None:
+    """JS(P, Q) = ½(log 4 + max_D E_P log D + E_Q log(1 − D)), D = σ(V_ψ); GAN = 2 JS − log 4
+    is the same game without the affine map.
+
+    Relation `>=` for every discriminator (the original is at least the rewritten), `=` at the
+    Bayes-optimal D* = p/(p + q); the discriminator is a new player maximising the bound, so the
+    rewrite is a game. Option `nonsaturating`: the generator instead minimises −E_Q log D on
+    each side it moves (−E_P log(1 − D) for P), a general-sum game with the same fixed point
+    D = ½, P = Q; relation `~` for its loss. Options `critic=mlp|linear`, `hidden=H`.
+    """
+    if not isinstance(node, ir.Divergence):
+        return None
+    if node.kind not in CLASSIFIER_KINDS:
+        if ctx.forced:
+            raise AttractorError(f"classifier_ratio gives JS and GAN divergences, not {node.kind}; "
+                                 f"{'denoising_score' if node.kind == 'Fisher' else 'conjugate'} handles {node.kind}", node.loc)
+        return None
+    binder, shapes = _sides(node, ctx, "classifier_ratio")
+    critic = _critic(ctx.program, binder, shapes, ctx.options, "disc", node, "classifier_ratio")
+
+    def log_d(side, sign):
+        return _expect(side, binder, lambda k: ir.Apply("log_sigmoid", (critic(k) if sign > 0 else ir.Apply("neg", (critic(k),)),)))
+
+    def scaled(*terms):
+        return ir.Apply("mul", (ir.Num(0.5), _add(ir.Apply("log", (ir.Num(4),)), *terms))) if node.kind == "JS" else _add(*terms)
+
+    bound = scaled(log_d(node.p, +1), log_d(node.q, -1))
+    relation, loss = ">=", bound
+    conditions = (f"P = {_side_name(node.p)}, Q = {_side_name(node.q)}: both can be sampled",) + classifier_identity()
+    if node.kind == "GAN":
+        conditions += ("GAN(P || Q) = 2 JS(P, Q) - log 4 = max_D E_P log D + E_Q log(1 - D)",)
+    note = f"discriminator D = sigmoid({critic.describe()}); player {critic.player} maximises the bound"
+    if ctx.option("nonsaturating"):
+        moved = [(_moves(node.p, binder, ctx), node.p, -1), (_moves(node.q, binder, ctx), node.q, +1)]
+        if any(m for m, _, _ in moved):
+            terms = [ir.Apply("neg", (log_d(side, sign),)) if m else log_d(side, -sign) for m, side, sign in moved]
+            loss, relation = scaled(*terms), "~"
+            conditions += ("nonsaturating: the generator minimises -E_Q log D (and -E_P log(1 - D) where it moves P) instead of "
+                           "E_Q log(1 - D): the same stationary point P = Q, D = 1/2, with strong gradients where D rejects its samples",)
+            note += f"; nonsaturating generator loss: a general-sum game, the discriminator keeps the {node.kind} bound"
+    pairing = _pairing_note(node)
+    note += f"; {pairing}" if pairing else ""
+    player = ir.Player(critic.player, critic.params, "max", bound)
+    return Rewrite(loss, relation, conditions, critic.decls, (player,), game=True, note=note)
+
+
+# ---- conjugate ---------------------------------------------------------------------------------------------
+
+def generator_of(program: ir.Program, node: ir.Divergence) -> tuple[sp.Expr, ir.Node]:
+    """The generator f(u) of an f-divergence and where to report a problem with it (the user's
+    `divergence name(u) = ...` definition, or the divergence itself for a builtin)."""
+    d = program.decl(node.kind)
+    if not isinstance(d, ir.DivergenceDef):
+        return named_generator(node.kind), node
+    try:
+        f = to_sympy(d.body, {d.var: U}, program)
+    except NotScalar:
+        raise AttractorError(f"divergence {d.name}: SymPy cannot read the generator f({d.var}) = {show(d.body)}; "
+                             "write it with numbers, constants, arithmetic and scalar functions", d.loc) from None
+    extra = sorted(str(s) for s in f.free_symbols - {U})
+    if extra:
+        raise AttractorError(f"divergence {d.name}: the generator f({d.var}) = {show(d.body)} must depend on {d.var} only, "
+                             f"but it uses {', '.join(extra)}", d.loc)
+    return f, d
+
+
+def _interval(lo, hi, lo_closed, hi_closed) -> str:
+    return f"{'[' if lo_closed else '('}{lo}, {hi}{']' if hi_closed else ')'}"
+
+
+def conjugate_parts(program: ir.Program, node: ir.Divergence):
+    """(Conjugate, side conditions) of the divergence, or an AttractorError at its definition."""
+    f, where = generator_of(program, node)
+    try:
+        checks = ["f(1) = -log(4): GAN(P || Q) = 2 JS(P, Q) - log 4"] if node.kind == "GAN" else check_generator(f)
+        c = derive_conjugate(f)
+    except ConvexityError as e:
+        raise AttractorError(f"divergence {node.kind} is not an f-divergence conjugate can rewrite: {e}", where.loc or node.loc) from None
+    name = node.kind
+    conditions = (
+        f"f(u) = {c.f}",
+        *checks,
+        f"f*(t) = sup_u t*u - f(u) = {c.fstar} on dom f* = {_interval(*c.domain)}",
+        "Fenchel-Young: f*(t) >= t*u - f(u), so E_P[T] - E_Q[f*(T)] <= D_f(P || Q) for every critic T",
+        f"T_{name}(v) = {c.activation} maps the critic's output onto dom f*",
+        f"fstarT_{name}(v) = f*(T_{name}(v)) = {c.fstar_of_activation}",
+    )
+    return c, conditions
+
+
+def conjugate(node: ir.Node, ctx: Context) -> Rewrite | None:
+    """D_f(P‖Q) = E_Q f(p/q) = sup_T E_P[T] − E_Q[f*(T)] (Nguyen, Wainwright & Jordan 2010),
+    T = g_f(V_ψ) with the activation g_f mapping ℝ onto dom f*; f*, dom f*, g_f and f*∘g_f
+    are derived by SymPy from f (a builtin generator or the user's `divergence name(u) = ...`).
+
+    Relation `>=` for every critic (Fenchel–Young), `=` at T* = f'(p/q); the critic is a new
+    player maximising the bound (a game). f must be convex on u > 0 with f(1) = 0 (GAN:
+    2 JS − log 4, f(1) = −log 4), else the rule refuses at the divergence's definition.
+    Options `critic=mlp|linear`, `hidden=H`.
+    """
+    if not isinstance(node, ir.Divergence):
+        return None
+    if node.kind == "Fisher":
+        if ctx.forced:
+            raise AttractorError("Fisher is not an f-divergence: denoising_score handles it", node.loc)
+        return None
+    c, conditions = conjugate_parts(ctx.program, node)
+    binder, shapes = _sides(node, ctx, "conjugate")
+    critic = _critic(ctx.program, binder, shapes, ctx.options, "critic", node, "conjugate")
+    name = node.kind
+
+    def closed_form(label, expr):
+        return lambda k: ir.Sym(label, sp.srepr(expr), (str(V),), (critic(k),))
+
+    bound = ir.Apply("sub", (_expect(node.p, binder, closed_form(f"T_{name}", c.activation)),
+                             _expect(node.q, binder, closed_form(f"fstarT_{name}", c.fstar_of_activation))))
+    note = (f"critic T = T_{name}({critic.describe()}); player {critic.player} maximises the bound, "
+            f"tight at T*(x) = f'(p(x)/q(x)), f'(u) = {c.critic_of_ratio}")
+    pairing = _pairing_note(node)
+    note += f"; {pairing}" if pairing else ""
+    player = ir.Player(critic.player, critic.params, "max", bound)
+    return Rewrite(bound, ">=", (f"P = {_side_name(node.p)}, Q = {_side_name(node.q)}: both can be sampled",) + conditions,
+                   critic.decls, (player,), game=True, note=note)
+
+
+# ---- denoising_score ------------------------------------------------------------------------------------
+
+def _score_model(node: ir.Divergence, ctx: Context) -> ir.Block:
+    """The model p of Fisher(data || p), checked: its density in the data is differentiable."""
+    program = ctx.program
+    if not isinstance(node.p, ir.DataSet):
+        raise AttractorError(f"denoising_score rewrites Fisher(data || p): the first side must be the data, not {_side_name(node.p)}",
+                             node.p.loc or node.loc)
+    block = program.decl(_side_name(node.q))
+    if block.kind != "model":
+        raise AttractorError(f"Fisher(data || {block.name}) needs the score of {block.name}, but {block.kind} {block.name} "
+                             "has no density", node.q.loc or node.loc)
+    latents = block_latents(program, block)
+    if latents:
+        raise AttractorError(f"the score of model {block.name} is an integral over its latent {', '.join(latents)}: "
+                             "denoising_score needs a model with a density in the data alone", node.q.loc or node.loc)
+    for line in block.lines:
+        if isinstance(line, ir.Tilde) and line.dist.family in DISCRETE:
+            raise AttractorError(f"Fisher(data || {block.name}) differentiates log {block.name} in {line.name}, "
+                                 f"but {line.name} ~ {line.dist.family} is discrete", line.loc or node.loc)
+    return block
+
+
+def _relu_nets(program: ir.Program, block: ir.Block) -> list[str]:
+    nets = set()
+    for line in block.lines:
+        for n in line.walk():
+            if isinstance(n, ir.NetCall):
+                nets.add(n.net)
+            if isinstance(n, ir.Ref) and n.kind == "net":
+                nets.add(n.name)
+    return sorted(n for n in nets if program.decl(n).act == "relu")
+
+
+def denoising_score(node: ir.Node, ctx: Context) -> Rewrite | None:
+    """Fisher(data‖p) = E_data ½‖∇log p_data − ∇log p‖² without the data's score.
+
+    Default, denoising score matching (Vincent 2011): with x̃ = x + σε, ε ~ N(0, I),
+    E ½‖∇log p(x̃) + ε/σ‖² = Fisher(data ∗ N(0, σ²I)‖p) + C: the Bayes-optimal score of the
+    denoising task is the smoothed data score; relation `~` (exact for the data smoothed at
+    scale σ, option sigma=σ, tending to Fisher(data‖p) as σ → 0). Option `hyvarinen`:
+    Hyvärinen's E_data[½‖∇log p‖² + Δ log p] = Fisher(data‖p) − ½E_data‖∇log p_data‖²,
+    relation `=` up to that constant (integration by parts; p_data ∇log p → 0 at infinity).
+    Either way the normaliser of p never appears: Gibbs(energy) models fit as they are.
+    """
+    if not isinstance(node, ir.Divergence) or node.kind != "Fisher":
+        return None
+    block = _score_model(node, ctx)
+    binder, shapes = _shared(ctx.program, node)
+    log_p = ir.Apply("log", (ir.Density(block.name, binder),))
+    scope = f"model {block.name}: log {block.name}({', '.join(binder)}) has no latent; its normaliser does not depend on {', '.join(binder)}"
+    if ctx.option("hyvarinen"):
+        relu = _relu_nets(ctx.program, block)
+        if relu:
+            raise AttractorError(f"Hyvarinen's form needs the Laplacian of log {block.name}, which is zero almost everywhere "
+                                 f"for the relu net {relu[0]}: use denoising score matching (the default)", node.loc)
+        body = _add(*(_add(ir.Apply("mul", (ir.Num(0.5), ir.Apply("sumsq", (Grad(log_p, v),)))), Laplacian(log_p, v))
+                      for v in binder))
+        return Rewrite(ir.Expect(binder, ir.DataSet(), body), "=",
+                       (scope, "Hyvarinen (2005), integration by parts: E_data <grad log p_data, grad log p> = -E_data laplacian log p "
+                               "when p_data grad log p -> 0 at infinity",
+                        "Fisher(data || p) = E_data[1/2 |grad log p|^2 + laplacian log p] + 1/2 E_data |grad log p_data|^2"),
+                       note="equal up to the constant 1/2 E_data |grad log p_data|^2, which no parameter moves")
+    sigma = ctx.option("sigma", SIGMA)
+    if not (isinstance(sigma, float | int) and sigma > 0):
+        raise AttractorError(f"denoising_score: sigma must be a positive number, not {sigma}", node.loc)
+    eps = {v: _fresh(ctx.program, f"eps_{v}" if len(binder) > 1 else "eps") for v in binder}
+    body = _add(*(ir.Apply("mul", (ir.Num(0.5), ir.Apply("sumsq", (
+        ir.Apply("add", (Grad(log_p, v), ir.Apply("div", (ir.Ref(eps[v], "latent"), ir.Num(sigma))))),)))) for v in binder))
+    for v in reversed(binder):
+        body = ir.Let(v, ir.Apply("add", (ir.Ref(v, "data"), ir.Apply("mul", (ir.Num(sigma), ir.Ref(eps[v], "latent"))))), body)
+    for v, s in reversed(tuple(zip(binder, shapes))):
+        body = ir.Expect((eps[v],), ir.Dist("Normal", ("loc", "scale"), (ir.Num(0), ir.Num(1)), s), body)
+    return Rewrite(ir.Expect(binder, ir.DataSet(), body), "~",
+                   (scope, f"Vincent (2011): with x~ = x + {show(ir.Num(sigma))} eps, grad log N(x~; x, sigma^2) = -eps/sigma, so "
+                           f"E 1/2 |grad log p(x~) + eps/sigma|^2 = Fisher(data * N(0, sigma^2) || p) + const",
+                    "the Bayes-optimal score of the denoising task is the score of the data smoothed at scale sigma; "
+                    "the surrogate tends to Fisher(data || p) + const as sigma -> 0"),
+                   note=f"denoising score matching at sigma = {show(ir.Num(sigma))}: exact for the smoothed data, up to a constant")
+
+
+RULES = (
+    Rule("classifier_ratio", "divergence", classifier_ratio, ("nonsaturating", "critic", "hidden")),
+    Rule("conjugate", "divergence", conjugate, ("critic", "hidden")),
+    Rule("denoising_score", "divergence", denoising_score, ("hyvarinen", "sigma")),
+)
+
+PASSES: tuple = (RulePass("adversarial", RULES, "adversarial"),)
