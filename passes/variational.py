@@ -17,14 +17,17 @@ gradient is ∇f + (f - b)∇S, unbiased for ∇E[f] whenever b does not depend 
 """
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
+import numpy as np
 import sympy as sp
 
 from compiler import ir
 from compiler.analysis import block_latents, depends_on, missing_latents
 from compiler.backend import DRAWS_AXIS, Emitter, Fn, dist_logprob, lowers
 from compiler.builtins import DISTRIBUTIONS, FUNCTIONS
+from compiler.certify import Certificate, certificate
 from compiler.diagnostics import AttractorError
 from compiler.distributions_math import EPS, PARAMETERS, kl_closed_form, reparameterization
 from compiler.pipeline import Context, Rewrite, Rule, RulePass
@@ -92,19 +95,23 @@ def _lower_over_draws(em: Emitter, node: OverDraws, fn: Fn) -> str:
 
 
 @dataclass(frozen=True)
-class EventSum(ir.Node):
-    """The elementwise closed form `form` broadcast to an event of `shape` and summed."""
+class ClosedKL(ir.Node):
+    """KL(q_family(args_q) || p_family(args_p)) summed over an event of `shape`: `form` is the
+    elementwise SymPy closed form, broadcast to the event."""
 
+    q_family: str
+    p_family: str
     form: ir.Sym
     shape: tuple[int, ...]
 
     def printed(self) -> tuple[str, int]:
-        text = show(self.form)
-        return (f"sum[{'real[' + ', '.join(map(str, self.shape)) + ']'}] {text}", 3) if self.shape else (text, 5)
+        args = ", ".join(show(a) for a in self.form.args)
+        event = f" : real[{', '.join(map(str, self.shape))}]" if self.shape else ""
+        return f"KL[{self.q_family} || {self.p_family}]({args}{event})", 5
 
 
-@lowers(EventSum)
-def _lower_event_sum(em: Emitter, node: EventSum, fn: Fn) -> str:
+@lowers(ClosedKL)
+def _lower_closed_kl(em: Emitter, node: ClosedKL, fn: Fn) -> str:
     shape = "(" + "".join(f"{d}, " for d in node.shape) + ")"
     return f"jnp.sum(jnp.broadcast_to({em.lower(node.form, fn)}, {shape}))"
 
@@ -576,7 +583,7 @@ def _natural(dist: ir.Dist, key: str) -> ir.Node:
     return dist.param(key)
 
 
-def closed_kl(q_dist: ir.Dist, p_dist: ir.Dist, shape) -> tuple[EventSum, str] | None:
+def closed_kl(q_dist: ir.Dist, p_dist: ir.Dist, shape) -> tuple[ClosedKL, str] | None:
     """KL(q || p) summed over the event, as the SymPy closed form of `kl_closed_form`."""
     cf = kl_closed_form(q_dist.family, p_dist.family)
     if cf is None or cf.expr == sp.oo:
@@ -584,7 +591,7 @@ def closed_kl(q_dist: ir.Dist, p_dist: ir.Dist, shape) -> tuple[EventSum, str] |
     args = tuple(_natural(q_dist, k) for k in PARAMETERS[q_dist.family]) + tuple(_natural(p_dist, k) for k in PARAMETERS[p_dist.family])
     form = ir.Sym(f"KL_{q_dist.family}_{p_dist.family}", sp.srepr(cf.expr),
                   tuple(str(s) for s in cf.q_params + cf.p_params), args)
-    return EventSum(form, tuple(shape or ())), f"KL({q_dist.family} || {p_dist.family}) = {cf.expr} per element, derived by SymPy: {cf.how}"
+    return ClosedKL(q_dist.family, p_dist.family, form, tuple(shape or ())), f"KL({q_dist.family} || {p_dist.family}) = {cf.expr} per element, derived by SymPy: {cf.how}"
 
 
 def analytic_kl(node: ir.Node, ctx: Context) -> Rewrite | None:
@@ -656,3 +663,267 @@ ESTIMATORS = (
 
 PASSES: tuple = (RulePass("jensen", JENSEN, "jensen"), RulePass("analytic_kl", ANALYTIC_KL, "analytic_kl"),
                  RulePass("estimators", ESTIMATORS, "estimators"))
+
+
+# ---- certificates (`attractor check`) ------------------------------------------------------------
+
+def _module(source: str, via: str | None = None):
+    """Compile and build a random instance of a rule."""
+    from compiler.api import compile_source
+    return compile_source(source, via=via, filename="<certificate>").build()
+
+
+def _mean_se(values) -> tuple[np.ndarray, np.ndarray]:
+    values = np.asarray(values, np.float64)
+    return values.mean(axis=0), values.std(axis=0, ddof=1) / np.sqrt(len(values))
+
+
+def _losses(mod, params, batch, keys) -> np.ndarray:
+    import jax
+    loss = mod.LOSSES["theta"]
+    return np.asarray(jax.jit(jax.vmap(lambda k: loss(params, k, batch)))(keys))
+
+
+def _gradients(mod, params, batch, keys) -> dict[str, np.ndarray]:
+    import jax
+    grad = jax.grad(mod.LOSSES["theta"])
+    return {k: np.asarray(v) for k, v in jax.jit(jax.vmap(lambda key: grad(params, key, batch)))(keys).items()}
+
+
+PPCA = """data x : real[{d}] from npz("{path}")
+param W : real[{d}, {k}]
+param b : real[{d}]
+param A : real[{k}, {d}]
+param c : real[{k}]
+param s : real[{k}]
+model p:
+    z ~ Normal(0, 1) : real[{k}]
+    x ~ Normal(W @ z + b, {sigma})
+guide q(z | x):
+    z ~ Normal(A @ x + c, softplus(s))
+minimize E[x ~ data] -log p(x)
+"""
+
+
+@certificate("jensen")
+def certify_jensen(prog, step, seed: int) -> list[Certificate]:
+    """On a random probabilistic PCA (log p(x) exact: x ~ Normal(b, W W^T + sigma^2 I)) with a
+    random linear guide, the bound is above -log p(x) for K = 1 and K = 8, and tighter at K = 8;
+    on the program itself, the K = 8 bound is below the K = 1 bound at its initial parameters."""
+    import jax
+    import jax.numpy as jnp
+    import tempfile
+    from pathlib import Path
+    rng = np.random.default_rng(seed)
+    d, k, sigma, n = 3, 2, 0.5, 6
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "x.npz"
+        x = rng.normal(size=(n, d)) * 1.5
+        np.savez(path, x=x)
+        source = PPCA.format(d=d, k=k, sigma=sigma, path=path.as_posix())
+        params = {"W": rng.normal(size=(d, k)), "b": rng.normal(size=d), "A": rng.normal(size=(k, d)) * 0.3,
+                  "c": rng.normal(size=k) * 0.3, "s": rng.normal(size=k) * 0.3}
+        cov = params["W"] @ params["W"].T + sigma**2 * np.eye(d)
+        diff = x - params["b"]
+        exact = np.mean(0.5 * np.einsum("ni,ij,nj->n", diff, np.linalg.inv(cov), diff)
+                        + 0.5 * np.linalg.slogdet(cov)[1] + 0.5 * d * np.log(2 * np.pi))
+        gap = np.mean(_posterior_kl(params, x, sigma))
+        keys = jax.random.split(jax.random.PRNGKey(seed), 2000)
+        bounds = {}
+        for K in (1, 8):
+            mod = _module(source, via=f"jensen(iwae={K})")
+            bounds[K] = _mean_se(_losses(mod, jax.tree.map(jnp.asarray, params), mod.full_batch({"x": x}), keys))
+    out = []
+    for K, (m, se) in bounds.items():
+        out.append(Certificate("jensen", f"-log p(x) <= bound (K = {K}) on a random PPCA",
+                               f"-log p(x) = {exact:.4f} exactly; bound = {m:.4f} +- {3 * se:.4f} (3 s.e., 2000 draws)",
+                               bool(exact <= m + 3 * se)))
+    (m1, s1), (m8, s8) = bounds[1], bounds[8]
+    out.append(Certificate("jensen", "gap = KL(q(z | x) || p(z | x)) on the PPCA (K = 1)",
+                           f"bound - (-log p(x)) = {m1 - exact:.4f} +- {3 * s1:.4f}; exact KL to the posterior {gap:.4f}",
+                           bool(abs(m1 - exact - gap) <= 3 * s1 + 1e-3)))
+    out.append(Certificate("jensen", "the K = 8 bound is tighter than K = 1 on the PPCA",
+                           f"K = 8: {m8:.4f}, K = 1: {m1:.4f} (-log p(x) = {exact:.4f})", bool(m8 <= m1 + 3 * np.hypot(s1, s8))))
+    out.extend(_tightens_on_program(prog, seed))
+    return out
+
+
+def _posterior_kl(params: dict, x: np.ndarray, sigma: float) -> np.ndarray:
+    """KL(q(z | x) || p(z | x)) per example for the PPCA: both laws are Gaussian, the
+    posterior N(S W^T (x - b) / sigma^2, S) with S = (I + W^T W / sigma^2)^-1."""
+    W, k = params["W"], params["W"].shape[1]
+    S = np.linalg.inv(np.eye(k) + W.T @ W / sigma**2)
+    m = (x - params["b"]) @ W @ S.T / sigma**2
+    var_q = np.log1p(np.exp(params["s"])) ** 2
+    mu_q = x @ params["A"].T + params["c"]
+    P = np.linalg.inv(S)
+    diff = m - mu_q
+    return 0.5 * (np.trace(P @ np.diag(var_q)) + np.einsum("ni,ij,nj->n", diff, P, diff) - k
+                  + np.linalg.slogdet(S)[1] - np.sum(np.log(var_q)))
+
+
+def _tightens_on_program(prog, seed: int) -> list[Certificate]:
+    """IWAE K = 8 vs K = 1 on the program's own model, data and initial parameters."""
+    import jax
+    from compiler.api import compile_source
+    try:
+        data = prog.load_data()
+    except AttractorError as e:
+        return [Certificate("jensen", "the bound tightens with K on this program", f"skipped: {e.message}", True)]
+    data = {k: np.asarray(v)[:64] for k, v in data.items()}
+    keys = jax.random.split(jax.random.PRNGKey(seed + 1), 64)
+    values = {}
+    for K in (1, 8):
+        mod = compile_source(prog.source, via=f"jensen(iwae={K})", filename=prog.filename).build()
+        params = mod.init(jax.random.PRNGKey(seed))
+        values[K] = _mean_se(_losses(mod, params, mod.full_batch(data), keys))
+    (m1, s1), (m8, s8) = values[1], values[8]
+    sign = 1 if prog.program.players[0].sense == "min" else -1
+    return [Certificate("jensen", "the bound tightens with K on this program (initial parameters, 64 examples)",
+                        f"K = 1: {m1:.4f} +- {3 * s1:.4f}; K = 8: {m8:.4f} +- {3 * s8:.4f}",
+                        bool(sign * (m8 - m1) <= 3 * np.hypot(s1, s8)))]
+
+
+def _random_params(family: str, rng) -> dict[str, float]:
+    if family == "Uniform":
+        low = rng.uniform(-1, 0)
+        return {"low": low, "high": low + rng.uniform(0.5, 2)}
+    if family == "Bernoulli":
+        return {"logits": rng.uniform(-2, 2)}
+    return {"loc": rng.uniform(-1, 1), "scale": rng.uniform(0.5, 1.5)}
+
+
+def _scipy_law(family: str, v: dict):
+    from scipy import stats
+    if family == "Normal":
+        return stats.norm(v["loc"], v["scale"])
+    if family == "Laplace":
+        return stats.laplace(v["loc"], v["scale"])
+    if family == "LogNormal":
+        return stats.lognorm(v["scale"], scale=np.exp(v["loc"]))
+    if family == "Uniform":
+        return stats.uniform(v["low"], v["high"] - v["low"])
+    return stats.bernoulli(1 / (1 + np.exp(-v["logits"])))
+
+
+@certificate("analytic_kl")
+def certify_analytic_kl(prog, step, seed: int) -> list[Certificate]:
+    """Every emitted closed-form KL, printed to JAX as the backend prints it, against a Monte
+    Carlo estimate of E_q[log q - log p] (SciPy laws, 200000 draws) at random parameters."""
+    import jax
+    import jax.numpy as jnp
+    from compiler.distributions_math import to_jax_source
+    rng = np.random.default_rng(seed)
+    out, seen = [], set()
+    for node in (n for pl in prog.program.players for n in pl.loss.walk() if isinstance(n, ClosedKL)):
+        if (node.q_family, node.p_family) in seen:
+            continue
+        seen.add((node.q_family, node.p_family))
+        qv = _random_params(node.q_family, rng)
+        pv = _random_params(node.p_family, rng)
+        if node.p_family == "Uniform":
+            pv = {"low": qv.get("low", 0) - 0.5, "high": qv.get("high", 0) + 0.5}
+        expr = sp.sympify(node.form.expr)
+        values = [qv[k] for k in PARAMETERS[node.q_family]] + [pv[k] for k in PARAMETERS[node.p_family]]
+        names = {s: f"a[{node.form.symbols.index(str(s))}]" for s in expr.free_symbols}
+        closed = float(eval(to_jax_source(expr, names), {"jnp": jnp, "jax": jax, "a": jnp.asarray(values)}))
+        q, p = _scipy_law(node.q_family, qv), _scipy_law(node.p_family, pv)
+        draws = q.rvs(size=200_000, random_state=rng)
+        logq = q.logpmf(draws) if node.q_family == "Bernoulli" else q.logpdf(draws)
+        logp = p.logpmf(draws) if node.p_family == "Bernoulli" else p.logpdf(draws)
+        m, se = _mean_se(logq - logp)
+        out.append(Certificate("analytic_kl", f"KL({node.q_family} || {node.p_family}) closed form = E_q[log q - log p]",
+                               f"closed form {closed:.5f}; Monte Carlo {m:.5f} +- {4 * se:.5f} (4 s.e.) at {qv}, {pv}",
+                               bool(abs(closed - m) <= 4 * se + 1e-4)))
+    return out
+
+
+TEST_FUNCTION = "tanh(z - 0.3) + 0.2 * square(z)"
+
+
+def _instance_source(family: str) -> str:
+    args = {"Normal": "a, exp(b)", "Laplace": "a, exp(b)", "LogNormal": "a, exp(b)", "Uniform": "a, a + exp(b)"}[family]
+    return f"param a : real\nparam b : real\nminimize E[z ~ {family}({args})] ({TEST_FUNCTION})\n"
+
+
+def _exact_mean(family: str, a: float, b: float) -> float:
+    """E[f(z)] by adaptive quadrature of the density (SciPy)."""
+    from scipy import integrate
+    v = {"low": a, "high": a + np.exp(b)} if family == "Uniform" else {"loc": a, "scale": np.exp(b)}
+    law = _scipy_law(family, v)
+    f = lambda z: np.tanh(z - 0.3) + 0.2 * z**2
+    lo, hi = law.support()
+    return integrate.quad(lambda z: f(z) * law.pdf(z), lo, hi, epsabs=1e-11, epsrel=1e-11, limit=200)[0]
+
+
+def _check_gradient(rule: str, what: str, estimates: dict, exact: dict) -> Certificate:
+    worst, lines = True, []
+    for name, samples in estimates.items():
+        m, se = _mean_se(samples)
+        ok = np.all(np.abs(m - exact[name]) <= 4 * se + 1e-4)
+        worst &= bool(ok)
+        lines.append(f"d/d{name}: estimate {np.round(m, 4).tolist()} +- {np.round(4 * se, 4).tolist()}, exact {np.round(exact[name], 4).tolist()}")
+    return Certificate(rule, f"the {what} gradient estimate matches the exact gradient (4 s.e.)", "; ".join(lines), worst)
+
+
+def _families(prog, allowed) -> list[str]:
+    found = {n.family for n in prog.typed.walk() if isinstance(n, ir.Dist) and n.family in allowed}
+    return sorted(found) or [allowed[0]]
+
+
+@certificate("reparameterize")
+def certify_reparameterize(prog, step, seed: int) -> list[Certificate]:
+    """For each reparameterisable family of the program: the pathwise gradient of
+    E[z ~ F(a, exp b)] f(z) at random (a, b) against finite differences of the quadrature value."""
+    import jax
+    import jax.numpy as jnp
+    rng = np.random.default_rng(seed)
+    out = []
+    for family in _families(prog, REPARAMETERIZABLE):
+        a, b = rng.uniform(-0.5, 0.5), rng.uniform(-0.7, 0.2)
+        mod = _module(_instance_source(family), via="reparameterize")
+        params = {"a": jnp.asarray(a, jnp.float32), "b": jnp.asarray(b, jnp.float32)}
+        keys = jax.random.split(jax.random.PRNGKey(seed), 20000)
+        h = 1e-4
+        exact = {"a": (_exact_mean(family, a + h, b) - _exact_mean(family, a - h, b)) / (2 * h),
+                 "b": (_exact_mean(family, a, b + h) - _exact_mean(family, a, b - h)) / (2 * h)}
+        out.append(_check_gradient("reparameterize", f"pathwise ({family})", _gradients(mod, params, mod.full_batch({}), keys), exact))
+    return out
+
+
+SCORE_INSTANCES = {
+    "Bernoulli": ("param a : real[3]\nparam v : real[3]\nminimize E[z ~ Bernoulli(logits=a)] (sum(z * v) - 1)^2\n",
+                  lambda rng: {"a": rng.normal(size=3), "v": rng.normal(size=3)}),
+    "Categorical": ("param a : real[4]\nparam v : real\nminimize E[z ~ Categorical(logits=a)] (v * z - 1)^2\n",
+                    lambda rng: {"a": rng.normal(size=4), "v": rng.normal()}),
+}
+
+
+def _enumerated(family: str, params):
+    """E[f(z)] of a SCORE_INSTANCES program by summing over every state (written directly)."""
+    import jax
+    import jax.numpy as jnp
+    if family == "Bernoulli":
+        states = jnp.asarray(list(itertools.product((0.0, 1.0), repeat=3)))
+        logq = jnp.sum(states * params["a"] - jax.nn.softplus(params["a"]), axis=1)
+        return jnp.sum(jnp.exp(logq) * (states @ params["v"] - 1) ** 2)
+    states = jnp.arange(4.0)
+    return jnp.sum(jax.nn.softmax(params["a"]) * (params["v"] * states - 1) ** 2)
+
+
+@certificate("score_function")
+def certify_score_function(prog, step, seed: int) -> list[Certificate]:
+    """For Bernoulli and Categorical latents with few states: the score-function gradient
+    (leave-one-out baseline) against the gradient of the exact sum over all states."""
+    import jax
+    import jax.numpy as jnp
+    rng = np.random.default_rng(seed)
+    out = []
+    for family in _families(prog, tuple(SCORE_INSTANCES)):
+        source, draw = SCORE_INSTANCES[family]
+        mod = _module(source, via="score_function")
+        params = {k: jnp.asarray(v, jnp.float32) for k, v in draw(rng).items()}
+        exact = {k: np.asarray(v) for k, v in jax.grad(lambda p: _enumerated(family, p))(params).items()}
+        keys = jax.random.split(jax.random.PRNGKey(seed), 20000)
+        out.append(_check_gradient("score_function", f"score-function ({family})", _gradients(mod, params, mod.full_batch({}), keys), exact))
+    return out
