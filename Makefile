@@ -18,7 +18,8 @@ $(VENV)/.test-deps: $(BIN)/attractor
 	touch $@
 
 run: $(BIN)/attractor
-	$(BIN)/attractor run examples/logistic.att
+	$(BIN)/attractor compile examples/vae.att --show derivation
+	$(BIN)/attractor run examples/vae.att
 
 test: $(VENV)/.test-deps
 	$(BIN)/python -m pytest -q

@@ -36,6 +36,7 @@ from compiler.strategies import ancestors, const_value
 
 REPARAMETERIZABLE = tuple(name for name, fam in DISTRIBUTIONS.items() if fam.reparam)
 SCORE_SAMPLES = 4        # draws per expectation for the leave-one-out baseline, unless told
+BASELINES = ("leave_one_out", "none")   # `via score_function(baseline=none)`: plain REINFORCE, for comparison
 
 
 # ---- node types this family introduces -------------------------------------------------------
@@ -51,6 +52,10 @@ class LogProb(ir.Node):
 
     def printed(self) -> tuple[str, int]:
         return f"log {self.label or show(self.dist) + '[' + show(self.value) + ']'}", 3
+
+    def latexed(self) -> str:
+        from compiler.latex import latex
+        return rf"\log {latex(self.dist)}\left[{latex(self.value)}\right]"
 
 
 @lowers(LogProb)
@@ -75,6 +80,10 @@ class OverDraws(ir.Node):
 
     def printed(self) -> tuple[str, int]:
         return f"{self.op}[draws]({show(self.value)})", 5
+
+    def latexed(self) -> str:
+        from compiler.latex import latex
+        return rf"\operatorname{{{self.op.replace('_', '-')}}}_{{k}}\left({latex(self.value)}\right)"
 
 
 @lowers(OverDraws)
@@ -108,6 +117,11 @@ class ClosedKL(ir.Node):
         args = ", ".join(show(a) for a in self.form.args)
         event = f" : real[{', '.join(map(str, self.shape))}]" if self.shape else ""
         return f"KL[{self.q_family} || {self.p_family}]({args}{event})", 5
+
+    def latexed(self) -> str:
+        from compiler.latex import latex
+        args = ", ".join(latex(a) for a in self.form.args)
+        return rf"\mathrm{{KL}}\left[\mathrm{{{self.q_family}}} \,\|\, \mathrm{{{self.p_family}}}\right]\left({args}\right)"
 
 
 @lowers(ClosedKL)
@@ -336,7 +350,7 @@ def score_function(node: ir.Node, ctx: Context) -> Rewrite | None:
     reparameterisation (Bernoulli, Categorical) or f is not differentiable in the draws; with
     `via score_function` to every moving law. Baseline: leave-one-out over K draws per
     point, b_k = mean_{j≠k} f(w_j) (option `samples=K`, default the `train samples=` value
-    or 4); when f already couples the draws (an importance-weighted bound
+    or 4; `baseline=none` drops it, for comparison); when f already couples the draws (an importance-weighted bound
     f = logmeanexp_j w_j), b_k is f with w_k replaced by the mean of the others (VIMCO) and
     each draw's score term is weighted by K, the score of the K-draw joint law being a sum.
     """
@@ -349,18 +363,24 @@ def score_function(node: ir.Node, ctx: Context) -> Rewrite | None:
         return None
     if not any(k in ("score", "pathwise") for k in kinds.values()):
         return None
-    samples = int(ctx.option("samples", ctx.program.train.option("samples", SCORE_SAMPLES)))
+    samples = ctx.option("samples", ctx.program.train.option("samples", SCORE_SAMPLES))
+    kind = ctx.option("baseline", "leave_one_out")
+    if kind not in BASELINES:
+        raise AttractorError(f"score_function(baseline=...) is one of {', '.join(BASELINES)}, not '{kind}'", ctx.program.objective.via.loc)
     coupled = [n for n in _own_draw_nodes(node.body) if n.op == "logmeanexp"]
     if coupled:
         samples, weight = node.samples, float(node.samples)
         baseline = _replace_over_draws(node.body, "logmeanexp", "loo_logmeanexp")
         baseline_text = "b_k = f with w_k replaced by the mean of the other log-weights (VIMCO)"
     else:
-        if samples < 2:
-            raise AttractorError("score_function needs samples >= 2 for its leave-one-out baseline", node.loc)
-        samples, weight = max(samples, node.samples), 1.0
+        if samples != int(samples) or samples < (2 if kind == "leave_one_out" else 1):
+            raise AttractorError(f"score_function needs a whole number of samples >= 2 for its leave-one-out baseline, got {samples:g}",
+                                 node.loc or ctx.program.objective.loc)
+        samples, weight = max(int(samples), node.samples), 1.0
         baseline = None
         baseline_text = f"b_k = mean of f over the other {samples - 1} draws of the same point (leave-one-out)"
+    if kind == "none":
+        baseline, baseline_text = ir.Num(0), "no baseline (b = 0)"
     signal = ir.Ref(_fresh("f", set(ir.free_names(node.body)) | {getattr(d, "name", "") for d in ctx.program.decls}), "local")
     expect = ir.Expect(node.binder, node.source, node.body, node.reduce, samples=samples, loc=node.loc)
     done = inline(expect, lines, kinds, ctx.program, score_all=ctx.forced or not smooth,
@@ -658,7 +678,7 @@ JENSEN = (Rule("jensen", "marginal", jensen, ("iwae", "hidden")),)
 ANALYTIC_KL = (Rule("analytic_kl", "", analytic_kl),)
 ESTIMATORS = (
     Rule("reparameterize", "estimator", reparameterize),
-    Rule("score_function", "estimator", score_function, ("samples",)),
+    Rule("score_function", "estimator", score_function, ("samples", "baseline")),
 )
 
 PASSES: tuple = (RulePass("jensen", JENSEN, "jensen"), RulePass("analytic_kl", ANALYTIC_KL, "analytic_kl"),
