@@ -5,6 +5,7 @@ import textwrap
 
 from compiler import ir
 from compiler.backend import RUNTIME_PARTS, Emitter, Fn, block_sample, ident, key_literal, num
+from compiler.defaults import training
 from compiler.printer import show, shape_text
 from compiler.strategies import const_value
 
@@ -172,11 +173,12 @@ class ModuleWriter:
         p, t = self.program, self.program.train
         data = p.data_vars
         players = {pl.name: pl for pl in p.players}
-        name, kwargs = t.option("optimizer", ("adam", (("lr", 1e-3),)))
+        tr = training(p)
+        name, kwargs = tr.optimizer
         kwargs = dict(kwargs)
         lr = kwargs.pop("lr", 1e-3)
         opt_args = ", ".join([f"learning_rate=schedule"] + [f"{ident(k)}={num(v) if k != 'nesterov' else bool(v)}" for k, v in kwargs.items()])
-        steps = t.option("steps", 1000)
+        steps = tr.steps
         lines = [
             f"DATA_VARS = {_tuple(key_literal(n) for n, _ in data)}",
             "DATA_SHAPES = {" + ", ".join(f"{key_literal(n)}: {_tuple(map(str, s))}" for n, s in data) + "}",
@@ -191,13 +193,14 @@ class ModuleWriter:
             f"SGA_LAMBDA = {num(p.aux('sga_lambda', 1.0))}",
             f"CONSENSUS_GAMMA = {num(p.aux('consensus_gamma', 0.1))}",
             f"DYNAMICS = \"{ident(self.dynamics)}\"",
+            f"LIPSCHITZ_STEP = {tr.lipschitz}   # {tr.reason}",
         ]
-        schedule = t.option("schedule", "constant")
-        if schedule == "cosine":
+        if tr.schedule == "cosine":
             lines.append(f"schedule = optax.cosine_decay_schedule(LR, STEPS)")
         else:
             lines.append("schedule = LR")
-        lines.append(f"OPTIMIZER = optax.{ident(name)}({opt_args})")
+        optimizer = f"optax.{ident(name)}"
+        lines.append(f"OPTIMIZER = {f'optax.inject_hyperparams({optimizer})' if tr.lipschitz else optimizer}({opt_args})")
         src = p.data_source
         if src is not None:
             args = ", ".join(_text_literal(a) if isinstance(a, str) else num(a) for a in src.args)
@@ -361,12 +364,38 @@ def update_player(state, player, v):
     """One optimiser step of `player` along its field, then its proximal maps."""
     mine = own(state["params"], player)
     updates, opt = OPTIMIZER.update(negate(own(v, player)), state["opt"][player], mine)
-    new = apply_prox(dict(optax.apply_updates(mine, updates)), current_lr(state["step"]))
+    new = apply_prox(dict(optax.apply_updates(mine, updates)), taken_lr(opt, state["step"]))
     return {"params": {**state["params"], **new}, "opt": {**state["opt"], player: opt}, "step": state["step"]}
 
 
 def current_lr(step):
     return schedule(step) if callable(schedule) else schedule
+
+
+def taken_lr(opt, step):
+    """The size of the step just taken: set from the data (LIPSCHITZ_STEP), else the schedule's."""
+    return opt.hyperparams["learning_rate"] if LIPSCHITZ_STEP else current_lr(step)
+
+
+def lipschitz_step(state, data, iters=100):
+    """Every player's step set to 1/L, L the largest eigenvalue of the Hessian of its loss at
+    the current parameters over the whole data set (power iteration on Hessian-vector products)."""
+    batch, key, params = full_batch(data), jax.random.PRNGKey(0), state["params"]
+    opts = dict(state["opt"])
+    for p in MOVING:
+        grad = jax.grad(lambda mine: LOSSES[p]({**params, **mine}, key, batch))
+        mine = own(params, p)
+        hvp = lambda v: jax.jvp(grad, (mine,), (v,))[1]
+        norm = lambda tree: jnp.sqrt(sum(jnp.sum(jnp.square(x)) for x in jax.tree.leaves(tree)))
+
+        def power(_, v):
+            hv = hvp(v)
+            return scale_tree(hv, 1.0 / jnp.maximum(norm(hv), 1e-30))
+        start = jax.tree.map(lambda x: jax.random.normal(key, jnp.shape(x)), mine)
+        top = jax.jit(lambda v: jax.lax.fori_loop(0, iters, power, v))(start)
+        lipschitz = norm(hvp(top)) / jnp.maximum(norm(top), 1e-30)
+        opts[p] = opts[p]._replace(hyperparams={**opts[p].hyperparams, "learning_rate": 1.0 / jnp.maximum(lipschitz, 1e-6)})
+    return {**state, "opt": opts}
 
 
 def minibatch(data, key, size):
@@ -395,6 +424,8 @@ def fit(data, steps=STEPS, seed=0, batch_size=BATCH, callback=None, chunk=None):
     key = jax.random.PRNGKey(seed)
     key, k_init = jax.random.split(key)
     state = jax.device_put(init_state(init(k_init)), REPLICATED)
+    if LIPSCHITZ_STEP:
+        state = lipschitz_step(state, data)
     chunk = chunk or max(1, min(steps, 100, steps // 50 or 1))
     history, done, started = [], 0, time.perf_counter()
     while done < steps:
@@ -436,7 +467,7 @@ STEP_CODE = {
 @jax.jit
 def step(state, key, batch):
     """One step of the dynamics: (state, key, batch) -> (state, losses)."""
-    batch = shard_batch(batch)
+    batch = {**shard_batch(batch), "#step": state["step"]}
     v, values = direction(state["params"], key, batch)
     for p in MOVING:
         state = update_player(state, p, v)
@@ -446,7 +477,7 @@ def step(state, key, batch):
 @jax.jit
 def step(state, key, batch):
     """Alternating dynamics: players move in turn, each seeing the others' new parameters."""
-    batch = shard_batch(batch)
+    batch = {**shard_batch(batch), "#step": state["step"]}
     values = {}
     for p in PLAYERS:
         if PLAYERS[p]:

@@ -1,3 +1,234 @@
-"""The evolution rule family (work in progress: no rule registered yet)."""
+"""The evolution-strategies rule family: an objective with no useful gradient is smoothed by
+averaging it under a Gaussian search distribution around the parameters.
 
-PASSES: tuple = ()
+    evolution_strategy   min_θ f(θ)  <=  E[θ' ~ Normal(θ, σ² I)] f(θ')     for every θ
+
+A minimum is at most an average, so minimising the smoothed objective over the mean θ
+minimises an upper bound of min f (for a maximisation, max f >= E f: a lower bound,
+maximised). Its gradient in θ is the score-function estimate (1/(Nσ)) Σ_i w_i ε_i over a
+population θ_i = θ + σ ε_i drawn in antithetic pairs ±ε, with w_i the centred ranks of f(θ_i)
+(fitness shaping, invariant to any increasing transformation of f; `shaping=none` uses
+f(θ_i) - mean f, the unbiased estimate). The whole population is evaluated in one vmapped
+call, with common random numbers for any randomness inside f. σ is fixed, or decays
+geometrically to `sigma_final` over the training steps. The trained parameters are the mean θ.
+
+The rule smooths a player's whole loss over the parameters its non-differentiable nodes
+depend on; the other parameters keep their pathwise gradient. Without `via` it is taken when
+some non-differentiable node has no convex surrogate (passes/relaxation.py).
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from compiler import ir
+from compiler.analysis import depends_on, problems
+from compiler.backend import RUNTIME_PARTS, Emitter, Fn, key_literal, lowers, num
+from compiler.diagnostics import AttractorError
+from compiler.latex import latex
+from compiler.pipeline import Context, Rewrite, Rule, RulePass, Step
+from compiler.printer import number, show
+from passes.relaxation import forced_rival
+
+DEFAULTS = {"sigma": 0.1, "population": 64, "antithetic": True, "shaping": "centered_rank", "sigma_final": 0.0}
+SHAPINGS = ("centered_rank", "none")
+
+
+@dataclass(frozen=True)
+class Search(ir.Node):
+    """Normal(θ, σ² I): the search distribution, centred at the current parameters θ."""
+
+    params: tuple[ir.Node, ...]
+    sigma: float
+
+    def printed(self) -> tuple[str, int]:
+        names = ", ".join(show(p) for p in self.params)
+        centre = names if len(self.params) == 1 else f"({names})"
+        return f"Normal({centre}, {number(self.sigma)}^2)", 5
+
+    def latexed(self) -> str:
+        return rf"\mathcal{{N}}\left({', '.join(latex(p) for p in self.params)};\, {number(self.sigma)}^2 I\right)"
+
+
+@dataclass(frozen=True)
+class Smoothed(ir.Expect):
+    """E[θ' ~ Normal(θ, σ² I)] f(θ') with the evolution-strategies gradient in θ.
+
+    `binder` names the perturbed parameters θ', `source` is a `Search`, `samples` the
+    population; σ decays geometrically to `sigma_final` over training when it is positive.
+    """
+
+    antithetic: bool = True
+    shaping: str = "centered_rank"
+    sigma_final: float = 0.0
+
+
+# ---- options --------------------------------------------------------------------------------
+
+def _flag(value, loc) -> bool:
+    if value in (True, 1.0, "true", "True", "yes"):
+        return True
+    if value in (False, 0.0, "false", "False", "no"):
+        return False
+    raise AttractorError(f"evolution_strategy: antithetic must be true or false, got {value}", loc)
+
+
+def options(ctx: Context) -> dict:
+    """The rule's options, validated: sigma > 0, an integer population ≥ 2 (even under
+    antithetic sampling), a known shaping, 0 < sigma_final when given."""
+    via = ctx.program.objective.via
+    loc = via.loc if via is not None else ctx.program.objective.loc
+    opts = {**DEFAULTS, **ctx.options}
+    sigma, final, pop = opts["sigma"], opts["sigma_final"], opts["population"]
+    if not isinstance(sigma, float) or sigma <= 0:
+        raise AttractorError(f"evolution_strategy: sigma must be a positive number, got {sigma}", loc)
+    if "sigma_final" in ctx.options and (not isinstance(final, float) or final <= 0):
+        raise AttractorError(f"evolution_strategy: sigma_final must be a positive number, got {final}", loc)
+    if not isinstance(pop, (int, float)) or isinstance(pop, bool) or pop != int(pop) or pop < 2:
+        raise AttractorError(f"evolution_strategy: population must be an integer of at least 2, got {pop}", loc)
+    antithetic = _flag(opts["antithetic"], loc)
+    if antithetic and int(pop) % 2:
+        raise AttractorError(f"evolution_strategy: population must be even with antithetic sampling (pairs θ ± σε), "
+                             f"got {int(pop)}; use {int(pop) + 1} or antithetic=false", loc)
+    if opts["shaping"] not in SHAPINGS:
+        raise AttractorError(f"evolution_strategy: unknown shaping '{opts['shaping']}'; shapings are {', '.join(SHAPINGS)}", loc)
+    return {"sigma": sigma, "population": int(pop), "antithetic": antithetic, "shaping": opts["shaping"],
+            "sigma_final": float(final)}
+
+
+# ---- the rule ---------------------------------------------------------------------------------
+
+def _smoothed_params(found: list[ir.Node], ctx: Context) -> tuple[str, ...]:
+    """The learnables the non-differentiable nodes depend on, in declaration order."""
+    program = ctx.program
+    names = tuple(n for n in program.learnable() if any(depends_on(f, program, {n}) for f in found))
+    for n in names:
+        if isinstance(program.decl(n), ir.Net):
+            node = next(f for f in found if depends_on(f, program, {n}))
+            raise AttractorError(f"evolution_strategy smooths declared parameters (param); {show(node)} depends on "
+                                 f"net '{n}', whose weights it does not perturb", node.loc)
+    return names
+
+
+def evolution_strategy(node: ir.Node, ctx: Context) -> Rewrite | None:
+    """min_θ f(θ)  <=  E[θ' ~ Normal(θ, σ² I)] f(θ') for every θ: the loss, smoothed over the
+    parameters its non-differentiable nodes depend on (relation <=; >= for a maximisation,
+    where the average is at most the maximum). Matches a player's whole loss."""
+    if ctx.path is not None or isinstance(node, Smoothed) or ctx.program.objective.sense == "estimate":
+        return None
+    found = [p.node for p in problems(ctx.program, node) if p.kind == "nondiff"]
+    if not found:
+        if ctx.forced:
+            via = ctx.program.objective.via
+            raise AttractorError("rule evolution_strategy does not apply: every term of the objective has a useful "
+                                 "gradient (no step, sign, round, floor, norm0 or Iverson bracket in the parameters)",
+                                 via.loc if via is not None else node.loc)
+        return None
+    opts = options(ctx)
+    names = _smoothed_params(found, ctx)
+    body = node
+    for n in names:
+        body = ir.substitute(body, n, ir.Ref(n + "'", "local", loc=node.loc))
+    source = Search(tuple(ir.Ref(n, "param") for n in names), opts["sigma"])
+    new = Smoothed(tuple(n + "'" for n in names), source, body, estimator="evolution_strategy",
+                   samples=opts["population"], antithetic=opts["antithetic"], shaping=opts["shaping"],
+                   sigma_final=opts["sigma_final"], loc=node.loc)
+    sense = ctx.polarity if ctx.polarity else 1
+    claim = "min f <= E f" if sense > 0 else "E f <= max f"
+    conditions = (f"{claim} for every centre: an average is never below the minimum nor above the maximum",)
+    schedule = f", decaying geometrically to {number(opts['sigma_final'])}" if opts["sigma_final"] else ""
+    note = (f"smooths over {', '.join(names)} with sigma = {number(opts['sigma'])}{schedule}, population "
+            f"{opts['population']}{' in antithetic pairs' if opts['antithetic'] else ''}, "
+            f"{'centred-rank' if opts['shaping'] == 'centered_rank' else 'unshaped'} fitness")
+    return Rewrite(new, "<=" if sense > 0 else ">=", conditions, note=note)
+
+
+EVOLUTION_STRATEGY = Rule("evolution_strategy", "nondiff", evolution_strategy, tuple(DEFAULTS))
+
+
+class EvolutionPass(RulePass):
+    """evolution_strategy, unless `via` forces a rival rule (a relaxation)."""
+
+    def accepts(self, program: ir.Program, via: ir.RuleRef | None) -> bool:
+        return not forced_rival(via, self.rules)
+
+    def apply(self, program: ir.Program, via: ir.RuleRef | None) -> tuple[ir.Program, list[Step]]:
+        from passes.relaxation import PASSES as RELAXATION
+        left = RELAXATION[0].covers(program)
+        program, steps = super().apply(program, via)
+        if via is not None and via.name == EVOLUTION_STRATEGY.name:
+            why = "forced by 'via'"
+        else:
+            why = f"evolution strategies chosen: no convex surrogate keeps the bound for {', '.join(show(n) for n in left)}"
+        return program, [dataclasses.replace(s, note=f"{s.note}; {why}") for s in steps]
+
+
+PASSES: tuple = (EvolutionPass("evolution", (EVOLUTION_STRATEGY,), "evolution"),)
+
+
+# ---- lowering ---------------------------------------------------------------------------------
+
+RUNTIME_PARTS["evolution_strategy"] = '''
+def es_sigma(sigma, final, batch):
+    """The search scale: sigma, or geometric from sigma to final over the STEPS training steps
+    (the final value when no step is known, as when evaluating)."""
+    if final <= 0.0:
+        return sigma
+    if "#step" not in batch:
+        return final
+    frac = jnp.clip(batch["#step"] / max(STEPS - 1, 1), 0.0, 1.0)
+    return sigma * (final / sigma) ** frac
+
+
+def centered_ranks(values):
+    """Ranks of `values` scaled to [-0.5, 0.5]; tied values share their mean rank."""
+    below = jnp.sum(values[None, :] < values[:, None], axis=1)
+    ties = jnp.sum(values[None, :] == values[:, None], axis=1)
+    return (below + 0.5 * (ties - 1)) / (values.shape[0] - 1) - 0.5
+
+
+def es_smooth(fitness, params, names, key, fitness_key, sigma, population, antithetic, shaping):
+    """E[theta ~ Normal(mu, sigma^2 I)] fitness(theta) over the parameters `names`, mu their values.
+
+    Value: the population average, a Monte Carlo estimate of the smoothed objective.
+    Gradient in mu: the evolution-strategies estimate (1 / (N sigma)) sum_i w_i eps_i, with
+    theta_i = mu + sigma eps_i (antithetic pairs +-eps) and w_i the centred ranks of
+    fitness(theta_i) ("none": fitness(theta_i) - mean); the population is evaluated in one
+    vmapped call with common random numbers. Other parameters get the pathwise gradient.
+    """
+    mu = {k: jax.lax.stop_gradient(params[k]) for k in names}
+    half = population // 2 if antithetic else population
+    keys = jax.random.split(key, len(names))
+    eps = {k: jax.random.normal(kk, (half,) + jnp.shape(mu[k])) for k, kk in zip(names, keys)}
+    if antithetic:
+        eps = {k: jnp.concatenate([e, -e]) for k, e in eps.items()}
+
+    def one(e):
+        return fitness({**params, **{k: mu[k] + sigma * e[k] for k in names}}, fitness_key)
+
+    values = jax.vmap(one)(eps)
+    fixed = jax.lax.stop_gradient(values)
+    weights = centered_ranks(fixed) if shaping == "centered_rank" else fixed - jnp.mean(fixed)
+    surrogate = 0.0
+    for k in names:
+        grad = jnp.tensordot(weights, eps[k], axes=1) / (population * sigma)
+        surrogate = surrogate + jnp.sum(jax.lax.stop_gradient(grad) * (params[k] - mu[k]))
+    return jnp.mean(values) + surrogate
+'''
+
+
+@lowers(Smoothed)
+def _smoothed(em: Emitter, node: Smoothed, fn: Fn) -> str:
+    """The body becomes `fitness(params, key)` evaluated at perturbed parameters (its
+    `params` shadows the loss's), handed to the runtime's `es_smooth`."""
+    names = [p.name for p in node.source.params]
+    inner = fn.child({b: f"params[{key_literal(n)}]" for b, n in zip(node.binder, names)}, "key")
+    inner.emit(f"return {em.lower(node.body, inner)}")
+    fitness = em.fresh("fitness")
+    fn.emit(f"def {fitness}(params, key):")
+    fn.lines.extend(inner.lines)
+    sigma = f"es_sigma({num(node.source.sigma)}, {num(node.sigma_final)}, batch)"
+    names_code = "(" + "".join(f"{key_literal(n)}, " for n in names) + ")"
+    shaping = SHAPINGS[SHAPINGS.index(node.shaping)]
+    return (f"es_smooth({fitness}, params, {names_code}, {fn.subkey()}, {fn.subkey()}, {sigma}, "
+            f"{int(node.samples)}, {bool(node.antithetic)}, \"{shaping}\")")

@@ -1,0 +1,79 @@
+"""Training defaults: what the emitted module trains with where the `train` line is silent.
+
+The choice follows the shape of the problem, never its name:
+- an optimizer written in the `train` line is used as written;
+- one minimising player over declared parameters (no nets), with no randomness and no
+  minibatches, is a deterministic full-batch problem: if its loss is smooth it is solved by
+  (proximal) gradient descent with the step 1/L, L the largest eigenvalue of the Hessian at
+  the initial point (power iteration, at run time, on the actual data); if it has kinks
+  (hinge, absolute value), by Adam with a step decaying to zero (cosine), which converges
+  on convex non-smooth problems where a constant step would oscillate;
+- anything else (stochastic objectives, games, nets) by Adam with a constant step 1e-3.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import sympy as sp
+
+from compiler import ir
+from compiler.analysis import depends_on
+
+KINKED = {"abs", "max", "min", "relu", "norm1", "norm2", "norm0", "step", "sign", "round", "floor"}
+_KINKED_SYMPY = (sp.Abs, sp.Max, sp.Min, sp.Heaviside, sp.Piecewise, sp.sign, sp.floor)
+
+
+@dataclass(frozen=True)
+class Training:
+    optimizer: tuple          # (name, ((key, value), ...))
+    schedule: str             # constant | cosine
+    steps: int
+    lipschitz: bool           # step size 1/L, estimated from the data at the initial point
+    reason: str
+
+
+def deterministic_full_batch(program: ir.Program) -> bool:
+    """One minimising player over declared parameters only, no random draws, no minibatches."""
+    from compiler.backend import needs_key
+    if len(program.players) != 1 or program.train.option("batch"):
+        return False
+    player = program.players[0]
+    return (player.sense == "min" and not needs_key(player.loss)
+            and all(isinstance(program.decl(p), ir.Param) for p in player.params)
+            and not any(isinstance(n, ir.NetCall) for n in player.loss.walk()))
+
+
+def smooth(node: ir.Node, program: ir.Program) -> bool:
+    """No kink in the parameters: no abs, max, norm1, ... (nor a SymPy closed form with one)."""
+    for n in node.walk():
+        if isinstance(n, ir.Apply) and n.fn in KINKED and depends_on(n, program):
+            return False
+        if isinstance(n, ir.Compare) and depends_on(n, program):
+            return False
+        if isinstance(n, ir.Sym) and sp.sympify(n.expr).atoms(*_KINKED_SYMPY) and depends_on(n, program):
+            return False
+    return True
+
+
+def training(program: ir.Program, loss: ir.Node | None = None) -> Training:
+    """The optimizer, schedule, number of steps and step rule for `program` (whose first
+    player's loss is `loss`, if given)."""
+    t = program.train
+    steps, schedule = t.option("steps"), t.option("schedule")
+    if t.option("optimizer") is not None:
+        return Training(t.option("optimizer"), schedule or "constant", steps or 1000, False, "as written")
+    if not program.players or not deterministic_full_batch(program):
+        return Training(("adam", (("lr", 1e-3),)), schedule or "constant", steps or 1000, False,
+                        "stochastic, a game or a net: Adam with step 1e-3")
+    if smooth(loss if loss is not None else program.players[0].loss, program):
+        return Training(("sgd", (("lr", 1.0),)), schedule or "constant", steps or 1000, True,
+                        "deterministic, full batch and smooth: (proximal) gradient descent with step 1/L")
+    return Training(("adam", (("lr", 0.1),)), schedule or "cosine", steps or 2000, False,
+                    "deterministic, full batch, with kinks: Adam with a cosine-decaying step")
+
+
+def plain_gradient(program: ir.Program, loss: ir.Node) -> bool:
+    """Will the player be trained by plain gradient steps, the step a proximal map needs?"""
+    tr = training(program, loss)
+    name, kwargs = tr.optimizer
+    return tr.lipschitz or name == "sgd" and not dict(kwargs).get("momentum") and not dict(kwargs).get("nesterov")
