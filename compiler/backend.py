@@ -129,7 +129,7 @@ _FUNCS = {
     "norm2": "safe_norm({0})", "sumsq": "jnp.sum(jnp.square({0}))",
     "dot": "jnp.sum({0} * {1}, axis=-1)", "diff": "jnp.diff({0})",
     "stop": "jax.lax.stop_gradient({0})", "log2": "jnp.log2({0})",
-    "log_sigmoid": "jax.nn.log_sigmoid({0})",
+    "log_sigmoid": "jax.nn.log_sigmoid({0})", "amax": "jnp.max({0})",
 }
 
 

@@ -47,6 +47,7 @@ FUNCTIONS: dict[str, Function] = {
     "stop": Function("elementwise", user=False),
     "log2": Function("elementwise", monotone=1, user=False),
     "log_sigmoid": Function("elementwise", monotone=1, user=False),
+    "amax": Function("reduce", monotone=1, user=False),    # the largest entry (reports)
 }
 
 ARITHMETIC = {"add", "sub", "mul", "div", "pow", "neg", "matmul"}

@@ -260,12 +260,12 @@ class Checker:
     def constraint(self, c: ir.Constraint) -> ir.Constraint:
         lhs, a = self.expr(c.lhs, Scope())
         rhs, b = self.expr(c.rhs, Scope())
-        broadcast(a, b, c.loc, "the two sides of the constraint")
+        shape = broadcast(a, b, c.loc, "the two sides of the constraint")
         learn = {d.name for d in self.program_decls if isinstance(d, (ir.Param, ir.Net))}
         if not any(isinstance(n, (ir.Ref, ir.NetCall)) and getattr(n, "name", getattr(n, "net", None)) in learn
                    for n in list(lhs.walk()) + list(rhs.walk())):
             raise AttractorError("this constraint has no parameter in it: it constrains nothing that can move", c.loc)
-        return ir.Constraint(c.op, lhs, rhs, loc=c.loc)
+        return ir.Constraint(c.op, lhs, rhs, shape, loc=c.loc)
 
     def train(self, t: ir.Train) -> ir.Train:
         out = []

@@ -288,6 +288,7 @@ class Constraint(Node):
     op: str                  # <=, >=, <, >, ==
     lhs: Node
     rhs: Node
+    shape: Shape = ()        # the broadcast shape of its sides: it holds elementwise
 
 
 @dataclass(frozen=True)
