@@ -7,28 +7,37 @@ from compiler.api import compile_file
 from compiler.checker import check
 from compiler.diagnostics import AttractorError
 from compiler.parser import parse
-from compiler.pipeline import Context
+from compiler.pipeline import Context, _check_direction
 from compiler.printer import show
-from compiler.strategies import positions
+from compiler.strategies import ancestors, positions
 
 
 def _matches(program: ir.Program, node: ir.Node, rules) -> list[tuple[str, str]]:
-    """(rule, relation) for every rule that rewrites `node` in some player's loss."""
-    out = []
+    """(rule, relation) for every rule that rewrites `node`, or a term containing it, in some
+    player's loss; a rewrite the pass manager would refuse (a bound in the wrong direction)
+    is shown refused, with its reason."""
+    out: dict[str, str] = {}
     for player in program.players:
         sense = 1 if player.sense == "min" else -1
-        for n, pol, path in positions(player.loss, program, sense):
-            if n is not node:
-                continue
+        at = {id(n): (n, pol, path) for n, pol, path in positions(player.loss, program, sense)}
+        if id(node) not in at:
+            continue
+        chain = [node] + [parent for parent, _ in ancestors(at[id(node)][2])]
+        for n in chain:
+            _, pol, path = at[id(n)]
             for rule in rules:
+                if rule.name in out:
+                    continue
                 try:
                     rw = rule(n, Context(program, player, pol, {}, False, path))
+                    if rw is not None:
+                        _check_direction(rule, rw, n, pol, program)
                 except AttractorError as e:
-                    out.append((rule.name, f"refused: {e.message}"))
+                    out[rule.name] = f"refused: {e.message}"
                     continue
                 if rw is not None:
-                    out.append((rule.name, rw.relation))
-    return out
+                    out[rule.name] = rw.relation
+    return list(out.items())
 
 
 def explain(path: str) -> str:
@@ -63,7 +72,7 @@ def explain(path: str) -> str:
         for r in candidates:
             if r.name not in {m for m, _ in matches}:
                 lines.append(f"  does not match here: {r.name}")
-        step = taken.get(show(pr.node))
+        step = next((s for s in taken.values() if show(pr.node) in s.before), None)
         if step is not None:
             lines.append(f"  taken: {step.rule} ({step.relation})" + (f" — {step.note}" if step.note else ""))
     if typed.objective.via:

@@ -142,8 +142,12 @@ def _check_direction(rule: Rule, rw: Rewrite, node: ir.Node, polarity: int, prog
         why = "the objective is not monotone in this term, so the bound says nothing about it"
     elif rw.relation == ">=":
         why = "the term is minimised, and minimising a lower bound drives it to -infinity, not to the optimum"
-    elif program.objective.sense == "maximize" or polarity == -1 and program.objective.sense == "minimize":
-        why = "the term enters with a negative weight or is maximised, so minimising the surrogate would not minimise the objective"
+    elif program.objective.sense == "maximize":
+        why = ("the objective is maximised, and the surrogate can grow where the term does not, "
+               "so maximising the surrogate would not maximise the objective")
+    elif polarity == -1:
+        why = ("the term enters with a negative weight, so minimising the objective pushes the term up, and the "
+               "surrogate can grow where the term does not")
     else:
         why = "the bound points the wrong way"
     raise AttractorError(f"rule {rule.name} refused: it would substitute {what} ({rw.relation}) for {show(node)}, but {why}", node.loc or program.objective.loc)
