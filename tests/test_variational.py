@@ -1,0 +1,347 @@
+"""The variational family: jensen, analytic_kl, reparameterize, score_function.
+
+Per rule: a golden test of the printed rewrite, a non-match, the numerical certificate;
+then the bad-input diagnostics and the two examples (vae.att, sbn.att).
+"""
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy import stats
+
+from compiler import AttractorError, compile_file, compile_source
+from compiler.certify import CERTIFICATES, certify
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "examples"
+
+# A small latent-Gaussian model on scalar data: cheap to compile, run and certify.
+SMALL = """data x : real from gaussian(mean=1, std=2, n=200)
+param w : real = 0.5
+param b : real
+model p:
+    z ~ Normal(0, 1)
+    x ~ Normal(w * z + b, 1)
+minimize E[x ~ data] -log p(x)
+train steps=200, batch=50, optimizer=adam(lr=0.05)
+"""
+
+
+def steps(prog):
+    return [(s.rule, s.relation, s.before, s.after) for s in prog.steps.steps]
+
+
+def rules(prog):
+    return [s.rule for s in prog.steps.steps]
+
+
+def draws(mod, params, n=4000, what="grad"):
+    """Loss values or gradients of the main player over `n` independent keys."""
+    batch = mod.full_batch({}) if not mod.DATA_VARS else None
+    loss = mod.LOSSES["theta"]
+    f = jax.grad(loss) if what == "grad" else loss
+    keys = jax.random.split(jax.random.PRNGKey(0), n)
+    return jax.jit(jax.vmap(lambda k: f(params, k, batch)))(keys)
+
+
+# ---- jensen ---------------------------------------------------------------------------------------
+
+def test_jensen_golden_vae():
+    prog = compile_file(EXAMPLES / "vae.att")
+    assert steps(prog)[0] == ("jensen", "<=", "-log p(x)", "E[z ~ q(z | x)] (log q(z | x) - log p(x, z))")
+    assert "supp q(z) = supp p(z) = the real line (Normal guide, Normal prior)" in prog.steps.steps[0].conditions
+
+
+def test_jensen_automatic_guide_is_shown_and_trained():
+    prog = compile_source(SMALL)
+    step = prog.steps.steps[0]
+    assert step.after == "E[z ~ q_p(z | x)] (log q_p(z | x) - log p(x, z))"
+    assert step.introduces == ("net q_p_z_loc : mlp(1, 32, 1)", "net q_p_z_scale : mlp(1, 32, 1)",
+                               "guide q_p(z | x): z ~ Normal(q_p_z_loc(x), softplus(q_p_z_scale(x)))")
+    assert "guide q_p(z | x):" in str(prog.ir)
+    assert prog.program.players[0].params == ("w", "b", "q_p_z_loc", "q_p_z_scale")
+
+
+def test_jensen_iwae_option():
+    prog = compile_source(SMALL, via="jensen(iwae=8)")
+    assert steps(prog)[0][3] == "-E[z ~ q_p(z | x) x8] logmeanexp[draws](log p(x, z) - log q_p(z | x))"
+    assert rules(prog) == ["jensen", "reparameterize"]      # no closed-form KL inside a log-mean-exp
+
+
+def test_jensen_lower_bound_when_maximising():
+    prog = compile_source(SMALL.replace("minimize E[x ~ data] -log p(x)", "maximize E[x ~ data] log p(x)"))
+    assert steps(prog)[0][1:] == (">=", "log p(x)", "E[z ~ q_p(z | x)] (log p(x, z) - log q_p(z | x))")
+    assert steps(prog)[1][3].startswith("E[z ~ q_p(z | x)] log p(x | z) - KL[Normal || Normal]")
+
+
+def test_jensen_does_not_match_a_tractable_density():
+    joint = SMALL.replace("minimize E[x ~ data] -log p(x)", "minimize E[x ~ data] E[z ~ Normal(0, 1)] -log p(x, z)")
+    assert "jensen" not in rules(compile_source(joint))
+    observed = "data x : real from gaussian(n=50)\nparam m : real\nmodel p:\n    x ~ Normal(m, 1)\nminimize E[x ~ data] -log p(x)\n"
+    assert rules(compile_source(observed)) == []
+
+
+def test_jensen_certificate_on_ppca_and_program():
+    results = certify(compile_source(SMALL), seed=1)
+    jensen = [r for r in results if r.rule == "jensen"]
+    assert len(jensen) == 5 and all(r.passed for r in jensen), jensen
+    assert any("gap = KL" in r.claim for r in jensen)
+
+
+def test_elbo_is_below_exact_log_likelihood_after_training():
+    """Linear-Gaussian model: log p(x) = log Normal(x; b, sqrt(w^2 + 1)) exactly."""
+    prog = compile_source(SMALL)
+    mod, data = prog.build(), prog.load_data()
+    params, history = mod.fit(data, steps=200, seed=0)
+    x = np.asarray(data["x"], np.float64)
+    w, b = float(params["w"]), float(params["b"])
+    exact = -np.mean(stats.norm.logpdf(x, b, np.sqrt(w**2 + 1)))
+    bound = np.mean(np.asarray(jax.vmap(lambda k: mod.LOSSES["theta"](params, k, mod.full_batch(data)))(
+        jax.random.split(jax.random.PRNGKey(1), 200))))
+    assert exact <= bound < exact + 0.05           # the amortised Gaussian guide is nearly exact here
+    best = -np.mean(stats.norm.logpdf(x, x.mean(), x.std()))
+    assert exact < best + 0.05                      # and the model reached the maximum likelihood
+
+
+# ---- analytic_kl ----------------------------------------------------------------------------------
+
+def test_analytic_kl_golden_vae_and_sbn():
+    vae, sbn = compile_file(EXAMPLES / "vae.att"), compile_file(EXAMPLES / "sbn.att")
+    assert steps(vae)[1] == ("analytic_kl", "=", "E[z ~ q(z | x)] (log q(z | x) - log p(x, z))",
+                             "E[z ~ q(z | x)] -log p(x | z) + KL[Normal || Normal](enc_mu(x), softplus(enc_sd(x)), 0, 1 : real[8])")
+    assert steps(sbn)[1][3] == "E[z ~ q(z | x)] -log p(x | z) + KL[Bernoulli || Bernoulli](enc(x), 0 : real[16])"
+    assert any("derived by SymPy" in c for c in vae.steps.steps[1].conditions)
+
+
+def test_analytic_kl_does_not_match_a_hierarchical_prior():
+    """z has a closed form (neither law reads a latent); u's prior reads z, so its log-ratio stays."""
+    hier = SMALL.replace("    x ~ Normal(w * z + b, 1)", "    u ~ Normal(z, 1)\n    x ~ Normal(w * u + b, 1)")
+    prog = compile_source(hier.replace("model p:", "guide q(z, u | x):\n    z ~ Normal(x, 1)\n    u ~ Normal(z, 1)\nmodel p:"))
+    step = next(s for s in prog.steps.steps if s.rule == "analytic_kl")
+    assert step.after == ("E[(z, u) ~ q(z, u | x)] (-log p(x | z, u) + (log q(u | z) - log p(u | x, z)))"
+                          " + KL[Normal || Normal](x, 1, 0, 1)")
+    iwae = compile_source(SMALL, via="jensen(iwae=4)")
+    assert "analytic_kl" not in rules(iwae)
+
+
+def test_analytic_kl_certificate():
+    prog = compile_file(EXAMPLES / "sbn.att")
+    step = next(s for s in prog.steps.steps if s.rule == "analytic_kl")
+    results = CERTIFICATES["analytic_kl"](prog, step, 2) + CERTIFICATES["analytic_kl"](compile_source(SMALL), step, 3)
+    assert results and all(r.passed for r in results), results
+
+
+GUIDED = SMALL.replace("model p:", "param a : real\nparam c : real\nparam s : real\nguide q(z | x):\n"
+                                   "    z ~ Normal(a * x + c, softplus(s))\nmodel p:")
+
+
+def test_closed_form_matches_the_monte_carlo_objective():
+    """The closed-form KL leaves the objective's expectation unchanged."""
+    closed = compile_source(GUIDED)
+    sampled = compile_source(GUIDED.replace("-log p(x)", "E[z ~ q(z | x)] (-log p(x, z) + log q(z | x))"))
+    assert "analytic_kl" in rules(closed) and "analytic_kl" not in rules(sampled)
+    data = closed.load_data()
+    params = {"w": 0.8, "b": 0.3, "a": 0.4, "c": -0.2, "s": 0.1}
+    values = []
+    for prog in (closed, sampled):
+        mod = prog.build()
+        p = {k: jnp.asarray(v) for k, v in params.items()}
+        values.append(np.asarray(jax.vmap(lambda k: mod.LOSSES["theta"](p, k, mod.full_batch(data)))(
+            jax.random.split(jax.random.PRNGKey(4), 400))))
+    assert abs(values[0].mean() - values[1].mean()) < 4 * np.hypot(values[0].std(), values[1].std()) / 20
+
+
+# ---- reparameterize --------------------------------------------------------------------------------
+
+def test_reparameterize_golden_vae_and_sampler():
+    vae = compile_file(EXAMPLES / "vae.att")
+    assert steps(vae)[2] == ("reparameterize", "=", "E[z ~ q(z | x)] -log p(x | z)",
+                             "E[eps_z ~ Normal(0, 1) : real[8]] (-log p(x | z) with z = enc_mu(x) + softplus(enc_sd(x)) * eps_z)")
+    gan = compile_source("net gen : mlp(2, 8, 2)\nsampler g:\n    eps ~ Normal(0, 1) : real[2]\n    x = gen(eps)\n"
+                         "minimize E[x ~ g] sumsq(x - 1)\n")
+    assert steps(gan) == [("reparameterize", "=", "E[x ~ g(x)] sumsq(x - 1)",
+                           "E[eps ~ Normal(0, 1) : real[2]] (sumsq(x - 1) with x = gen(eps))")]
+
+
+@pytest.mark.parametrize("family, law, after", [
+    ("Laplace", "Laplace(a, exp(b))", "a + exp(b) * eps_z"),
+    ("LogNormal", "LogNormal(a, exp(b))", "exp(a + exp(b) * eps_z)"),
+    ("Uniform", "Uniform(a, 2 * a + exp(b))", "a + (2 * a + exp(b) - a) * eps_z"),
+])
+def test_reparameterize_transform_is_derived(family, law, after):
+    prog = compile_source(f"param a : real\nparam b : real\nminimize E[z ~ {law}] square(z)\n")
+    assert f"with z = {after})" in steps(prog)[0][3]
+
+
+def test_reparameterize_does_not_match_discrete_fixed_or_rough():
+    assert rules(compile_source("param a : real[3]\nminimize E[z ~ Bernoulli(logits=a)] sumsq(z)\n")) == ["score_function"]
+    assert rules(compile_source("param a : real\nminimize E[z ~ Normal(0, 1)] square(z - a)\n")) == []
+    assert rules(compile_source("param mu : real\nminimize E[z ~ Normal(mu, 1)] [z > 1]\n")) == ["score_function"]
+
+
+def test_reparameterize_certificate_every_family():
+    prog = compile_source("param a : real\nparam b : real\nminimize E[z ~ Normal(a, exp(b))] square(z)"
+                          " + E[u ~ Laplace(a, 1)] square(u) + E[v ~ LogNormal(a, 1)] v + E[t ~ Uniform(a, 2)] t\n")
+    results = [r for r in certify(prog, seed=0) if r.rule == "reparameterize"]
+    assert len(results) == 4 and all(r.passed for r in results), results
+
+
+# ---- score_function ----------------------------------------------------------------------------------
+
+def test_score_function_golden_sbn():
+    sbn = compile_file(EXAMPLES / "sbn.att")
+    assert steps(sbn)[2] == ("score_function", "=", "E[z ~ q(z | x)] -log p(x | z)",
+                             "E[z ~ Bernoulli(logits=enc(x)) : real[16] x4] (stop(f - loo_mean[draws](f)) * "
+                             "(log q(z | x) - stop(log q(z | x))) + f with f = -log p(x | z))")
+    assert sbn.spec_json()["field"]["players"][0]["estimators"]["E[z ~ Bernoulli(logits=enc(x)) : real[16]]"] == "score_function"
+
+
+def test_score_function_does_not_match_a_reparameterisable_law_unless_forced():
+    src = "param mu : real\nminimize E[z ~ Normal(mu, 1)] square(z - 2)\n"
+    assert rules(compile_source(src)) == ["reparameterize"]
+    forced = compile_source(src, via="score_function(samples=8)")
+    assert rules(forced) == ["score_function"] and " x8]" in steps(forced)[0][3]
+
+
+def test_score_function_is_unbiased_for_a_step_function():
+    """d/dmu P(z > 1) = phi(1 - mu): only the score function sees this gradient."""
+    mod = compile_source("param mu : real\nminimize E[z ~ Normal(mu, 1)] [z > 1]\n").build()
+    g = np.asarray(draws(mod, {"mu": jnp.asarray(0.3)}, 8000)["mu"])
+    assert abs(g.mean() - stats.norm.pdf(0.7)) < 4 * g.std() / np.sqrt(len(g))
+
+
+def test_score_function_mixed_block_is_unbiased():
+    """h pathwise, b score function: E[(b h - 1)^2] for h ~ Normal(m, 1), b ~ Bernoulli(logits=a + h)."""
+    src = ("param m : real\nparam a : real\nmodel p:\n    h ~ Normal(m, 1)\n    b ~ Bernoulli(logits=a + h)\n"
+           "    y = b * h\nminimize E[y ~ p] square(y - 1)\n")
+    prog = compile_source(src)
+    assert "E[eps_h ~ Normal(0, 1) x4] (E[b ~ Bernoulli(logits=a + h)]" in steps(prog)[0][3]
+    params = {"m": jnp.asarray(0.2), "a": jnp.asarray(-0.3)}
+    nodes, weights = np.polynomial.hermite_e.hermegauss(80)
+
+    def exact(p):
+        h = p["m"] + jnp.asarray(nodes)
+        q1 = jax.nn.sigmoid(p["a"] + h)
+        return jnp.sum(jnp.asarray(weights) * (q1 * (h - 1) ** 2 + (1 - q1))) / np.sqrt(2 * np.pi)
+    want = jax.grad(exact)(params)
+    got = draws(prog.build(), params, 8000)
+    for k in params:
+        g = np.asarray(got[k])
+        assert abs(g.mean() - float(want[k])) < 4 * g.std() / np.sqrt(len(g)), k
+
+
+def test_score_function_certificate_bernoulli_and_categorical():
+    prog = compile_source("param a : real[3]\nparam c : real[4]\nminimize E[z ~ Bernoulli(logits=a)] sumsq(z - 0.5)"
+                          " + E[k ~ Categorical(logits=c)] square(k - 1)\n")
+    results = [r for r in certify(prog, seed=0) if r.rule == "score_function"]
+    assert len(results) == 2 and all(r.passed for r in results), results
+
+
+def test_leave_one_out_baseline_lowers_variance():
+    src = "param a : real[3]\nminimize E[z ~ Bernoulli(logits=a)] (10 + sumsq(z - 0.3))\n"
+    params = {"a": jnp.asarray([0.5, -1.0, 0.2])}
+    loo = np.asarray(draws(compile_source(src, via="score_function(samples=4)").build(), params)["a"])
+    plain = np.asarray(draws(compile_source(src, via="score_function(samples=4, baseline=none)").build(), params)["a"])
+    assert np.allclose(loo.mean(0), plain.mean(0), atol=4 * plain.std(0).max() / np.sqrt(len(plain)))
+    assert (plain.var(0) / loo.var(0)).min() > 20
+
+
+def test_vimco_for_an_importance_weighted_bound_is_unbiased():
+    """IWAE (K = 2) with a Bernoulli latent: gradient against the sum over all 2^(2*2) draws."""
+    src = ("data x : real[2] from gaussian(mean=1, std=1, n=1)\nparam a : real[2]\nparam w : real[2]\n"
+           "model p:\n    z ~ Bernoulli(logits=0) : real[2]\n    x ~ Normal(w * z, 1)\nguide q(z | x):\n"
+           "    z ~ Bernoulli(logits=a)\nminimize E[x ~ data] -log p(x)\n")
+    prog = compile_source(src, via="jensen(iwae=2)")
+    assert "2 * stop(f - loo_logmeanexp[draws](" in steps(prog)[1][3]
+    data = prog.load_data()
+    x = jnp.asarray(data["x"][0])
+    params = {"a": jnp.asarray([0.3, -0.4]), "w": jnp.asarray([1.0, -0.5])}
+    states = jnp.asarray([[i, j] for i in (0.0, 1.0) for j in (0.0, 1.0)])
+
+    def exact(p):
+        logq = jnp.sum(states * p["a"] - jax.nn.softplus(p["a"]), 1)
+        logw = (jnp.sum(stats_normal(x, p["w"] * states), 1) + 2 * jnp.log(0.5)) - logq
+        lq = logq[:, None] + logq[None, :]
+        bound = jnp.logaddexp(logw[:, None], logw[None, :]) - jnp.log(2.0)
+        return -jnp.sum(jnp.exp(lq) * bound)
+    want = jax.grad(exact)(params)
+    mod = prog.build()
+    keys = jax.random.split(jax.random.PRNGKey(0), 8000)
+    got = jax.jit(jax.vmap(lambda k: jax.grad(mod.LOSSES["theta"])(params, k, mod.full_batch(data))))(keys)
+    for k in params:
+        g = np.asarray(got[k])
+        assert np.all(np.abs(g.mean(0) - np.asarray(want[k])) < 4 * g.std(0) / np.sqrt(len(g)) + 1e-4), k
+
+
+def stats_normal(x, loc):
+    return -0.5 * (x - loc) ** 2 - 0.5 * jnp.log(2 * jnp.pi)
+
+
+# ---- bad input --------------------------------------------------------------------------------------
+
+HEAD = "data x : real[4] from gaussian(mean=0, std=1, n=100)\nnet dec : mlp(2, 4)\nnet enc : mlp(4, 2)\n"
+MODEL = "model p:\n    z ~ Normal(0, 1) : real[2]\n    x ~ Normal(dec(z), 1)\n"
+BAD = [
+    (HEAD + MODEL + "guide q(w | x):\n    w ~ Normal(enc(x), 1)\nminimize E[x ~ data] -log p(x)\n",
+     7, 7, "guide q has latent 'w', but no model has a latent 'w'"),
+    (HEAD + "model p:\n    z ~ Normal(0, 1) : real[2]\n    u ~ Normal(0, 1) : real[2]\n    x ~ Normal(dec(z + u), 1)\n"
+     "guide q(z | x):\n    z ~ Normal(enc(x), 1)\nminimize E[x ~ data] -log p(x)\n",
+     8, 7, "guide q does not draw model p's latent 'u'"),
+    (HEAD + MODEL + "guide q(z | x):\n    z ~ Normal(x, 1) : real[2]\nminimize E[x ~ data] -log p(x)\n",
+     8, 9, "shape mismatch: parameters of Normal and the declared type"),
+    (HEAD + "model p:\n    z ~ Normal(0, -1) : real[2]\n    x ~ Normal(dec(z), 1)\nminimize E[x ~ data] -log p(x)\n",
+     5, 19, "Normal's scale must be positive, got -1"),
+    (HEAD + "model p:\n    z ~ Normal(0, 1) : real[2]\n    y ~ Normal(dec(z), 1)\nminimize E[y ~ Normal(0, 1) : real[4]] -log p(y)\n",
+     7, 45, "'y' is not observed"),
+    (HEAD + "model p:\n    z ~ Bernoulli(logits=0) : real[2]\n    x ~ Normal(dec(z), 1)\n"
+     "guide q(z | x):\n    z ~ Normal(enc(x), 1)\nminimize E[x ~ data] -log p(x)\n",
+     8, 9, "guide q draws 'z' from Normal (support the real line), but model p's 'z' is Bernoulli (support {0, 1})"),
+    (HEAD + MODEL + "guide q(z, x | x):\n    z ~ Normal(enc(x), 1)\n    x ~ Normal(0, 1) : real[4]\nminimize E[x ~ data] -log p(x)\n",
+     7, 7, "guide q draws 'x', which model p observes"),
+    (HEAD + MODEL + "minimize E[x ~ data] log p(x)\n", 7, 22, "rule jensen refused: it would substitute a lower bound"),
+    (HEAD + MODEL + "minimize E[x ~ data] -log p(x) via jensen(iwae=0)\n", 7, 36, "needs a whole number K >= 1"),
+    (HEAD + "model p:\n    z ~ Uniform(0, 1) : real[2]\n    x ~ Normal(dec(z), 1)\nminimize E[x ~ data] -log p(x)\n",
+     5, 5, "no automatic guide for 'z' (Uniform"),
+]
+
+
+@pytest.mark.parametrize("program, line, col, words", BAD)
+def test_diagnostic(program, line, col, words):
+    with pytest.raises(AttractorError) as info:
+        compile_source(program, filename="bad.att")
+    head = str(info.value).splitlines()[0]
+    assert head.startswith(f"bad.att:{line}:{col}: error: ") and words in head, str(info.value)
+
+
+# ---- the examples ---------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["vae", "sbn"])
+def test_example_trains_a_few_steps(name):
+    prog = compile_file(EXAMPLES / f"{name}.att")
+    mod, data = prog.build(), prog.load_data()
+    params, history = mod.fit(data, steps=40, seed=0)
+    assert history[-1]["theta"] < history[0]["theta"]
+    assert set(params) == {"decoder", "enc_mu", "enc_sd"} if name == "vae" else {"dec", "enc"}
+
+
+@pytest.mark.slow
+def test_vae_run_command_reports_negative_elbo():
+    import json
+    import subprocess
+    import sys
+    r = subprocess.run([sys.executable, "-m", "compiler", "run", str(EXAMPLES / "vae.att"), "--steps", "300", "--json"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    result = json.loads(r.stdout.strip().splitlines()[-1])
+    assert 10 < result["objective"] < 30       # negative ELBO per example, nats (44.4 = 64 log 2 at random)
+
+
+@pytest.mark.slow
+def test_sbn_trains_with_score_function_gradients():
+    prog = compile_file(EXAMPLES / "sbn.att")
+    mod, data = prog.build(), prog.load_data()
+    params, history = mod.fit(data, steps=300, seed=0)
+    value = mod.objective(params, jax.random.PRNGKey(0), data)
+    assert value < 32 and history[-1]["theta"] < history[0]["theta"] - 10
