@@ -1,0 +1,327 @@
+"""passes/adversarial.py: classifier_ratio, conjugate, denoising_score — golden IR, non-matches,
+certificates, the f-GAN table as oracle for the derived conjugates, estimate objectives, the
+examples of SPEC §6, and the diagnostics for bad input."""
+import json
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import sympy as sp
+
+from compiler import AttractorError, compile_file, compile_source
+from compiler.backend import Emitter, Fn
+from compiler.certify import certify
+from compiler.cli import main
+from compiler.pipeline import Context
+from passes.adversarial import classifier_ratio, conjugate, denoising_score
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "examples"
+SAMPLER = "data x : real from gaussian(n=100)\nparam mu : real\nsampler g:\n    eps ~ Normal(0, 1) : real\n    x = mu + eps\n"
+MODEL_Q = "data x : real from gaussian(n=100)\nmodel q:\n    x ~ Normal(1, 1.5) : real\n"
+NORMAL_P = "data x : real[2] from ring8(n=100)\nparam m : real[2]\nmodel p:\n    x ~ Normal(m, 1) : real[2]\n"
+
+
+def step(src, via=None):
+    prog = compile_source(src, via=via)
+    return prog, prog.steps.steps[0]
+
+
+def players(prog):
+    return {p.name: p for p in prog.program.players}
+
+
+# ---- classifier_ratio ------------------------------------------------------------------------------
+
+def test_classifier_ratio_golden():
+    prog, s = step(SAMPLER + "minimize JS(data, g)\n")
+    assert (s.rule, s.relation, s.before) == ("classifier_ratio", ">=", "JS(data, g)")
+    assert s.after == "0.5 * (log(4) + E[x ~ data] log_sigmoid(disc(x)) + E[x ~ data] E[x ~ g(x)] log_sigmoid(-disc(x)))"
+    assert "net disc : mlp(1, 128, 128, 1)" in s.introduces
+    ps = players(prog)
+    assert (ps["theta"].params, ps["disc"].params, ps["disc"].sense) == (("mu",), ("disc",), "max")
+    assert str(ps["theta"].loss) == str(ps["disc"].loss) == (
+        "0.5 * (log(4) + E[x ~ data] log_sigmoid(disc(x)) + E[x ~ data] E[eps ~ Normal(0, 1)] (log_sigmoid(-disc(x)) with x = mu + eps))")
+    assert any("D*(x) = p/(p + q)" in c for c in s.conditions)
+
+
+def test_classifier_ratio_nonsaturating_is_a_general_sum_game():
+    prog, s = step(SAMPLER + "minimize JS(data, g) via classifier_ratio(nonsaturating)\n")
+    assert s.relation == "~"
+    assert s.after == "0.5 * (log(4) + E[x ~ data] log_sigmoid(disc(x)) - E[x ~ data] E[x ~ g(x)] log_sigmoid(disc(x)))"
+    ps = players(prog)
+    assert "log_sigmoid(-disc(x))" in str(ps["disc"].loss) and "log_sigmoid(-disc(x))" not in str(ps["theta"].loss)
+    assert "general-sum" in s.note
+    assert json.loads(prog.to_json())["steps"][0]["relation"] == "~"
+
+
+def test_classifier_ratio_linear_critic():
+    prog, s = step(SAMPLER + "minimize JS(data, g) via classifier_ratio(critic=linear)\n")
+    assert "log_sigmoid(psi * x)" in s.after and "param psi : real" in s.introduces
+    assert players(prog)["disc"].params == ("psi",)
+
+
+def test_classifier_ratio_does_not_match_other_divergences():
+    prog = compile_source(MODEL_Q + "estimate KL(data || q)\n")
+    ctx = Context(prog.typed, prog.typed.players[0], 1)
+    node = prog.typed.objective.expr
+    assert classifier_ratio(node, ctx) is None
+    assert classifier_ratio(node.q, ctx) is None
+    assert prog.steps.steps[0].rule == "conjugate"
+
+
+# ---- conjugate ----------------------------------------------------------------------------------------
+
+def test_conjugate_golden():
+    prog, s = step(MODEL_Q + "estimate KL(data || q)\n")
+    assert (s.rule, s.relation) == ("conjugate", ">=")
+    assert s.after == "E[x ~ data] T_KL(critic(x)) - E[x ~ data] E[x ~ q(x)] fstarT_KL(critic(x))"
+    assert "f*(t) = sup_u t*u - f(u) = exp(t - 1) on dom f* = (-oo, oo)" in s.conditions
+    ps = players(prog)
+    assert ps["theta"].params == () and ps["critic"].params == ("critic",) and ps["critic"].sense == "max"
+
+
+def test_conjugate_of_a_user_divergence():
+    prog, s = step(SAMPLER + "divergence hel(r) = (sqrt(r) - 1)^2\nminimize hel(data || g) via conjugate(hidden=16)\n")
+    assert s.after == "E[x ~ data] T_hel(critic(x)) - E[x ~ data] E[x ~ g(x)] fstarT_hel(critic(x))"
+    assert "net critic : mlp(1, 16, 16, 1)" in s.introduces
+    assert "f(1) = 0" in s.conditions and "T_hel(v) = 1 - exp(-v) maps the critic's output onto dom f*" in s.conditions
+
+
+def test_conjugate_does_not_match_fisher_or_other_nodes():
+    prog = compile_source(NORMAL_P + "minimize Fisher(data || p)\n")
+    ctx = Context(prog.typed, prog.typed.players[0], 1)
+    assert conjugate(prog.typed.objective.expr, ctx) is None
+    assert conjugate(ir_num(), ctx) is None
+
+
+def ir_num():
+    from compiler import ir
+    return ir.Num(1.0)
+
+
+def lowered(program, sym):
+    """The emitted JAX code of a closed form as a Python function of its argument."""
+    from compiler import ir
+    em = Emitter(program)
+    fn = Fn(em, 1, {"v": "v"}, None)
+    value = em.lower(ir.Sym(sym.label, sym.expr, sym.symbols, (ir.Ref("v"),)), fn)
+    namespace = {"jax": jax, "jnp": jnp}
+    exec("def f(v):\n" + "\n".join(fn.lines) + f"\n    return {value}\n", namespace)
+    return namespace["f"]
+
+
+t = sp.Symbol("t")
+# The published f-GAN table (Nowozin et al. 2016, Table 2), the oracle. SPEC's JS is half of
+# f-GAN's: f = f_fGAN / 2 has f*(t) = f_fGAN*(2t) / 2.
+FGAN = {
+    "KL": sp.exp(t - 1),
+    "RKL": -1 - sp.log(-t),
+    "Chi2": t**2 / 4 + t,
+    "Hellinger2": t / (1 - t),
+    "JS": -sp.log(2 - sp.exp(2 * t)) / 2,
+    "TV": t,
+    "GAN": -sp.log(1 - sp.exp(t)),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(FGAN))
+def test_emitted_conjugates_match_the_fgan_table(kind):
+    from compiler import ir
+    prog = compile_source(MODEL_Q + f"estimate {kind}(data || q) via conjugate\n")
+    syms = {n.label: n for n in players(prog)["critic"].loss.walk() if isinstance(n, ir.Sym)}
+    activation, fstar = lowered(prog.program, syms[f"T_{kind}"]), lowered(prog.program, syms[f"fstarT_{kind}"])
+    oracle = sp.lambdify(t, FGAN[kind], "numpy")
+    v = np.linspace(-3, 3, 13)
+    tv = np.asarray(activation(jnp.asarray(v)), np.float64)
+    np.testing.assert_allclose(np.asarray(fstar(jnp.asarray(v, jnp.float32))), oracle(tv) + 0 * tv, rtol=2e-5, atol=2e-5)
+
+
+@pytest.mark.parametrize("kind", ["JS", "GAN", "Hellinger2"])
+def test_emitted_conjugates_stay_finite_for_large_critic_outputs(kind):
+    from compiler import ir
+    prog = compile_source(MODEL_Q + f"estimate {kind}(data || q) via conjugate\n")
+    sym = next(n for n in players(prog)["critic"].loss.walk() if isinstance(n, ir.Sym) and n.label.startswith("fstarT"))
+    f = lowered(prog.program, sym)
+    values = np.asarray(f(jnp.asarray([-40.0, -10.0, 0.0, 10.0, 40.0] if kind != "Hellinger2" else [-40.0, 0.0, 10.0], jnp.float32)))
+    grads = np.asarray(jax.vmap(jax.grad(lambda v: f(v)))(jnp.asarray([-10.0, 0.0, 10.0], jnp.float32)))
+    assert np.all(np.isfinite(values)) and np.all(np.isfinite(grads))
+
+
+# ---- denoising_score ------------------------------------------------------------------------------------
+
+def test_denoising_score_golden():
+    prog, s = step(NORMAL_P + "minimize Fisher(data || p)\n")
+    assert (s.rule, s.relation) == ("denoising_score", "~")
+    assert s.after == "E[x ~ data] E[eps ~ Normal(0, 1) : real[2]] (0.5 * sumsq(grad_x(log p(x)) + eps / 0.1) with x = x + 0.1 * eps)"
+    assert "\\nabla_{x}" in prog.to_latex()
+
+
+def test_hyvarinen_golden_and_value():
+    prog, s = step(NORMAL_P + "minimize Fisher(data || p) via denoising_score(hyvarinen)\n")
+    assert (s.relation, s.after) == ("=", "E[x ~ data] (0.5 * sumsq(grad_x(log p(x))) + laplacian_x(log p(x)))")
+    mod, data = prog.build(), prog.load_data()
+    params = {"m": jnp.asarray([0.3, -0.2])}
+    # log N(x; m, I): score -(x - m), Laplacian -2
+    exact = np.mean(0.5 * np.sum((data["x"] - [0.3, -0.2]) ** 2, axis=1) - 2.0)
+    assert mod.objective(params, jax.random.PRNGKey(0), data) == pytest.approx(exact, rel=1e-5)
+
+
+def test_denoising_value_matches_its_expectation():
+    prog = compile_source(NORMAL_P.replace("n=100", "n=4000") + "minimize Fisher(data || p) via denoising_score(sigma=0.5)\n")
+    mod, data = prog.build(), prog.load_data()
+    x = data["x"].astype(np.float64)
+    # E 1/2 |-(x + s e - m) + e/s|^2 over e ~ N(0, I), in closed form
+    m, s = np.array([0.3, -0.2]), 0.5
+    exact = np.mean(0.5 * np.sum((x - m) ** 2, axis=1)) + 0.5 * 2 * (s - 1 / s) ** 2
+    value = mod.objective({"m": jnp.asarray(m, jnp.float32)}, jax.random.PRNGKey(0), data)
+    assert value == pytest.approx(exact, rel=0.05)
+
+
+def test_denoising_score_does_not_match_other_divergences():
+    prog = compile_source(MODEL_Q + "estimate KL(data || q)\n")
+    ctx = Context(prog.typed, prog.typed.players[0], 1)
+    assert denoising_score(prog.typed.objective.expr, ctx) is None
+
+
+# ---- certificates ----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("src,via,rules", [
+    (SAMPLER + "minimize JS(data, g)\n", None, {"classifier_ratio"}),
+    (SAMPLER + "minimize JS(data, g) via classifier_ratio(nonsaturating)\n", None, {"classifier_ratio"}),
+    (SAMPLER + "minimize GAN(data || g)\n", None, {"classifier_ratio"}),
+    (MODEL_Q + "estimate KL(data || q)\n", None, {"conjugate"}),
+    (MODEL_Q + "estimate RKL(data || q)\n", None, {"conjugate"}),
+    (MODEL_Q + "estimate TV(data || q)\n", None, {"conjugate"}),
+    (MODEL_Q + "estimate Chi2(data || q)\n", None, {"conjugate"}),
+    (MODEL_Q + "estimate JS(data || q) via conjugate\n", None, {"conjugate"}),
+    (MODEL_Q + "divergence lc(u) = (u - 1)^2 / (u + 1)\nestimate lc(data || q)\n", None, {"conjugate"}),
+    (NORMAL_P + "minimize Fisher(data || p)\n", None, {"denoising_score"}),
+    (NORMAL_P + "minimize Fisher(data || p)\n", "denoising_score(hyvarinen)", {"denoising_score"}),
+])
+def test_certificates_pass(src, via, rules):
+    results = [r for r in certify(compile_source(src, via=via), seed=3) if r.rule in rules]
+    assert len(results) >= 1 and all(r.passed for r in results), [(r.claim, r.evidence) for r in results]
+    if "nonsaturating" in src:
+        assert any("nonsaturating" in r.claim for r in results)
+
+
+def test_certificate_detects_a_wrong_bound(monkeypatch):
+    """A certificate that cannot fail proves nothing: with a wrong f* (too small by 0.1) the
+    bound exceeds the divergence and the check fails."""
+    import passes.adversarial as adv
+    prog = compile_source(MODEL_Q + "estimate KL(data || q)\n")
+    right = adv.conjugate_parts
+
+    def wrong(program, node):
+        c, conditions = right(program, node)
+        import dataclasses
+        return dataclasses.replace(c, fstar_of_activation=c.fstar_of_activation - sp.Rational(1, 10)), conditions
+    monkeypatch.setattr(adv, "conjugate_parts", wrong)
+    results = certify(prog, seed=0)
+    assert not results[0].passed
+
+
+# ---- estimate objectives and the examples ----------------------------------------------------------------
+
+def test_estimate_trains_only_the_auxiliary_player():
+    prog = compile_source("data x : real from gaussian(n=500)\nparam m : real = 1\nmodel q:\n    x ~ Normal(m, 1.5) : real\n"
+                          "estimate KL(data || q)\ntrain steps=30, batch=64\n")
+    mod = prog.build()
+    assert mod.PLAYERS["theta"] == () and mod.MOVING == ("critic",)
+    init = mod.init(jax.random.split(jax.random.PRNGKey(0))[1])
+    params, _ = mod.fit(prog.load_data(), steps=30, seed=0)
+    assert float(params["m"]) == 1.0
+    assert not np.allclose(np.asarray(params["critic"][0]["w"]), np.asarray(init["critic"][0]["w"]))
+
+
+def test_kl_estimate_runs_and_reports_the_estimate(capsys):
+    assert main(["run", str(EXAMPLES / "kl_estimate.att"), "--steps", "300", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["estimate"] == result["objective"] and 0.0 < result["estimate"] < 0.6
+
+
+def test_gan_ring_runs_and_saves_samples(tmp_path, capsys):
+    out = tmp_path / "samples.npy"
+    assert main(["run", str(EXAMPLES / "gan_ring.att"), "--steps", "50", "--json", "--samples", str(out)]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["estimate"] is None and np.isfinite(result["objective"])
+    samples = np.load(out)
+    assert samples.shape == (2000, 2) and np.all(np.isfinite(samples))
+
+
+def test_gan_ring_compiles_to_the_game_of_the_spec():
+    prog = compile_file(EXAMPLES / "gan_ring.att")
+    data = json.loads(prog.to_json())
+    assert [s["rule"] for s in data["steps"]][:1] == ["classifier_ratio"] and data["steps"][0]["relation"] == "~"
+    assert [(p["name"], p["sense"], p["params"]) for p in data["field"]["players"]] == [
+        ("theta", "min", ["gen"]), ("disc", "max", ["disc"])]
+    assert "net disc : mlp(2, 128, 128, 1)" in prog.ir.__str__()
+
+
+def test_score_matching_energy_is_low_on_the_ring():
+    prog = compile_file(EXAMPLES / "score_matching.att")
+    mod = prog.build()
+    params, history = mod.fit(prog.load_data(), steps=1500, seed=0)
+    assert history[-1]["theta"] < history[0]["theta"]
+    angles = np.arange(8) * np.pi / 4
+    ring = lambda shift: 2 * np.stack([np.cos(angles + shift), np.sin(angles + shift)], 1).astype(np.float32)  # noqa: E731
+    energy = lambda x: np.asarray(mod.mlp(params["energy"], jnp.asarray(x), "relu")[..., 0])  # noqa: E731
+    assert np.max(energy(ring(0.0))) < np.min(energy(ring(np.pi / 8)))
+
+
+@pytest.mark.slow
+def test_kl_estimate_as_written():
+    prog = compile_file(EXAMPLES / "kl_estimate.att")
+    mod, data = prog.build(), prog.load_data()
+    params, _ = mod.fit(data, seed=0)
+    estimate = mod.summary(params, data, mod.STEPS, 1.0)["estimate"]
+    exact = np.log(1.5) + (1 + 1) / (2 * 1.5**2) - 0.5
+    assert abs(estimate - exact) / exact < 0.08
+
+
+@pytest.mark.slow
+def test_hellinger_fit_as_written():
+    prog = compile_file(EXAMPLES / "hellinger_fit.att")
+    mod, data = prog.build(), prog.load_data()
+    params, _ = mod.fit(data, seed=0)
+    reports = mod.reports(params, jax.random.PRNGKey(0), data)
+    assert reports["mean"] == pytest.approx(2.0, abs=0.05) and reports["sd"] == pytest.approx(0.5, abs=0.05)
+
+
+# ---- bad input ------------------------------------------------------------------------------------------------
+
+BAD = [
+    # (program, line, col, words in the message)
+    (SAMPLER + "divergence bad(u) = 1 - u^2\nminimize bad(data || g)\n", 6, 12, "f is not convex on u > 0"),
+    (SAMPLER + "divergence shifted(u) = u * log(u) + 1\nminimize shifted(data || g)\n", 6, 12, "f(1) = 1, but an f-divergence needs f(1) = 0"),
+    (SAMPLER + "divergence moving(u) = mu * (u - 1)^2\nminimize moving(data || g)\n", 6, 12, "must depend on u only, but it uses mu"),
+    ("data x : real[2] from ring8(n=10)\nnet energy : mlp(2, 8, 1)\nmodel p:\n    x ~ Gibbs(energy)\nminimize KL(data || p)\n",
+     5, 21, "model p is a Gibbs (unnormalised) model, which cannot be sampled"),
+    ("data x : real[2] from ring8(n=10)\nnet energy : mlp(2, 8, 1)\nmodel p:\n    x ~ Gibbs(energy)\nminimize JS(data, p)\n",
+     5, 19, "cannot be sampled"),
+    ("data x : real[2] from ring8(n=10)\nnet gen : mlp(2, 8, 3)\nsampler g:\n    eps ~ Normal(0, 1) : real[2]\n    x = gen(eps)\n"
+     "minimize JS(data, g)\n", 5, 5, "'x' has shape real[3] in sampler g, but the data declare it real[2]"),
+    (SAMPLER + "minimize Fisher(data || g)\n", 6, 25, "sampler g has no density"),
+    ("data x : real from gaussian(n=10)\nmodel p:\n    z ~ Normal(0, 1) : real\n    x ~ Normal(z, 1) : real\nminimize Fisher(data || p)\n",
+     5, 25, "integral over its latent z"),
+    (NORMAL_P + "minimize Fisher(p || data)\n", 5, 17, "the first side must be the data"),
+    (MODEL_Q + "estimate KL(data || q) via classifier_ratio\n", 4, 10, "classifier_ratio gives JS and GAN divergences, not KL; conjugate"),
+    (NORMAL_P + "minimize Fisher(data || p) via conjugate\n", 5, 10, "Fisher is not an f-divergence"),
+    (SAMPLER + "minimize JS(data, g) via classifier_ratio(critic=deep)\n", 6, 10, "critic must be mlp or linear"),
+    (SAMPLER + "minimize JS(data, g) via classifier_ratio(hidden=0.5)\n", 6, 10, "hidden must be a positive integer"),
+    (NORMAL_P + "minimize Fisher(data || p) via denoising_score(sigma=0)\n", 5, 10, "sigma must be a positive number"),
+    ("data x : real[2] from ring8(n=10)\nnet energy : mlp(2, 8, 1)\nmodel p:\n    x ~ Gibbs(energy)\n"
+     "minimize Fisher(data || p) via denoising_score(hyvarinen)\n", 5, 10, "zero almost everywhere for the relu net energy"),
+]
+
+
+@pytest.mark.parametrize("src,line,col,words", BAD, ids=[w for *_, w in BAD])
+def test_bad_input_is_diagnosed_where_it_is(src, line, col, words):
+    with pytest.raises(AttractorError) as info:
+        compile_source(src, filename="bad.att")
+    text = str(info.value)
+    assert text.startswith(f"bad.att:{line}:{col}: error: "), text
+    assert words in text, text
