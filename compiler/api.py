@@ -107,6 +107,8 @@ class CompiledProgram:
                 out.append(f"    {head}: {est}")
             for param, kind, weight in pl.prox:
                 out.append(f"    proximal step: {param} <- prox[{show(weight)} * {kind}]")
+        for param, value in (v for k, v in self.program.auxiliary if k == "update"):
+            out.append(f"  after every step, in closed form: {param} <- {show(value)}")
         return "\n".join(out)
 
     def spec_json(self) -> dict:

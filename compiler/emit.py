@@ -241,6 +241,16 @@ class ModuleWriter:
         out.append("REPORTS = {" + ", ".join(f"{key_literal(r.name)}: report_{ident(r.name)}" for r in self.program.reports) + "}")
         return out
 
+    def updates(self) -> list[str]:
+        """Parameters rules set in closed form (auxiliary ("update", (param, value))): exact
+        minimisers of a player's loss, schedules; applied in order after every step."""
+        out: list[str] = []
+        updates = [v for k, v in self.program.auxiliary if k == "update"]
+        for param, value in updates:
+            out += self.function(f"update_{ident(param)}", value, f"{param} <- {show(value)}".replace('"', "'").replace("\\", "/")) + ["", ""]
+        out.append("UPDATES = " + _tuple(f"({key_literal(param)}, update_{ident(param)})" for param, _ in updates))
+        return out
+
     def sampler(self) -> list[str]:
         samplers = [b for b in self.program.of_type(ir.Block) if b.kind == "sampler"]
         if not samplers:
@@ -282,7 +292,7 @@ class ModuleWriter:
         main_player = p.players[0].name
         extras = [RUNTIME_PARTS[k] for k in sorted(RUNTIME_PARTS)]
         body = (header + self.constants() + [RUNTIME] + extras + self.init() + ["", ""] + self.losses() + ["", ""]
-                + self.reports() + ["", ""] + self.sampler() + ["", ""])
+                + self.updates() + ["", ""] + self.reports() + ["", ""] + self.sampler() + ["", ""])
         body.append(TRAINING.replace("MAIN_PLAYER", key_literal(main_player))
                     .replace("IS_ESTIMATE", str(p.objective.sense == "estimate")))
         body.append(DYNAMICS_CODE.get(self.dynamics, "") if self.dynamics != "alternating" else "")
@@ -366,6 +376,14 @@ def update_player(state, player, v):
     updates, opt = OPTIMIZER.update(negate(own(v, player)), state["opt"][player], mine)
     new = apply_prox(dict(optax.apply_updates(mine, updates)), taken_lr(opt, state["step"]))
     return {"params": {**state["params"], **new}, "opt": {**state["opt"], player: opt}, "step": state["step"]}
+
+
+def closed_form_updates(state, key, batch):
+    """UPDATES after the players' steps, in order, each seeing the parameters set before it."""
+    params = dict(state["params"])
+    for name, f in UPDATES:
+        params[name] = jnp.broadcast_to(jnp.asarray(f(params, key, batch), params[name].dtype), params[name].shape)
+    return {**state, "params": params}
 
 
 def current_lr(step):
@@ -471,6 +489,7 @@ def step(state, key, batch):
     v, values = direction(state["params"], key, batch)
     for p in MOVING:
         state = update_player(state, p, v)
+    state = closed_form_updates(state, key, batch)
     return {**state, "step": state["step"] + 1}, values
 ''',
     "alternating": '''
@@ -485,6 +504,7 @@ def step(state, key, batch):
             state = update_player(state, p, v)
         else:
             values[p] = LOSSES[p](state["params"], key, batch)
+    state = closed_form_updates(state, key, batch)
     return {**state, "step": state["step"] + 1}, values
 ''',
 }
