@@ -94,8 +94,18 @@ def pieces(f: sp.Expr, x: sp.Symbol, lo=-sp.oo, hi=sp.oo) -> list[tuple]:
 
 
 def _never_negative(e: sp.Expr, x: sp.Symbol, a, b) -> bool:
-    e = sp.simplify(e)
-    return bool(e.is_nonnegative) or sp.solveset(e < 0, x, sp.Interval.open(a, b)) is sp.S.EmptySet
+    """e ≥ 0 on (a, b): from SymPy's assumptions, by solving e < 0, or — when SymPy cannot
+    solve it — because e is monotone there with a non-negative limit at the lower end."""
+    interval = sp.Interval.open(a, b)
+    for form in (e, sp.simplify(e)):
+        if form.is_nonnegative or sp.solveset(form < 0, x, interval) is sp.S.EmptySet:
+            return True
+    slope = sp.diff(e, x)
+    for falls, end in ((sp.solveset(slope > 0, x, interval), b), (sp.solveset(slope < 0, x, interval), a)):
+        if falls is sp.S.EmptySet:
+            limit = sp.limit(e, x, end, "-" if end == b else "+")
+            return bool(limit.is_nonnegative)
+    return False
 
 
 def convex_on(f: sp.Expr, x: sp.Symbol, lo=-sp.oo, hi=sp.oo) -> str:
