@@ -127,7 +127,7 @@ _FUNCS = {
     "sum": "jnp.sum({0})", "mean": "jnp.mean({0})", "logsumexp": "jax.nn.logsumexp({0})",
     "norm0": "jnp.sum(jnp.where({0} != 0, 1.0, 0.0))", "norm1": "jnp.sum(jnp.abs({0}))",
     "norm2": "safe_norm({0})", "sumsq": "jnp.sum(jnp.square({0}))",
-    "dot": "jnp.sum({0} * {1}, axis=-1)", "diff": "jnp.diff({0})",
+    "dot": "jnp.einsum(\"...i,...i->...\", {0}, {1})", "diff": "jnp.diff({0})",   # vmapped: a matrix product
     "stop": "jax.lax.stop_gradient({0})", "log2": "jnp.log2({0})",
     "log_sigmoid": "jax.nn.log_sigmoid({0})", "amax": "jnp.max({0})",
 }

@@ -194,28 +194,29 @@ def es_smooth(fitness, params, names, key, fitness_key, sigma, population, antit
 
     Value: the population average, a Monte Carlo estimate of the smoothed objective.
     Gradient in mu: the evolution-strategies estimate (1 / (N sigma)) sum_i w_i eps_i, with
-    theta_i = mu + sigma eps_i (antithetic pairs +-eps) and w_i the centred ranks of
-    fitness(theta_i) ("none": fitness(theta_i) - mean); the population is evaluated in one
-    vmapped call with common random numbers. Other parameters get the pathwise gradient.
+    theta_i = mu + sigma eps_i (antithetic pairs +-eps, one flat draw over all of `names`) and
+    w_i the centred ranks of fitness(theta_i) ("none": fitness(theta_i) - mean); the population
+    is evaluated in one vmapped call with common random numbers. Other parameters get the
+    pathwise gradient.
     """
-    mu = {k: jax.lax.stop_gradient(params[k]) for k in names}
+    shapes = [jnp.shape(params[k]) for k in names]
+    cuts = np.cumsum([int(np.prod(s)) for s in shapes])[:-1]
+    flat = lambda tree: jnp.concatenate([jnp.ravel(tree[k]) for k in names])  # noqa: E731
+    unravel = lambda v: {k: p.reshape(s) for k, p, s in zip(names, jnp.split(v, cuts), shapes)}  # noqa: E731
+    mu = jax.lax.stop_gradient(flat(params))
     half = population // 2 if antithetic else population
-    keys = jax.random.split(key, len(names))
-    eps = {k: jax.random.normal(kk, (half,) + jnp.shape(mu[k])) for k, kk in zip(names, keys)}
+    eps = jax.random.normal(key, (half, mu.shape[0]))
     if antithetic:
-        eps = {k: jnp.concatenate([e, -e]) for k, e in eps.items()}
+        eps = jnp.concatenate([eps, -eps])
 
     def one(e):
-        return fitness({**params, **{k: mu[k] + sigma * e[k] for k in names}}, fitness_key)
+        return fitness({**params, **unravel(mu + sigma * e)}, fitness_key)
 
     values = jax.vmap(one)(eps)
     fixed = jax.lax.stop_gradient(values)
     weights = centered_ranks(fixed) if shaping == "centered_rank" else fixed - jnp.mean(fixed)
-    surrogate = 0.0
-    for k in names:
-        grad = jnp.tensordot(weights, eps[k], axes=1) / (population * sigma)
-        surrogate = surrogate + jnp.sum(jax.lax.stop_gradient(grad) * (params[k] - mu[k]))
-    return jnp.mean(values) + surrogate
+    grad = jax.lax.stop_gradient(weights @ eps / (population * sigma))
+    return jnp.mean(values) + jnp.sum(grad * (flat(params) - mu))
 '''
 
 
