@@ -23,8 +23,8 @@ term is ≤ 0 at every feasible θ, so the saddle point, its value and weak dual
 unchanged; the added curvature ρ·∇g∇gᵀ damps the rotation. The multipliers ascend (a max
 player), λ ≥ 0 is kept by projecting after every step (the proximal map of the indicator of
 λ ≥ 0, `nonneg`), and where the `train` line is silent both players take Adam steps of size
-0.01 decaying to zero (cosine) over 3000 steps: with a decaying step, simultaneous
-descent-ascent settles on the saddle instead of circling it.
+0.01 decaying to zero (cosine) over 3000 steps, moving simultaneously: with a decaying
+step, simultaneous descent-ascent settles on the saddle instead of circling it.
 
 The rule adds reports: every multiplier (the largest magnitude of a vector multiplier) and
 `violation`, the largest violation max(g, 0) or |h| over all constraints and entries.
@@ -44,7 +44,8 @@ from compiler.strategies import const_value
 
 PLAYER = "multipliers"
 DEFAULT_RHO = 1.0
-TRAINING = (("steps", 3000), ("optimizer", ("adam", (("lr", 0.01),))), ("schedule", "cosine"))
+TRAINING = (("steps", 3000), ("optimizer", ("adam", (("lr", 0.01),))), ("schedule", "cosine"),
+            ("dynamics", "simultaneous"))
 
 
 # ---- building blocks ---------------------------------------------------------------------
