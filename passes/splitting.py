@@ -164,8 +164,8 @@ def half_quadratic(node: ir.Node, ctx: Context) -> Rewrite | None:
     if hit is None:
         if _no_prox(node, ctx) and linear_path(ctx.path, ctx.program) and not _applies_somewhere(ctx):
             known = ", ".join(sorted(PROX_FUNCTIONS))
-            raise AttractorError(f"half_quadratic needs a term k * g(A x) with a known proximal map for g ({known}); "
-                                 f"{show(node)} has none", node.loc)
+            raise AttractorError(f"half_quadratic: {show(node)} has no known proximal map (known: {known}); "
+                                 "the rule splits a term k * g(A x) whose g has one", node.loc)
         return None
     k, g, v, shape = hit
     if const_value(k, ctx.program) <= 0:
