@@ -975,7 +975,8 @@ def _enumerated(family: str, params):
 @certificate("score_function")
 def certify_score_function(prog, step, seed: int) -> list[Certificate]:
     """For Bernoulli and Categorical latents with few states: the score-function gradient
-    (leave-one-out baseline) against the gradient of the exact sum over all states."""
+    (leave-one-out baseline) against the gradient of the exact sum over all states; and the
+    VIMCO form when the program uses it."""
     import jax
     import jax.numpy as jnp
     rng = np.random.default_rng(seed)
@@ -987,4 +988,47 @@ def certify_score_function(prog, step, seed: int) -> list[Certificate]:
         exact = {k: np.asarray(v) for k, v in jax.grad(lambda p: _enumerated(family, p))(params).items()}
         keys = jax.random.split(jax.random.PRNGKey(seed), 10000)
         out.append(_check_gradient("score_function", f"score-function ({family})", _gradients(mod, params, mod.full_batch({}), keys), exact))
+    if any("VIMCO" in c for s in prog.steps.steps if s.rule == "score_function" for c in s.conditions):
+        out.append(_certify_vimco(seed))
     return out
+
+
+VIMCO = """data x : real[2] from npz("{path}")
+param a : real[2]
+param w : real[2]
+model p:
+    z ~ Bernoulli(logits=0) : real[2]
+    x ~ Normal(w * z, 1)
+guide q(z | x):
+    z ~ Bernoulli(logits=a)
+minimize E[x ~ data] -log p(x) via jensen(iwae=2)
+"""
+
+
+def _certify_vimco(seed: int) -> Certificate:
+    """Importance-weighted bound (K = 2) of a two-bit Bernoulli model: the VIMCO gradient
+    against the gradient of the exact sum over all 4^2 pairs of draws."""
+    import tempfile
+    from pathlib import Path
+    import jax
+    import jax.numpy as jnp
+    rng = np.random.default_rng(seed)
+    x = rng.normal(1.0, 1.0, size=(1, 2))
+    params = {"a": jnp.asarray(rng.normal(size=2), jnp.float32), "w": jnp.asarray(rng.normal(size=2), jnp.float32)}
+    states = jnp.asarray(list(itertools.product((0.0, 1.0), repeat=2)))
+
+    def exact(p):
+        logq = jnp.sum(states * p["a"] - jax.nn.softplus(p["a"]), axis=1)
+        logp = jnp.sum(-0.5 * (x[0] - p["w"] * states) ** 2, axis=1) - jnp.log(2 * jnp.pi) + 2 * jnp.log(0.5)
+        logw = logp - logq
+        bound = jnp.logaddexp(logw[:, None], logw[None, :]) - jnp.log(2.0)
+        return -jnp.sum(jnp.exp(logq[:, None] + logq[None, :]) * bound)
+
+    want = {k: np.asarray(v) for k, v in jax.grad(exact)(params).items()}
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "x.npz"
+        np.savez(path, x=x)
+        mod = _module(VIMCO.format(path=path.as_posix()))
+        keys = jax.random.split(jax.random.PRNGKey(seed), 10000)
+        got = _gradients(mod, params, mod.full_batch({"x": x}), keys)
+    return _check_gradient("score_function", "VIMCO (importance-weighted bound, K = 2, Bernoulli)", got, want)
