@@ -173,6 +173,14 @@ def lagrangian(node: ir.Node, ctx: Context) -> Rewrite | None:
 
 LAGRANGIAN = Rule("lagrangian", "constraint", lagrangian, options=("rho",))
 
+CLAIMS: dict = {}
+"""rule name -> predicate(constraint, program): constraints that rule takes instead of the
+Lagrangian when it is forced with `via` (half_quadratic splits a box on a linear map)."""
+
+
+def claimed(c: ir.Constraint, program: ir.Program, via: ir.RuleRef | None) -> bool:
+    return via is not None and via.name in CLAIMS and CLAIMS[via.name](c, program)
+
 
 class LagrangianPass:
     """Every constraint becomes a multiplier term of the first player's loss; one new player,
@@ -185,15 +193,16 @@ class LagrangianPass:
     rules = (LAGRANGIAN,)
 
     def accepts(self, program: ir.Program, via: ir.RuleRef | None) -> bool:
-        return bool(program.constraints)
+        return any(not claimed(c, program, via) for c in program.constraints)
 
     def apply(self, program: ir.Program, via: ir.RuleRef | None) -> tuple[ir.Program, list[Step]]:
         forced = via is not None and via.name == LAGRANGIAN.name
         theta = program.players[0]
         sign = 1 if theta.sense == "min" else -1
         steps: list[Step] = []
-        loss, terms, mults, prox, reports, worst = theta.loss, None, [], [], [], None
-        for c in program.constraints:
+        loss, terms, mults, prox, worst = theta.loss, None, [], [], None
+        left = tuple(c for c in program.constraints if claimed(c, program, via))
+        for c in (c for c in program.constraints if c not in left):
             ctx = Context(program, theta, 1, dict(via.options) if forced else {}, forced, None)
             rw = LAGRANGIAN(c, ctx)
             decl = rw.decls[0]
@@ -221,9 +230,9 @@ class LagrangianPass:
         last = steps[-1]
         steps[-1] = dataclasses.replace(
             last, introduces=last.introduces + (f"player {PLAYER} ({player.sense} over {', '.join(mults)}): {show(player.loss)}",),
-            note=last.note + f"; training where the train line is silent: {training_text(program.train, TRAINING)}")
+            note=last.note + training_text(program.train, TRAINING))
         theta = dataclasses.replace(theta, loss=loss)
-        program = dataclasses.replace(program, players=(theta, *program.players[1:], player), constraints=(),
+        program = dataclasses.replace(program, players=(theta, *program.players[1:], player), constraints=left,
                                       reports=program.reports + (report,), train=train)
         return program, steps
 
@@ -235,12 +244,12 @@ def fill_training(train: ir.Train, defaults) -> ir.Train:
 
 
 def training_text(train: ir.Train, defaults) -> str:
+    """"; training where the train line is silent: ..." for the defaults `fill_training` adds ("" if none)."""
     given = dict(train.options)
     chosen = [(k, v) for k, v in defaults if k not in given]
-    if not chosen:
-        return "none (the train line sets everything)"
     text = {"optimizer": lambda v: f"{v[0]}(" + ", ".join(f"{k}={number(x)}" for k, x in v[1]) + ")"}
-    return ", ".join(f"{k}={text.get(k, str)(v)}" for k, v in chosen)
+    listed = ", ".join(f"{k}={text.get(k, str)(v)}" for k, v in chosen)
+    return f"; training where the train line is silent: {listed}" if chosen else ""
 
 
 PASSES: tuple = (LagrangianPass(),)
@@ -336,7 +345,8 @@ def _weak_duality(kind: str, seed: int) -> list[Certificate]:
 def _violation_report(prog) -> str:
     """The name of the report the rule added for the largest violation."""
     worst = None
-    for c in prog.typed.constraints:
+    handled = {s.before for s in prog.steps.steps if s.rule == LAGRANGIAN.name}
+    for c in (c for c in prog.typed.constraints if constraint_text(c) in handled):
         kind, expr = standard_form(c)
         v = violation(kind, expr, c.shape)
         worst = v if worst is None else ir.Apply("max", (worst, v))

@@ -16,6 +16,7 @@ from compiler.certify import certify
 ROOT = Path(__file__).resolve().parents[1]
 HEAD = "data x : real[20], y : real from piecewise_regression(n=100, d=20, segments=3, noise=0.1, seed=2)\nparam w : real[20]\n"
 FIT = "0.5 * E[(x, y) ~ data] (dot(w, x) - y)^2"
+BOX = "subject to abs(diff(w)) <= 0.2\n"
 
 
 def exact_fused_lasso(X: np.ndarray, y: np.ndarray, lam: float) -> tuple[float, np.ndarray]:
@@ -81,6 +82,25 @@ def test_options_and_smooth_penalty():
     assert prog.program.decl("beta").init.value == 2
 
 
+def test_box_constraint_split_instead_of_the_lagrangian():
+    prog = compile_source(HEAD + f"minimize {FIT} + 0.01 * norm1(diff(w)) via half_quadratic\n{BOX}subject to sum(w) == 1\n")
+    assert _steps(prog) == [
+        ("lagrangian", "=", "subject to sum(w) == 1", "nu_2 * h_2 + 0.5 * h_2^2 with h_2 = sum(w) - 1"),
+        ("half_quadratic", "~", "0.01 * norm1(diff(w))", "0.01 * norm1(z) + beta / 2 * sumsq(diff(w) - z)"),
+        ("half_quadratic", "~", "subject to abs(diff(w)) <= 0.2", "beta_2 / 2 * sumsq(diff(w) - z_2)")]
+    updates = [(p, str(v)) for k, (p, v) in ((k, v) for k, v in prog.program.auxiliary if k == "update")]
+    assert updates[-1] == ("z_2", "min(max(diff(w), -0.2), 0.2)")
+    assert [r.name for r in prog.program.reports] == ["nu_2", "violation", "violation_2"]
+    assert str(prog.program.reports[-1].expr) == "amax(relu(abs(diff(w)) - 0.2))"
+    assert prog.program.constraints == ()
+    one_sided = compile_source(HEAD + f"minimize {FIT} via half_quadratic\nsubject to 0.5 >= diff(w)\nsubject to w >= -1\n")
+    assert [str(v) for k, (p, v) in ((k, v) for k, v in one_sided.program.auxiliary if k == "update") if p.startswith("z")] == [
+        "min(diff(w), 0.5)", "max(w, -1)"]
+    # not a box on an affine map: the Lagrangian keeps it
+    kept = compile_source(HEAD + f"minimize {FIT} + 0.1 * norm1(diff(w)) via half_quadratic\nsubject to sumsq(w) <= 1\n")
+    assert [s.rule for s in kept.steps.steps] == ["lagrangian", "half_quadratic"]
+
+
 # ---- non-matches -------------------------------------------------------------------------------
 
 def test_only_when_asked():
@@ -103,8 +123,15 @@ def test_a_bare_smooth_fit_term_is_left_to_the_x_step():
 
 def test_certificates_pass():
     results = certify(compile_file(ROOT / "examples" / "fused_lasso.att"), seed=0)
-    assert len(results) == 6 and all(r.passed for r in results), [r for r in results if not r.passed]
+    assert len(results) == 9 and all(r.passed for r in results), [r for r in results if not r.passed]
     assert any("approaching it as beta grows" in r.claim for r in results)
+    assert any("box" in r.claim and "grows linearly in beta" in r.claim for r in results)
+
+
+def test_box_certificates_on_the_program():
+    results = certify(compile_source(HEAD + f"minimize {FIT} via half_quadratic\n{BOX}"), seed=1)
+    assert all(r.passed for r in results), [r for r in results if not r.passed]
+    assert sum("the program" in r.claim for r in results) == 3
 
 
 # ---- numbers: exact optima -------------------------------------------------------------------
@@ -145,6 +172,24 @@ def test_fused_lasso_example_reaches_the_exact_optimum():
     z, jumps = np.asarray(params["z"]), np.abs(np.diff(w_star))
     assert np.all(z[jumps > 1e-3] != 0) and np.all(np.abs(z[jumps < 1e-9]) < 1e-3)   # the true jumps, nothing else
     assert np.sum(z == 0) >= 40                                                        # and exactly sparse
+
+
+def test_split_box_reaches_the_exact_box_constrained_optimum():
+    """Penalty accuracy: beta_max = 1e4 leaves the constraint violated by O(multiplier / beta)."""
+    from scipy.optimize import lsq_linear
+    prog = compile_source(HEAD + f"minimize {FIT} via half_quadratic\n{BOX}")
+    mod = prog.build()
+    data = prog.load_data()
+    params, _ = mod.fit(data, steps=mod.STEPS, seed=0)
+    X, y = np.asarray(data["x"], np.float64), np.asarray(data["y"], np.float64)
+    n, d = X.shape
+    A = np.tril(np.ones((d, d)))                                     # w = A (w_1, diff(w))
+    bounds = (np.r_[-np.inf, np.full(d - 1, -0.2)], np.r_[np.inf, np.full(d - 1, 0.2)])
+    v = lsq_linear(X @ A / np.sqrt(n), y / np.sqrt(n), bounds=bounds, method="bvls", tol=1e-14).x
+    exact = 0.5 * np.mean((X @ A @ v - y) ** 2)
+    w = np.asarray(params["w"], np.float64)
+    assert abs(0.5 * np.mean((X @ w - y) ** 2) - exact) / exact < 1e-3
+    assert mod.reports(params, jax.random.PRNGKey(0), data)["violation"] < 5e-4
 
 
 def test_split_smooth_penalty_reaches_its_closed_form():
