@@ -17,6 +17,16 @@ def _matches(program: ir.Program, node: ir.Node, rules) -> list[tuple[str, str]]
     player's loss; a rewrite the pass manager would refuse (a bound in the wrong direction)
     is shown refused, with its reason."""
     out: dict[str, str] = {}
+    if isinstance(node, ir.Constraint):   # not in any loss: the rules are tried on the constraint itself
+        for rule in rules:
+            try:
+                rw = rule(node, Context(program, program.players[0], 1, {}, False, None))
+            except AttractorError as e:
+                out[rule.name] = f"refused: {e.message}"
+                continue
+            if rw is not None:
+                out[rule.name] = rw.relation
+        return list(out.items())
     for player in program.players:
         sense = 1 if player.sense == "min" else -1
         at = {id(n): (n, pol, path) for n, pol, path in positions(player.loss, program, sense)}
@@ -72,7 +82,7 @@ def explain(path: str) -> str:
         for r in candidates:
             if r.name not in {m for m, _ in matches}:
                 lines.append(f"  does not match here: {r.name}")
-        step = next((s for s in taken.values() if show(pr.node) in s.before), None)
+        step = next((s for s in taken.values() if what in s.before), None)
         if step is not None:
             lines.append(f"  taken: {step.rule} ({step.relation})" + (f" — {step.note}" if step.note else ""))
     if typed.objective.via:
