@@ -159,3 +159,10 @@ def test_diagnostics(source, line, col, message):
         compile_source(source, filename="bad.att")
     assert e.value.message.find(message) >= 0, e.value.message
     assert str(e.value).startswith(f"bad.att:{line}:{col}: error:")
+
+
+def test_explain_shows_the_constraint_and_the_rule_taken():
+    from compiler.explain import explain
+    text = explain(str(ROOT / "examples" / "constrained.att"))
+    assert "5:1: subject to sumsq(w) <= 1" in text
+    assert "matches: lagrangian (=)" in text and "taken: lagrangian (=)" in text
