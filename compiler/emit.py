@@ -107,6 +107,13 @@ PROX_MAPS = {
     "sumsq": lambda x, t: x / (1.0 + 2.0 * t),
     "nonneg": lambda x, t: jnp.maximum(x, 0.0),
 }
+
+# the terms the proximal maps apply, as values (an indicator is 0 where the map keeps x)
+PROX_TERMS = {
+    "norm1": lambda x: jnp.sum(jnp.abs(x)),
+    "sumsq": lambda x: jnp.sum(jnp.square(x)),
+    "nonneg": lambda x: 0.0,
+}
 '''
 
 DYNAMICS_CODE = {
@@ -463,8 +470,11 @@ def full_batch(data):
 
 
 def objective(params, key, data):
-    """The compiled objective at `params`, over the whole data set."""
-    return float(LOSSES[MAIN_PLAYER](params, key, full_batch(data)))
+    """The compiled objective at `params`, over the whole data set, with the terms its
+    proximal maps apply."""
+    value = LOSSES[MAIN_PLAYER](params, key, full_batch(data))
+    return float(value + sum(weight * PROX_TERMS[kind](params[name]) for name, (kind, weight) in PROX.items()
+                             if name in PLAYERS[MAIN_PLAYER]))
 
 
 def reports(params, key, data):

@@ -243,4 +243,5 @@ def test_lasso_matches_sklearn_with_the_same_support():
     w = np.asarray(params["w"], np.float64)
     assert abs(objective(w) - objective(reference)) / objective(reference) < 1e-4
     assert set(np.flatnonzero(w)) == set(np.flatnonzero(reference))
+    assert mod.objective(params, jax.random.PRNGKey(0), data) == pytest.approx(objective(w), rel=1e-5)  # with lam * norm1(w)
     assert mod.reports(params, jax.random.PRNGKey(0), data)["nonzeros"] == len(np.flatnonzero(reference))
