@@ -255,8 +255,8 @@ def smoothed_test_function(d: int) -> tuple[sp.Expr, list[sp.Symbol], sp.Expr]:
 
 
 def _es_gradients(mod, fitness, mu, sigma, population, antithetic, shaping, repeats, seed):
+    """`repeats` independent ES gradient estimates at mu from the emitted `es_smooth`."""
     import jax
-    import jax.numpy as jnp
 
     def grad(key):
         k1, k2 = jax.random.split(key)
