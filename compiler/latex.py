@@ -75,5 +75,6 @@ def derivation_latex(objective: ir.Objective, steps) -> str:
     sense = {"minimize": r"\min", "maximize": r"\max", "estimate": r"\mathrm{estimate}"}[objective.sense]
     lines = [rf"& {sense}\; {latex(objective.expr)}"]
     for s in steps:
-        lines.append(rf"{rel[s.relation]}\;& {latex(s.node)} && \text{{({s.rule})}}")
+        rule = s.rule.replace("_", r"\_")
+        lines.append(rf"{rel[s.relation]}\;& {latex(s.node)} && \text{{({rule})}}")
     return "\\begin{aligned}\n" + " \\\\\n".join(lines) + "\n\\end{aligned}"
