@@ -64,17 +64,12 @@ def _lower_logprob(em: Emitter, node: LogProb, fn: Fn) -> str:
     return dist_logprob(em, node.dist, fn.tmp(em.lower(node.value, fn), "v"), fn)
 
 
-OVER_DRAWS = {
-    "loo_mean": "the mean of v over the other draws",
-    "logmeanexp": "log of the mean of exp(v) over all draws",
-    "loo_logmeanexp": "log-mean-exp over the draws with this draw's v replaced by the mean of the others",
-}
-
-
 @dataclass(frozen=True)
 class OverDraws(ir.Node):
-    """A reduction of `value` across the K draws of the innermost expectation with K > 1
-    samples (see OVER_DRAWS); evaluated at every draw, so it may differ from draw to draw."""
+    """A reduction of `value` (v) across the K draws of the innermost expectation with K > 1
+    samples, evaluated at every draw k: `loo_mean` the mean of v over the other draws,
+    `logmeanexp` log (1/K) sum_j exp v_j, `loo_logmeanexp` the same with v_k replaced by
+    the mean of the others (VIMCO's baseline)."""
 
     op: str
     value: ir.Node
@@ -224,8 +219,8 @@ def from_sympy(expr: sp.Expr, names: dict[sp.Symbol, ir.Node]) -> ir.Node:
         terms = sorted(expr.args, key=lambda t: (t.has(EPS), bool(t.as_coeff_Mul()[0] < 0), str(t)))
         out = from_sympy(terms[0], names)
         for t in terms[1:]:
-            c, rest = t.as_coeff_Mul()
-            out = ir.Apply("sub", (out, from_sympy(-t, names))) if c < 0 else ir.Apply("add", (out, from_sympy(t, names)))
+            negative = t.as_coeff_Mul()[0] < 0
+            out = ir.Apply("sub", (out, from_sympy(-t, names))) if negative else ir.Apply("add", (out, from_sympy(t, names)))
         return out
     if isinstance(expr, sp.Mul):
         c, rest = expr.as_coeff_Mul()
@@ -357,9 +352,10 @@ def score_function(node: ir.Node, ctx: Context) -> Rewrite | None:
     reparameterisation (Bernoulli, Categorical) or f is not differentiable in the draws; with
     `via score_function` to every moving law. Baseline: leave-one-out over K draws per
     point, b_k = mean_{j≠k} f(w_j) (option `samples=K`, default the `train samples=` value
-    or 4; `baseline=none` drops it, for comparison); when f already couples the draws (an importance-weighted bound
-    f = logmeanexp_j w_j), b_k is f with w_k replaced by the mean of the others (VIMCO) and
-    each draw's score term is weighted by K, the score of the K-draw joint law being a sum.
+    or 4; `baseline=none` drops it, for comparison); when f already couples the draws (an
+    importance-weighted bound f = logmeanexp_j w_j), b_k is f with w_k replaced by the mean of
+    the others (VIMCO) and each draw's score term is weighted by K, the score of the K-draw
+    joint law being a sum.
     """
     found = _candidate(node, ctx)
     if found is None:
@@ -371,24 +367,28 @@ def score_function(node: ir.Node, ctx: Context) -> Rewrite | None:
     if not any(k in ("score", "pathwise") for k in kinds.values()):
         return None
     samples = ctx.option("samples", ctx.program.train.option("samples", SCORE_SAMPLES))
-    kind = ctx.option("baseline", "leave_one_out")
-    if kind not in BASELINES:
-        raise AttractorError(f"score_function(baseline=...) is one of {', '.join(BASELINES)}, not '{kind}'", ctx.program.objective.via.loc)
+    baseline_kind = ctx.option("baseline", "leave_one_out")
+    if baseline_kind not in BASELINES:
+        raise AttractorError(f"score_function(baseline=...) is one of {', '.join(BASELINES)}, not '{baseline_kind}'",
+                             ctx.program.objective.via.loc)
     coupled = [n for n in _own_draw_nodes(node.body) if n.op == "logmeanexp"]
     if coupled:
         samples, weight = node.samples, float(node.samples)
         baseline = _replace_over_draws(node.body, "logmeanexp", "loo_logmeanexp")
         baseline_text = "b_k = f with w_k replaced by the mean of the other log-weights (VIMCO)"
     else:
-        if samples != int(samples) or samples < (2 if kind == "leave_one_out" else 1):
+        if samples != int(samples) or samples < (2 if baseline_kind == "leave_one_out" else 1):
             raise AttractorError(f"score_function needs a whole number of samples >= 2 for its leave-one-out baseline, got {samples:g}",
                                  node.loc or ctx.program.objective.loc)
         samples, weight = max(int(samples), node.samples), 1.0
         baseline = None
         baseline_text = f"b_k = mean of f over the other {samples - 1} draws of the same point (leave-one-out)"
-    if kind == "none":
+    if baseline_kind == "none":
         baseline, baseline_text = ir.Num(0), "no baseline (b = 0)"
-    signal = ir.Ref(_fresh("f", set(ir.free_names(node.body)) | {getattr(d, "name", "") for d in ctx.program.decls}), "local")
+    taken = set(ir.free_names(node.body)) | {getattr(d, "name", "") for d in ctx.program.decls}
+    for line in lines:
+        taken |= {line.name} | ir.free_names(_line_expr(line))
+    signal = ir.Ref(_fresh("f", taken), "local")
     expect = ir.Expect(node.binder, node.source, node.body, node.reduce, samples=samples, loc=node.loc)
     done = inline(expect, lines, kinds, ctx.program, score_all=ctx.forced or not smooth,
                   body=signal, label_block=_block_name(node))
@@ -540,8 +540,9 @@ def jensen(node: ir.Node, ctx: Context) -> Rewrite | None:
     """-log p(x) = -log E_q[p(x, z) / q(z | x)] <= E_q[log q(z | x) - log p(x, z)] (Jensen:
     log is concave), the gap being KL(q(z | x) || p(z | x)) >= 0; `log p(x)` alone gets the
     ELBO, relation `>=`. q is the declared guide, or an automatic amortised one
-    (`automatic_guide`). Option iwae=K: log p(x) >= E[log (1/K) sum_k p(x, z_k) / q(z_k | x)],
-    z_k iid ~ q, a bound that tightens as K grows (Burda et al. 2016).
+    (`automatic_guide`; option hidden=H sets its MLPs' width). Option iwae=K:
+    log p(x) >= E[log (1/K) sum_k p(x, z_k) / q(z_k | x)], z_k iid ~ q, a bound that
+    tightens as K grows (Burda et al. 2016).
 
     Side conditions: x observed, the guide draws exactly the model's latents, and for each
     latent supp q = supp p.
