@@ -139,8 +139,10 @@ def _no_prox(node: ir.Node, ctx: Context) -> bool:
 
 
 def _applies_somewhere(ctx: Context) -> bool:
-    """Has the rule split a term of this program already, or can it split one of the loss?"""
-    if any(k == "split" for k, _ in ctx.program.auxiliary):
+    """Has the rule split a term of this program already, or can it split one of the loss or
+    a box constraint?"""
+    if any(k == "split" for k, _ in ctx.program.auxiliary) or \
+            any(box_form(c, ctx.program, ctx.player.params) for c in ctx.program.constraints):
         return True
     sense = 1 if ctx.player.sense == "min" else -1
     return any(candidate(n, dataclasses.replace(ctx, polarity=pol, path=path)) is not None
