@@ -38,13 +38,11 @@ def rules(prog):
     return [s.rule for s in prog.steps.steps]
 
 
-def draws(mod, params, n=4000, what="grad"):
-    """Loss values or gradients of the main player over `n` independent keys."""
-    batch = mod.full_batch({}) if not mod.DATA_VARS else None
-    loss = mod.LOSSES["theta"]
-    f = jax.grad(loss) if what == "grad" else loss
+def draws(mod, params, n=4000):
+    """Gradients of the main player's loss (a program without data) over `n` independent keys."""
+    grad, batch = jax.grad(mod.LOSSES["theta"]), mod.full_batch({})
     keys = jax.random.split(jax.random.PRNGKey(0), n)
-    return jax.jit(jax.vmap(lambda k: f(params, k, batch)))(keys)
+    return jax.jit(jax.vmap(lambda k: grad(params, k, batch)))(keys)
 
 
 # ---- jensen ---------------------------------------------------------------------------------------
@@ -55,7 +53,7 @@ def test_jensen_golden_vae():
     assert "supp q(z) = supp p(z) = the real line (Normal guide, Normal prior)" in prog.steps.steps[0].conditions
 
 
-def test_jensen_automatic_guide_is_shown_and_trained():
+def test_jensen_automatic_guide_is_shown_and_owned():
     prog = compile_source(SMALL)
     step = prog.steps.steps[0]
     assert step.after == "E[z ~ q_p(z | x)] (log q_p(z | x) - log p(x, z))"
