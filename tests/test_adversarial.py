@@ -86,7 +86,7 @@ def test_conjugate_golden():
 def test_conjugate_of_a_user_divergence():
     prog, s = step(SAMPLER + "divergence hel(r) = (sqrt(r) - 1)^2\nminimize hel(data || g) via conjugate(hidden=16)\n")
     assert s.after == "E[x ~ data] T_hel(critic(x)) - E[x ~ data] E[x ~ g(x)] fstarT_hel(critic(x))"
-    assert "net critic : mlp(1, 16, 16, 1)" in s.introduces
+    assert "net critic : mlp(1, 16, 16, 1; act=tanh)" in s.introduces
     assert "f(1) = 0" in s.conditions and "T_hel(v) = 1 - exp(-v) maps the critic's output onto dom f*" in s.conditions
 
 
@@ -312,6 +312,7 @@ BAD = [
     (NORMAL_P + "minimize Fisher(data || p) via conjugate\n", 5, 10, "Fisher is not an f-divergence"),
     (SAMPLER + "minimize JS(data, g) via classifier_ratio(critic=deep)\n", 6, 10, "critic must be mlp or linear"),
     (SAMPLER + "minimize JS(data, g) via classifier_ratio(hidden=0.5)\n", 6, 10, "hidden must be a positive integer"),
+    (SAMPLER + "minimize Hellinger2(data || g) via conjugate(act=cubic)\n", 6, 10, "act must be one of relu"),
     (NORMAL_P + "minimize Fisher(data || p) via denoising_score(sigma=0)\n", 5, 10, "sigma must be a positive number"),
     ("data x : real[2] from ring8(n=10)\nnet energy : mlp(2, 8, 1)\nmodel p:\n    x ~ Gibbs(energy)\n"
      "minimize Fisher(data || p) via denoising_score(hyvarinen)\n", 5, 10, "zero almost everywhere for the relu net energy"),
