@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Callable
 
 import numpy as np
 import sympy as sp
@@ -175,7 +176,7 @@ class Critic:
     player: str
     decls: tuple[ir.Node, ...]
     params: tuple[str, ...]
-    out: object
+    out: Callable[[str], ir.Node]
 
     def __call__(self, kind: str) -> ir.Node:
         return self.out(kind)
@@ -243,17 +244,18 @@ def classifier_identity() -> tuple[str, ...]:
     """Derive, pointwise in x, the Bayes-optimal discriminator and the value it attains.
 
     h(D) = p log D + q log(1 − D) is concave on (0, 1) and maximised at D* = p/(p + q), where
-    ½(log 4·(p + q)/2·2 + h(D*)) integrates to JS(P, Q) = ½KL(P‖M) + ½KL(Q‖M), M = (P + Q)/2."""
+    (p + q) log 2 + h(D*) = p log(p/m) + q log(q/m), m = (p + q)/2; integrated (∫p = ∫q = 1),
+    ½(log 4 + E_P log D* + E_Q log(1 − D*)) = JS(P, Q) = ½KL(P‖M) + ½KL(Q‖M)."""
     h = P_ * sp.log(D_) + Q_ * sp.log(1 - D_)
     (dstar,) = sp.solve(sp.diff(h, D_), D_)
     curvature = sp.simplify(sp.diff(h, D_, 2))
     if not sp.simplify(curvature * D_**2 * (1 - D_)**2).is_negative:
-        raise ConvexityError(f"internal: h''(D) = {curvature} is not negative")
+        raise RuntimeError(f"internal: h''(D) = {curvature} is not negative")
     m = (P_ + Q_) / 2
     js = (P_ * sp.log(P_ / m) + Q_ * sp.log(Q_ / m)) / 2
     gap = sp.expand_log(sp.simplify((P_ + Q_) * sp.log(2) + h.subs(D_, dstar) - 2 * js), force=True)
     if sp.simplify(gap) != 0:
-        raise ConvexityError(f"internal: the value at D* differs from JS by {gap}")
+        raise RuntimeError(f"internal: the value at D* differs from JS by {gap}")
     return (f"D*(x) = {dstar} maximises p log D + q log(1 - D) (SymPy: h''(D) = {curvature} < 0 on 0 < D < 1)",
             "at D*: (p + q) log 2 + p log D* + q log(1 - D*) = p log(p/M) + q log(q/M), M = (p + q)/2, "
             "so 1/2 (log 4 + E_P log D* + E_Q log(1 - D*)) = JS(P, Q)",
@@ -554,7 +556,7 @@ def _inverse_activation(c):
         if abs(at.imag) < 1e-12 and abs(at.real) < 1e-9:
             inverse = sp.lambdify(TSYM, root, "numpy")
             return lambda t: inverse(np.clip(t, lo + margin, hi - margin))
-    raise ConvexityError(f"internal: cannot invert the critic activation {c.activation}")
+    raise RuntimeError(f"internal: cannot invert the critic activation {c.activation}")
 
 
 @certificate("conjugate")
