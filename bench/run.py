@@ -1,7 +1,8 @@
 """`make bench`: every benchmark side by side with its peer; results to bench/RESULTS.md.
 
-Each `bench/bench_*.py` module defines `run() -> str`, a Markdown section with medians and
-ratios. A module that fails is reported in the results with its error, not skipped silently.
+Each module of MODULES defines `run() -> str`, a Markdown section with medians and ratios.
+A module that fails is reported in the results with its error, not skipped silently.
+`python bench/run.py NAME ...` runs only those modules and prints them (RESULTS.md is kept).
 """
 from __future__ import annotations
 
@@ -16,13 +17,19 @@ sys.path.insert(0, str(HERE))
 
 from harness import commit, machine, versions  # noqa: E402
 
+MODULES = ("compile_time", "hand_steps", "variational_vae", "variational_sbn", "adversarial_divergences",
+           "adversarial_gan", "evolution_es", "relaxation_convex", "constraints_cvxpy")
+
 
 def main(argv: list[str]) -> int:
     only = set(argv)
-    modules = ["compile_time"] + sorted(p.stem for p in HERE.glob("bench_*.py"))
+    unknown = only - set(MODULES)
+    if unknown:
+        print(f"unknown benchmark {', '.join(sorted(unknown))}; benchmarks are {', '.join(MODULES)}")
+        return 2
     sections, failed = [], 0
     started = time.time()
-    for name in modules:
+    for name in MODULES:
         if only and name not in only:
             continue
         print(f"== {name}", flush=True)
