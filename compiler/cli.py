@@ -190,6 +190,9 @@ def main(argv=None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:   # the reader went away (`| head`): stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except Exception as e:  # an internal error: say so plainly, trace only on request
         if os.environ.get("ATTRACTOR_DEBUG"):
             traceback.print_exc()

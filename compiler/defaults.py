@@ -2,8 +2,8 @@
 
 The choice follows the shape of the problem, never its name:
 - an optimizer written in the `train` line is used as written;
-- one minimising player over declared parameters (no nets), with no randomness and no
-  minibatches, is a deterministic full-batch problem: if its loss is smooth it is solved by
+- one player (minimising or maximising) over declared parameters (no nets), with no
+  randomness and no minibatches, is a deterministic full-batch problem: if its loss is smooth it is solved by
   (proximal) gradient descent with the step 1/L, L the largest eigenvalue of the Hessian at
   the initial point (power iteration, at run time, on the actual data); if it has kinks
   (hinge, absolute value), by Adam with a step decaying to zero (cosine), which converges
@@ -20,6 +20,7 @@ from compiler import ir
 from compiler.analysis import depends_on
 
 KINKED = {"abs", "max", "min", "relu", "norm1", "norm2", "norm0", "step", "sign", "round", "floor"}
+KINKED_FAMILIES = {"Laplace", "Uniform"}    # log densities with a kink or a jump in their parameters
 _KINKED_SYMPY = (sp.Abs, sp.Max, sp.Min, sp.Heaviside, sp.Piecewise, sp.sign, sp.floor)
 
 
@@ -33,19 +34,24 @@ class Training:
 
 
 def deterministic_full_batch(program: ir.Program) -> bool:
-    """One minimising player over declared parameters only, no random draws, no minibatches."""
+    """One player over declared parameters only, no random draws, no minibatches."""
     from compiler.backend import needs_key
     if len(program.players) != 1 or program.train.option("batch"):
         return False
     player = program.players[0]
-    return (player.sense == "min" and not needs_key(player.loss)
+    return (player.sense in ("min", "max") and not needs_key(player.loss)
             and all(isinstance(program.decl(p), ir.Param) for p in player.params)
             and not any(isinstance(n, ir.NetCall) for n in player.loss.walk()))
 
 
 def smooth(node: ir.Node, program: ir.Program) -> bool:
-    """No kink in the parameters: no abs, max, norm1, ... (nor a SymPy closed form with one)."""
+    """No kink in the parameters: no abs, max, norm1, ... (nor a SymPy closed form with one,
+    nor a density whose block draws from a kinked family or has a kinked argument)."""
     for n in node.walk():
+        if isinstance(n, (ir.Density, ir.Sample)) and depends_on(n, program):
+            block = program.decl(n.model)
+            if isinstance(block, ir.Block) and not all(_smooth_line(l, program) for l in block.lines):
+                return False
         if isinstance(n, ir.Apply) and n.fn in KINKED and depends_on(n, program):
             return False
         if isinstance(n, ir.Compare) and depends_on(n, program):
@@ -53,6 +59,13 @@ def smooth(node: ir.Node, program: ir.Program) -> bool:
         if isinstance(n, ir.Sym) and sp.sympify(n.expr).atoms(*_KINKED_SYMPY) and depends_on(n, program):
             return False
     return True
+
+
+def _smooth_line(line: ir.Node, program: ir.Program) -> bool:
+    value = line.dist if isinstance(line, ir.Tilde) else line.value
+    if isinstance(value, ir.Dist) and value.family in KINKED_FAMILIES and depends_on(value, program):
+        return False
+    return smooth(value, program)
 
 
 def training(program: ir.Program, loss: ir.Node | None = None) -> Training:

@@ -421,15 +421,26 @@ def _relu_nets(program: ir.Program, block: ir.Block) -> list[str]:
     return sorted(n for n in nets if program.decl(n).act == "relu")
 
 
+def _explicit_smooth(block: ir.Block) -> bool:
+    """A closed-form log density, smooth on the whole space: Normal lines, no net, no kink."""
+    from compiler.defaults import KINKED
+    return (all(l.dist.family == "Normal" for l in block.lines if isinstance(l, ir.Tilde))
+            and not any(isinstance(n, ir.NetCall) or isinstance(n, ir.Apply) and n.fn in KINKED
+                        for l in block.lines for n in l.walk()))
+
+
 def denoising_score(node: ir.Node, ctx: Context) -> Rewrite | None:
     """Fisher(data‖p) = E_data ½‖∇log p_data − ∇log p‖² without the data's score.
 
-    Default, denoising score matching (Vincent 2011): with x̃ = x + σε, ε ~ N(0, I),
+    Hyvärinen's form (option `hyvarinen`; the default for an explicit model whose log
+    density is smooth in closed form: Normal lines, no net):
+    E_data[½‖∇log p‖² + Δ log p] = Fisher(data‖p) − ½E_data‖∇log p_data‖², relation `=` up
+    to that constant (integration by parts; p_data ∇log p → 0 at infinity).
+    Denoising score matching (Vincent 2011; the default otherwise, e.g. a Gibbs(energy) net;
+    option `denoising` or sigma=σ): with x̃ = x + σε, ε ~ N(0, I),
     E ½‖∇log p(x̃) + ε/σ‖² = Fisher(data ∗ N(0, σ²I)‖p) + C: the Bayes-optimal score of the
     denoising task is the smoothed data score; relation `~` (exact for the data smoothed at
-    scale σ, option sigma=σ, tending to Fisher(data‖p) as σ → 0). Option `hyvarinen`:
-    Hyvärinen's E_data[½‖∇log p‖² + Δ log p] = Fisher(data‖p) − ½E_data‖∇log p_data‖²,
-    relation `=` up to that constant (integration by parts; p_data ∇log p → 0 at infinity).
+    scale σ, tending to Fisher(data‖p) as σ → 0).
     Either way the normaliser of p never appears: Gibbs(energy) models fit as they are.
     """
     if not isinstance(node, ir.Divergence) or node.kind != "Fisher":
@@ -438,7 +449,10 @@ def denoising_score(node: ir.Node, ctx: Context) -> Rewrite | None:
     binder, shapes = _shared(ctx.program, node)
     log_p = ir.Apply("log", (ir.Density(block.name, binder),))
     scope = f"model {block.name}: log {block.name}({', '.join(binder)}) has no latent; its normaliser does not depend on {', '.join(binder)}"
-    if ctx.option("hyvarinen"):
+    denoise = ctx.option("denoising") or ctx.option("sigma") is not None
+    if ctx.option("hyvarinen") and denoise:
+        raise AttractorError("denoising_score: choose hyvarinen or denoising (sigma=...), not both", node.loc)
+    if ctx.option("hyvarinen") or not denoise and _explicit_smooth(block):
         relu = _relu_nets(ctx.program, block)
         if relu:
             raise AttractorError(f"Hyvarinen's form needs the Laplacian of log {block.name}, which is zero almost everywhere "
@@ -449,7 +463,10 @@ def denoising_score(node: ir.Node, ctx: Context) -> Rewrite | None:
                        (scope, "Hyvarinen (2005), integration by parts: E_data <grad log p_data, grad log p> = -E_data laplacian log p "
                                "when p_data grad log p -> 0 at infinity",
                         "Fisher(data || p) = E_data[1/2 |grad log p|^2 + laplacian log p] + 1/2 E_data |grad log p_data|^2"),
-                       note="equal up to the constant 1/2 E_data |grad log p_data|^2, which no parameter moves")
+                       note="Hyvarinen's score matching, exact: equal up to the constant 1/2 E_data |grad log p_data|^2, "
+                            "which no parameter moves" + ("" if ctx.option("hyvarinen") else
+                                                          "; chosen because log p is smooth in closed form "
+                                                          "(via denoising_score(denoising) for the denoising task)"))
     sigma = ctx.option("sigma", SIGMA)
     if not (isinstance(sigma, float | int) and sigma > 0):
         raise AttractorError(f"denoising_score: sigma must be a positive number, not {sigma}", node.loc)
@@ -471,7 +488,7 @@ def denoising_score(node: ir.Node, ctx: Context) -> Rewrite | None:
 RULES = (
     Rule("classifier_ratio", "divergence", classifier_ratio, ("nonsaturating", "critic", "hidden", "act")),
     Rule("conjugate", "divergence", conjugate, ("critic", "hidden", "act")),
-    Rule("denoising_score", "divergence", denoising_score, ("hyvarinen", "sigma")),
+    Rule("denoising_score", "divergence", denoising_score, ("hyvarinen", "denoising", "sigma")),
 )
 
 PASSES: tuple = (RulePass("adversarial", RULES, "adversarial"),)
@@ -634,7 +651,7 @@ def certify_denoising_score(prog, step, seed: int) -> list[Certificate]:
         x = _X
         return _integral(_pdf(m, data_sd) * 0.5 * (-(x - m) / data_sd**2 + (x - mu) / tau**2) ** 2)
 
-    if options.get("hyvarinen"):
+    if step.relation == "=":   # Hyvarinen's form
         name, expected = "Fisher(data || p)", 0.5 / s**2   # 1/2 E|grad log p_data|^2
         pairs = [(fisher(s, mu, tau), _integral(_pdf(m, s) * (0.5 * ((_X - mu) / tau**2) ** 2 - 1 / tau**2))) for mu, tau in models]
     else:

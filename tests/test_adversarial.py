@@ -145,10 +145,26 @@ def test_emitted_conjugates_stay_finite_for_large_critic_outputs(kind):
 # ---- denoising_score ------------------------------------------------------------------------------------
 
 def test_denoising_score_golden():
-    prog, s = step(NORMAL_P + "minimize Fisher(data || p)\n")
+    prog, s = step(NORMAL_P + "minimize Fisher(data || p) via denoising_score(denoising)\n")
     assert (s.rule, s.relation) == ("denoising_score", "~")
     assert s.after == "E[x ~ data] E[eps ~ Normal(0, 1) : real[2]] (0.5 * sumsq(grad_x(log p(x)) + eps / 0.1) with x = x + 0.1 * eps)"
     assert "\\nabla_{x}" in prog.to_latex()
+
+
+def test_default_form_follows_the_model():
+    """An explicit model with a smooth closed-form log density gets Hyvarinen's exact form; an
+    energy net (or a kinked family) gets the denoising task."""
+    _, s = step(NORMAL_P + "minimize Fisher(data || p)\n")
+    assert (s.relation, s.after) == ("=", "E[x ~ data] (0.5 * sumsq(grad_x(log p(x))) + laplacian_x(log p(x)))")
+    assert "chosen because log p is smooth" in s.note
+    _, s = step(NORMAL_P + "minimize Fisher(data || p) via denoising_score(sigma=0.2)\n")
+    assert s.relation == "~" and "0.2 * eps" in s.after
+    _, s = step(NORMAL_P.replace("Normal(m, 1)", "Laplace(m, 1)") + "minimize Fisher(data || p)\n")
+    assert s.relation == "~"
+    _, s = step((EXAMPLES / "score_matching.att").read_text())
+    assert s.relation == "~"
+    with pytest.raises(AttractorError, match="not both"):
+        compile_source(NORMAL_P + "minimize Fisher(data || p) via denoising_score(hyvarinen, sigma=0.1)\n")
 
 
 def test_hyvarinen_golden_and_value():
@@ -191,6 +207,7 @@ def test_denoising_score_does_not_match_other_divergences():
     (MODEL_Q + "estimate JS(data || q) via conjugate\n", None, {"conjugate"}),
     (MODEL_Q + "divergence lc(u) = (u - 1)^2 / (u + 1)\nestimate lc(data || q)\n", None, {"conjugate"}),
     (NORMAL_P + "minimize Fisher(data || p)\n", None, {"denoising_score"}),
+    (NORMAL_P + "minimize Fisher(data || p)\n", "denoising_score(denoising)", {"denoising_score"}),
     (NORMAL_P + "minimize Fisher(data || p)\n", "denoising_score(hyvarinen)", {"denoising_score"}),
 ])
 def test_certificates_pass(src, via, rules):
