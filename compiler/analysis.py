@@ -49,24 +49,27 @@ def missing_latents(program: ir.Program, density: ir.Density) -> tuple[str, ...]
 
 def problems(program: ir.Program, root: ir.Node) -> list[Problem]:
     """Intractable nodes in `root`, outermost first."""
-    out: list[Problem] = []
-    for n in root.walk():
-        if isinstance(n, ir.Density):
-            missing = missing_latents(program, n)
-            if missing:
-                out.append(Problem(n, "marginal", f"{n.model}({', '.join(n.vars)}) is an integral over the latent {', '.join(missing)}"))
-        elif isinstance(n, ir.Divergence):
-            need = ("the score (gradient of the log density) of a distribution known only through samples"
-                    if n.kind == "Fisher" else "the density ratio of distributions known only through samples or unnormalised densities")
-            out.append(Problem(n, "divergence", f"{n.kind} needs {need}"))
-        elif isinstance(n, ir.Apply) and n.fn in FUNCTIONS and not FUNCTIONS[n.fn].smooth and depends_on(n, program):
-            out.append(Problem(n, "nondiff", f"{n.fn} is piecewise constant in the parameters: its gradient is zero almost everywhere"))
-        elif isinstance(n, ir.Compare) and depends_on(n, program):
-            out.append(Problem(n, "nondiff", "an Iverson bracket is piecewise constant in the parameters: its gradient is zero almost everywhere"))
-        elif isinstance(n, ir.Expect) and not n.estimator and not isinstance(n.source, ir.DataSet) \
-                and depends_on(n.source, program):
-            out.append(Problem(n, "estimator", "an expectation under a distribution that depends on the parameters needs a gradient estimator"))
-    return out
+    return [p for p in map(lambda n: node_problem(program, n), root.walk()) if p is not None]
+
+
+def node_problem(program: ir.Program, n: ir.Node) -> Problem | None:
+    """What makes the node `n` itself intractable, if anything (its children not considered)."""
+    if isinstance(n, ir.Density):
+        missing = missing_latents(program, n)
+        if missing:
+            return Problem(n, "marginal", f"{n.model}({', '.join(n.vars)}) is an integral over the latent {', '.join(missing)}")
+    elif isinstance(n, ir.Divergence):
+        need = ("the score (gradient of the log density) of a distribution known only through samples"
+                if n.kind == "Fisher" else "the density ratio of distributions known only through samples or unnormalised densities")
+        return Problem(n, "divergence", f"{n.kind} needs {need}")
+    elif isinstance(n, ir.Apply) and n.fn in FUNCTIONS and not FUNCTIONS[n.fn].smooth and depends_on(n, program):
+        return Problem(n, "nondiff", f"{n.fn} is piecewise constant in the parameters: its gradient is zero almost everywhere")
+    elif isinstance(n, ir.Compare) and depends_on(n, program):
+        return Problem(n, "nondiff", "an Iverson bracket is piecewise constant in the parameters: its gradient is zero almost everywhere")
+    elif isinstance(n, ir.Expect) and not n.estimator and not isinstance(n.source, ir.DataSet) \
+            and depends_on(n.source, program):
+        return Problem(n, "estimator", "an expectation under a distribution that depends on the parameters needs a gradient estimator")
+    return None
 
 
 def program_problems(program: ir.Program) -> list[Problem]:

@@ -6,6 +6,7 @@ once the passes have run, the players of the vector field.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass, field
 from typing import Iterator
 
@@ -14,16 +15,20 @@ from compiler.diagnostics import Loc
 Shape = tuple[int, ...]
 
 
+@functools.cache
+def _field_names(cls) -> tuple[str, ...]:
+    """The fields of a node class that can hold children (all but `loc`)."""
+    return tuple(f.name for f in dataclasses.fields(cls) if f.name != "loc")
+
+
 @dataclass(frozen=True)
 class Node:
     loc: Loc | None = field(default=None, compare=False, repr=False, kw_only=True)
 
     def children(self) -> tuple["Node", ...]:
         out: list[Node] = []
-        for f in dataclasses.fields(self):
-            if f.name == "loc":
-                continue
-            value = getattr(self, f.name)
+        for name in _field_names(type(self)):
+            value = getattr(self, name)
             if isinstance(value, Node):
                 out.append(value)
             elif isinstance(value, tuple):
@@ -34,14 +39,12 @@ class Node:
         """The same node with its children replaced, in `children()` order."""
         it = iter(new)
         changes = {}
-        for f in dataclasses.fields(self):
-            if f.name == "loc":
-                continue
-            value = getattr(self, f.name)
+        for name in _field_names(type(self)):
+            value = getattr(self, name)
             if isinstance(value, Node):
-                changes[f.name] = next(it)
+                changes[name] = next(it)
             elif isinstance(value, tuple) and any(isinstance(v, Node) for v in value):
-                changes[f.name] = tuple(next(it) if isinstance(v, Node) else v for v in value)
+                changes[name] = tuple(next(it) if isinstance(v, Node) else v for v in value)
         return dataclasses.replace(self, **changes) if changes else self
 
     def walk(self) -> Iterator["Node"]:

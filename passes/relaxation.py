@@ -28,7 +28,7 @@ import sympy as sp
 from sympy.core.relational import Relational
 
 from compiler import ir
-from compiler.analysis import depends_on, problems
+from compiler.analysis import depends_on, node_problem
 from compiler.certify import Certificate, certificate
 from compiler.defaults import plain_gradient
 from compiler.diagnostics import AttractorError
@@ -173,7 +173,8 @@ def l0_envelope() -> tuple[str, ...]:
 # ---- the rules -----------------------------------------------------------------------------------
 
 def _nondiff(node: ir.Node, program: ir.Program) -> bool:
-    return any(p.node is node and p.kind == "nondiff" for p in problems(program, node))
+    found = node_problem(program, node)
+    return found is not None and found.kind == "nondiff"
 
 
 def _is_zero(node: ir.Node) -> bool:
