@@ -42,5 +42,5 @@ def plot_run(path: str, history: list[dict], report_history: list[dict], mod, pa
         ax2.set_aspect("equal")
         ax2.legend()
         ax2.set_title("samples over data")
-    fig.savefig(path, dpi=100, bbox_inches="tight")
+    fig.savefig(path, dpi=80, bbox_inches="tight")
     plt.close(fig)
