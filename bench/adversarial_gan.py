@@ -115,7 +115,7 @@ def step_times(rounds: int = 9) -> dict[str, float]:
     hand = (gen, disc, OPT.init(gen), OPT.init(disc))
     key = jax.random.PRNGKey(3)
     times = alternate({
-        "emitted": lambda: block(mod.train_chunk(state, key, arrays, 100, 256)),
+        "emitted": lambda: block(mod.train_steps(state, key, arrays, 100, 256)),
         "by hand": lambda: block(hand_chunk(hand, key, arrays["x"], 100, True)),
         "by hand, per-player draws": lambda: block(hand_chunk(hand, key, arrays["x"], 100, False)),
     }, rounds=rounds)

@@ -1,7 +1,7 @@
 """Emitted training steps against the same steps written by hand in JAX: es_zero_one.att
 (OpenAI-ES with antithetic pairs and centred ranks, Adam on the mean) and lasso.att
-(proximal gradient with step 1/L). Both run as jitted 100-step chunks (a `lax.scan`, the
-way `fit` runs them), called alternately; medians and the ratio emitted / by hand.
+(proximal gradient with step 1/L). Both run as jitted 100-step calls (the emitted `train_steps`,
+which `fit` calls, against a `lax.scan` of the hand step), called alternately; medians and the ratio emitted / by hand.
 (vae.att and gan_ring.att are timed against their hand-written steps in
 variational_vae.py and adversarial_gan.py.)
 
@@ -95,7 +95,7 @@ def run(rounds: int = 31) -> str:
     X, y = arrays["x"], arrays["y"]
     mu = jnp.zeros(X.shape[1] + 1)
     hand = (mu, ES_OPT.init(mu))
-    t = alternate({"emitted": lambda: block(mod.train_chunk(state, key, arrays, CHUNK, None)),
+    t = alternate({"emitted": lambda: block(mod.train_steps(state, key, arrays, CHUNK, None)),
                    "hand": lambda: block(es_chunk(hand, key, X, y, CHUNK))}, rounds=rounds, warmup=2)
     lines.append(f"| es_zero_one.att (population 64) | {1e3 * t['emitted'] / CHUNK:.4f} | "
                  f"{1e3 * t['hand'] / CHUNK:.4f} | {t['emitted'] / t['hand']:.3f} |")
@@ -104,7 +104,7 @@ def run(rounds: int = 31) -> str:
     X, y = arrays["x"], arrays["y"]
     step_size = state["opt"]["theta"].hyperparams["learning_rate"]
     w = jnp.zeros(X.shape[1])
-    t = alternate({"emitted": lambda: block(mod.train_chunk(state, key, arrays, CHUNK, None)),
+    t = alternate({"emitted": lambda: block(mod.train_steps(state, key, arrays, CHUNK, None)),
                    "hand": lambda: block(lasso_chunk(w, X, y, step_size, CHUNK))}, rounds=rounds, warmup=2)
     lines.append(f"| lasso.att (proximal gradient, 1/L) | {1e3 * t['emitted'] / CHUNK:.4f} | "
                  f"{1e3 * t['hand'] / CHUNK:.4f} | {t['emitted'] / t['hand']:.3f} |")

@@ -18,6 +18,7 @@ import sympy as sp
 
 from compiler import ir
 from compiler.analysis import depends_on
+from compiler.strategies import const_value
 
 KINKED = {"abs", "max", "min", "relu", "norm1", "norm2", "norm0", "step", "sign", "round", "floor"}
 KINKED_FAMILIES = {"Laplace", "Uniform"}    # log densities with a kink or a jump in their parameters
@@ -31,6 +32,7 @@ class Training:
     steps: int
     lipschitz: bool           # step size 1/L, estimated from the data at the initial point
     reason: str
+    backtrack: bool = False   # 1/L at the start may not hold later (loss not quadratic): halve on ascent
 
 
 def deterministic_full_batch(program: ir.Program) -> bool:
@@ -61,6 +63,39 @@ def smooth(node: ir.Node, program: ir.Program) -> bool:
     return True
 
 
+LINEAR = {"add", "sub", "neg", "sum", "mean", "diff"}
+PRODUCTS = {"mul", "dot", "matmul"}
+SQUARES = {"square", "sumsq"}
+
+
+def degree(node: ir.Node, program: ir.Program) -> float:
+    """The degree of `node` as a polynomial in the learnable parameters (inf: not a
+    polynomial). Degree <= 2 means a constant Hessian, so 1/L at one point holds everywhere."""
+    if not depends_on(node, program):
+        return 0
+    if isinstance(node, ir.Ref):
+        return 1
+    if isinstance(node, ir.Expect) and isinstance(node.source, ir.DataSet):
+        return degree(node.body, program)
+    if isinstance(node, ir.Let):
+        inner = degree(node.body, program)
+        return inner * max(1, degree(node.value, program)) if inner else 0
+    if isinstance(node, ir.Apply):
+        args = [degree(a, program) for a in node.args]
+        if node.fn in LINEAR:
+            return max(args)
+        if node.fn in PRODUCTS:
+            return sum(args)
+        if node.fn in SQUARES:
+            return 2 * args[0]
+        if node.fn == "div" and args[1] == 0:
+            return args[0]
+        if node.fn == "pow" and args[1] == 0:
+            k = const_value(node.args[1], program)
+            return k * args[0] if k is not None and float(k).is_integer() and k >= 0 else float("inf")
+    return float("inf")
+
+
 def _smooth_line(line: ir.Node, program: ir.Program) -> bool:
     value = line.dist if isinstance(line, ir.Tilde) else line.value
     if isinstance(value, ir.Dist) and value.family in KINKED_FAMILIES and depends_on(value, program):
@@ -78,9 +113,14 @@ def training(program: ir.Program, loss: ir.Node | None = None) -> Training:
     if not program.players or not deterministic_full_batch(program):
         return Training(("adam", (("lr", 1e-3),)), schedule or "constant", steps or 1000, False,
                         "stochastic, a game or a net: Adam with step 1e-3")
-    if smooth(loss if loss is not None else program.players[0].loss, program):
+    loss = loss if loss is not None else program.players[0].loss
+    if smooth(loss, program):
+        if degree(loss, program) <= 2:
+            return Training(("sgd", (("lr", 1.0),)), schedule or "constant", steps or 1000, True,
+                            "deterministic, full batch, quadratic: (proximal) gradient descent with step 1/L")
         return Training(("sgd", (("lr", 1.0),)), schedule or "constant", steps or 1000, True,
-                        "deterministic, full batch and smooth: (proximal) gradient descent with step 1/L")
+                        "deterministic, full batch and smooth: (proximal) gradient descent with step 1/L, "
+                        "L from the start, halved whenever a step would raise the objective", backtrack=True)
     return Training(("adam", (("lr", 0.1),)), schedule or "cosine", steps or 2000, False,
                     "deterministic, full batch, with kinks: Adam with a cosine-decaying step")
 

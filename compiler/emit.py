@@ -201,6 +201,7 @@ class ModuleWriter:
             f"CONSENSUS_GAMMA = {num(p.aux('consensus_gamma', 0.1))}",
             f"DYNAMICS = \"{ident(self.dynamics)}\"",
             f"LIPSCHITZ_STEP = {tr.lipschitz}   # {tr.reason}",
+            f"BACKTRACK = {tr.backtrack}",
         ]
         if tr.schedule == "cosine":
             lines.append(f"schedule = optax.cosine_decay_schedule(LR, STEPS)")
@@ -377,12 +378,31 @@ def apply_prox(new, step_size):
     return new
 
 
-def update_player(state, player, v):
+def update_player(state, player, v, key, batch):
     """One optimiser step of `player` along its field, then its proximal maps."""
     mine = own(state["params"], player)
     updates, opt = OPTIMIZER.update(negate(own(v, player)), state["opt"][player], mine)
     new = apply_prox(dict(optax.apply_updates(mine, updates)), taken_lr(opt, state["step"]))
+    if BACKTRACK:
+        new, opt = backtrack(state["params"], player, mine, new, opt, key, batch)
     return {"params": {**state["params"], **new}, "opt": {**state["opt"], player: opt}, "step": state["step"]}
+
+
+def backtrack(params, player, mine, new, opt, key, batch):
+    """Keep a step of 1/L only if it does not raise the objective (with its proximal terms);
+    otherwise stay and halve the step: L estimated at the start may grow along the way."""
+    sign = 1.0 if SENSES[player] == "min" else -1.0
+
+    def value(ps):
+        full = {**params, **ps}
+        return sign * LOSSES[player](full, key, batch) + sum(
+            weight * PROX_TERMS[kind](full[name]) for name, (kind, weight) in PROX.items() if name in ps)
+    before, after = value(mine), value(new)
+    keep = jnp.isfinite(after) & (after <= before + 1e-6 * jnp.abs(before))
+    new = jax.tree.map(lambda a, b: jnp.where(keep, a, b), new, mine)
+    lr = opt.hyperparams["learning_rate"]
+    opt = opt._replace(hyperparams={**opt.hyperparams, "learning_rate": jnp.where(keep, lr, 0.5 * lr)})
+    return new, opt
 
 
 def closed_form_updates(state, key, batch):
@@ -431,37 +451,50 @@ def minibatch(data, key, size):
     return {**{k: data[k][idx] for k in DATA_VARS}, "#n": jnp.asarray(n, jnp.float32)}
 
 
-@partial(jax.jit, static_argnums=(3, 4))
-def train_chunk(state, key, data, length, batch_size):
-    def body(state, key):
-        kb, ks = jax.random.split(key)
-        return step(state, ks, minibatch(data, kb, batch_size))
-    return jax.lax.scan(body, state, jax.random.split(key, length))
+@partial(jax.jit, static_argnums=(4,))
+def train_steps(state, key, data, length, batch_size):
+    """`length` steps of the dynamics (a traced count: one compilation serves every length),
+    and each player's loss averaged over them. Step t draws from fold_in(key, t), so a run
+    does not depend on how it is cut into calls."""
+    def body(_, carry):
+        state, total = carry
+        kb, ks = jax.random.split(jax.random.fold_in(key, state["step"]))
+        state, values = step(state, ks, minibatch(data, kb, batch_size))
+        return state, jax.tree.map(lambda a, b: a + jnp.mean(b), total, values)
+    zeros = {p: jnp.zeros((), jnp.float32) for p in PLAYERS}
+    state, total = jax.lax.fori_loop(0, length, body, (state, zeros))
+    return state, jax.tree.map(lambda t: t / jnp.maximum(length, 1), total)
 
 
 def as_data(data):
     return {k: jnp.asarray(np.asarray(data[k], np.float32)) for k in DATA_VARS}
 
 
-def fit(data, steps=STEPS, seed=0, batch_size=BATCH, callback=None, chunk=None):
-    """Train from init(seed) for `steps` steps; returns (params, history)."""
+def fit(data, steps=STEPS, seed=0, batch_size=BATCH, callback=None, chunk=None, seconds_per_call=0.25):
+    """Train from init(seed) for `steps` steps; returns (params, history).
+
+    The steps run on the device in calls of `chunk` steps, or (chunk=None) of as many as take
+    about `seconds_per_call`, so that the host (progress, history) costs nothing per step.
+    """
     data = as_data(data)
     key = jax.random.PRNGKey(seed)
     key, k_init = jax.random.split(key)
     state = jax.device_put(init_state(init(k_init)), REPLICATED)
     if LIPSCHITZ_STEP:
         state = lipschitz_step(state, data)
-    chunk = chunk or max(1, min(steps, 100, steps // 50 or 1))
-    history, done, started = [], 0, time.perf_counter()
+    history, done, started, length = [], 0, time.perf_counter(), chunk or 1
     while done < steps:
-        length = min(chunk, steps - done)
-        key, k = jax.random.split(key)
-        state, values = train_chunk(state, k, data, length, batch_size)
+        length = min(length, steps - done)
+        t = time.perf_counter()
+        state, values = train_steps(state, key, data, jnp.asarray(length, jnp.int32), batch_size)
+        record = {p: float(v) for p, v in values.items()}
+        elapsed = time.perf_counter() - t
         done += length
-        record = {p: float(jnp.mean(v)) for p, v in values.items()}
         history.append({"step": done, "seconds": time.perf_counter() - started, **record})
         if callback is not None:
             callback(done, steps, record, state["params"])
+        if chunk is None:
+            length = max(1, min(10 * length, int(length * seconds_per_call / max(elapsed, 1e-6))))
     return state["params"], history
 
 
@@ -498,7 +531,7 @@ def step(state, key, batch):
     batch = {**shard_batch(batch), "#step": state["step"]}
     v, values = direction(state["params"], key, batch)
     for p in MOVING:
-        state = update_player(state, p, v)
+        state = update_player(state, p, v, key, batch)
     state = closed_form_updates(state, key, batch)
     return {**state, "step": state["step"] + 1}, values
 ''',
@@ -511,7 +544,7 @@ def step(state, key, batch):
     for p in PLAYERS:
         if PLAYERS[p]:
             v, values[p] = player_field(p, state["params"], key, batch)
-            state = update_player(state, p, v)
+            state = update_player(state, p, v, key, batch)
         else:
             values[p] = LOSSES[p](state["params"], key, batch)
     state = closed_form_updates(state, key, batch)

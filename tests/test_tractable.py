@@ -108,3 +108,43 @@ def test_maximum_likelihood_without_latents_is_exact(tmp_path):
     np.testing.assert_allclose(probs / probs.sum(), freq, atol=2e-3)
     exact = -np.sum(freq * np.log(freq))
     assert mod.objective(params, jax.random.PRNGKey(0), prog.load_data()) == pytest.approx(exact, rel=1e-4)
+
+
+def test_fit_does_not_depend_on_how_steps_are_cut_into_calls():
+    """Step t draws from fold_in(key, t): one call of 40 steps, calls of 7 and fit's adaptive
+    calls give the same parameters on a stochastic (minibatch) objective."""
+    prog = compile_file(ROOT / "examples" / "least_squares.att")
+    mod, data = prog.build(), prog.load_data()
+    runs = [mod.fit(data, steps=40, seed=3, batch_size=16, chunk=c) for c in (40, 7, None)]
+    for params, history in runs[1:]:
+        np.testing.assert_allclose(np.asarray(params["w"]), np.asarray(runs[0][0]["w"]), rtol=1e-5, atol=1e-6)
+        assert history[-1]["step"] == 40
+    assert [h["step"] for h in runs[1][1]] == [7, 14, 21, 28, 35, 40]
+
+
+def test_nonnormal_maximum_likelihood_defaults_converge():
+    """A maximisation with a kinked density (Laplace) gets the deterministic full-batch default
+    for kinked problems (Adam, cosine step): the location reaches the sample median."""
+    rng = np.random.default_rng(1)
+    x = rng.normal(-1.0, 0.5, size=2001)
+    prog = compile_source("data x : real\nparam mu : real\nparam s : real\nmodel p:\n"
+                          "    x ~ Laplace(mu, softplus(s))\nmaximize E[x ~ data] log p(x)\n")
+    params, _ = prog.build().fit({"x": x}, seed=0)
+    assert float(params["mu"]) == pytest.approx(np.median(x), abs=0.02)
+    b = np.mean(np.abs(x - np.median(x)))
+    assert float(jax.nn.softplus(params["s"])) == pytest.approx(b, rel=0.02)
+
+
+def test_quadratic_losses_take_1_over_L_and_others_backtrack():
+    """1/L at the start holds everywhere only for a quadratic (constant Hessian); otherwise a
+    step that would raise the objective is refused and the step halved, so gradient descent
+    cannot diverge: exp(a^2) - 2a has curvature growing without bound."""
+    from compiler.defaults import degree, training
+    quad = compile_file(ROOT / "examples" / "least_squares.att")
+    assert degree(quad.program.players[0].loss, quad.program) == 2 and not training(quad.program).backtrack
+    prog = compile_source("param a : real\nminimize exp a^2 - 2 * a\n")
+    assert degree(prog.program.players[0].loss, prog.program) == float("inf")
+    assert training(prog.program).lipschitz and training(prog.program).backtrack
+    params, _ = prog.build().fit({}, seed=0)
+    a = float(params["a"])
+    assert 2 * a * np.exp(a * a) == pytest.approx(2.0, abs=1e-3)   # stationary: 2a exp(a^2) = 2
