@@ -138,7 +138,9 @@ class CompiledProgram:
 
     def emit(self, dynamics: str | None = None) -> str:
         from compiler.backend import emit_module
-        return emit_module(self.program, self.title, dynamics or self.dynamics)
+        where = Path(self.filename)
+        return emit_module(self.program, self.title, dynamics or self.dynamics,
+                           str(where.resolve().parent) if where.exists() else None)
 
     def build(self, dynamics: str | None = None) -> types.ModuleType:
         """Import the emitted module (the very source `--emit jax` writes)."""

@@ -339,6 +339,8 @@ def _sample_expect(em: Emitter, node: ir.Expect, fn: Fn) -> str:
 
 # ---- the module ---------------------------------------------------------------------------------
 
-def emit_module(program: ir.Program, title: str = "program", dynamics: str | None = None) -> str:
+def emit_module(program: ir.Program, title: str = "program", dynamics: str | None = None,
+                program_dir: str | None = None) -> str:
+    """The emitted module; `program_dir` (the program file's folder) anchors relative data paths."""
     from compiler.emit import ModuleWriter
-    return ModuleWriter(program, title, dynamics).source()
+    return ModuleWriter(program, title, dynamics, program_dir).source()

@@ -169,8 +169,9 @@ def _text_literal(text: str) -> str:
 
 
 class ModuleWriter:
-    def __init__(self, program: ir.Program, title: str, dynamics: str | None):
+    def __init__(self, program: ir.Program, title: str, dynamics: str | None, program_dir: str | None = None):
         self.program = program
+        self.program_dir = program_dir
         self.title = ident(title)
         self.dynamics = dynamics or program.train.option("dynamics", "simultaneous")
         self.em = Emitter(program)
@@ -184,7 +185,7 @@ class ModuleWriter:
         name, kwargs = tr.optimizer
         kwargs = dict(kwargs)
         lr = kwargs.pop("lr", 1e-3)
-        opt_args = ", ".join([f"learning_rate=schedule"] + [f"{ident(k)}={num(v) if k != 'nesterov' else bool(v)}" for k, v in kwargs.items()])
+        opt_args = ", ".join([f"learning_rate=LR"] + [f"{ident(k)}={num(v) if k != 'nesterov' else bool(v)}" for k, v in kwargs.items()])
         steps = tr.steps
         lines = [
             f"DATA_VARS = {_tuple(key_literal(n) for n, _ in data)}",
@@ -203,17 +204,17 @@ class ModuleWriter:
             f"LIPSCHITZ_STEP = {tr.lipschitz}   # {tr.reason}",
             f"BACKTRACK = {tr.backtrack}",
         ]
-        if tr.schedule == "cosine":
-            lines.append(f"schedule = optax.cosine_decay_schedule(LR, STEPS)")
-        else:
-            lines.append("schedule = LR")
+        cosine = tr.schedule == "cosine"
+        lines.append(f"COSINE = {cosine}   # the step decays from LR to 0 over the steps run (cosine)")
         optimizer = f"optax.{ident(name)}"
-        lines.append(f"OPTIMIZER = {f'optax.inject_hyperparams({optimizer})' if tr.lipschitz else optimizer}({opt_args})")
+        lines.append(f"OPTIMIZER = {f'optax.inject_hyperparams({optimizer})' if tr.lipschitz or cosine else optimizer}({opt_args})")
         src = p.data_source
         if src is not None:
             args = ", ".join(_text_literal(a) if isinstance(a, str) else num(a) for a in src.args)
             kws = ", ".join(f"{key_literal(k)}: {_text_literal(v) if isinstance(v, str) else num(v)}" for k, v in src.kwargs)
             lines.append(f"SOURCE = (\"{ident(src.name)}\", {_tuple([args] if args else [])}, {{{kws}}})")
+            lines.append(f"PROGRAM_DIR = {_text_literal(self.program_dir) if self.program_dir else None}   "
+                         "# data paths are relative to the program file")
         else:
             lines.append("SOURCE = None")
         return lines
@@ -366,9 +367,11 @@ def field(params, key, batch):
     return field_and_losses(params, key, batch)[0]
 
 
-def init_state(params):
+def init_state(params, total=STEPS):
+    """Parameters, optimiser states, the step number and the number of steps of the run
+    (schedules follow it)."""
     return {"params": params, "opt": {p: OPTIMIZER.init(own(params, p)) for p in MOVING},
-            "step": jnp.zeros((), jnp.int32)}
+            "step": jnp.zeros((), jnp.int32), "total": jnp.asarray(total, jnp.int32)}
 
 
 def apply_prox(new, step_size):
@@ -381,11 +384,14 @@ def apply_prox(new, step_size):
 def update_player(state, player, v, key, batch):
     """One optimiser step of `player` along its field, then its proximal maps."""
     mine = own(state["params"], player)
-    updates, opt = OPTIMIZER.update(negate(own(v, player)), state["opt"][player], mine)
-    new = apply_prox(dict(optax.apply_updates(mine, updates)), taken_lr(opt, state["step"]))
+    opt = state["opt"][player]
+    if COSINE:
+        opt = opt._replace(hyperparams={**opt.hyperparams, "learning_rate": cosine_lr(state["step"], state["total"])})
+    updates, opt = OPTIMIZER.update(negate(own(v, player)), opt, mine)
+    new = apply_prox(dict(optax.apply_updates(mine, updates)), taken_lr(opt))
     if BACKTRACK:
         new, opt = backtrack(state["params"], player, mine, new, opt, key, batch)
-    return {"params": {**state["params"], **new}, "opt": {**state["opt"], player: opt}, "step": state["step"]}
+    return {**state, "params": {**state["params"], **new}, "opt": {**state["opt"], player: opt}}
 
 
 def backtrack(params, player, mine, new, opt, key, batch):
@@ -413,13 +419,15 @@ def closed_form_updates(state, key, batch):
     return {**state, "params": params}
 
 
-def current_lr(step):
-    return schedule(step) if callable(schedule) else schedule
+def cosine_lr(step, total):
+    """LR decayed to 0 along half a cosine over the `total` steps of the run."""
+    frac = jnp.clip(step / jnp.maximum(total, 1), 0.0, 1.0)
+    return jnp.asarray(LR * 0.5 * (1.0 + jnp.cos(jnp.pi * frac)), jnp.float32)
 
 
-def taken_lr(opt, step):
-    """The size of the step just taken: set from the data (LIPSCHITZ_STEP), else the schedule's."""
-    return opt.hyperparams["learning_rate"] if LIPSCHITZ_STEP else current_lr(step)
+def taken_lr(opt):
+    """The size of the step just taken: set from the data (LIPSCHITZ_STEP) or the schedule, else LR."""
+    return opt.hyperparams["learning_rate"] if LIPSCHITZ_STEP or COSINE else LR
 
 
 def lipschitz_step(state, data, iters=100):
@@ -479,7 +487,7 @@ def fit(data, steps=STEPS, seed=0, batch_size=BATCH, callback=None, chunk=None, 
     data = as_data(data)
     key = jax.random.PRNGKey(seed)
     key, k_init = jax.random.split(key)
-    state = jax.device_put(init_state(init(k_init)), REPLICATED)
+    state = jax.device_put(init_state(init(k_init), steps), REPLICATED)
     if LIPSCHITZ_STEP:
         state = lipschitz_step(state, data)
     history, done, started, length = [], 0, time.perf_counter(), chunk or 1
@@ -528,7 +536,7 @@ STEP_CODE = {
 @jax.jit
 def step(state, key, batch):
     """One step of the dynamics: (state, key, batch) -> (state, losses)."""
-    batch = {**shard_batch(batch), "#step": state["step"]}
+    batch = {**shard_batch(batch), "#step": state["step"], "#total": state["total"]}
     v, values = direction(state["params"], key, batch)
     for p in MOVING:
         state = update_player(state, p, v, key, batch)
@@ -539,7 +547,7 @@ def step(state, key, batch):
 @jax.jit
 def step(state, key, batch):
     """Alternating dynamics: players move in turn, each seeing the others' new parameters."""
-    batch = {**shard_batch(batch), "#step": state["step"]}
+    batch = {**shard_batch(batch), "#step": state["step"], "#total": state["total"]}
     values = {}
     for p in PLAYERS:
         if PLAYERS[p]:
@@ -560,7 +568,8 @@ def load_data():
         return {}
     name, args, kwargs = SOURCE
     variables = [(v, DATA_SHAPES[v]) for v in DATA_VARS]
-    return load(name, args, kwargs, variables, Path(__file__).resolve().parent)
+    here = Path(PROGRAM_DIR) if PROGRAM_DIR and Path(PROGRAM_DIR).is_dir() else Path(__file__).resolve().parent
+    return load(name, args, kwargs, variables, here)
 
 
 def progress_bar(done, total, record, params):
@@ -579,7 +588,11 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
-    data = load_data()
+    from compiler.datasets import DatasetError
+    try:
+        data = load_data()
+    except DatasetError as e:
+        sys.exit(f"error: {e}")
     started = time.perf_counter()
     params, history = fit(data, args.steps, args.seed, callback=None if args.json else progress_bar)
     result = summary(params, data, args.steps, time.perf_counter() - started, args.seed)

@@ -172,13 +172,13 @@ PASSES: tuple = (EvolutionPass("evolution", (EVOLUTION_STRATEGY,), "evolution"),
 
 RUNTIME_PARTS["evolution_strategy"] = '''
 def es_sigma(sigma, final, batch):
-    """The search scale: sigma, or geometric from sigma to final over the STEPS training steps
+    """The search scale: sigma, or geometric from sigma to final over the steps of the run
     (the final value when no step is known, as when evaluating)."""
     if final <= 0.0:
         return sigma
     if "#step" not in batch:
         return final
-    frac = jnp.clip(batch["#step"] / max(STEPS - 1, 1), 0.0, 1.0)
+    frac = jnp.clip(batch["#step"] / jnp.maximum(batch["#total"] - 1, 1), 0.0, 1.0)
     return sigma * (final / sigma) ** frac
 
 

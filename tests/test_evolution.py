@@ -98,10 +98,12 @@ def test_sigma_schedule():
     mod = prog.build()
     assert "decaying geometrically to 0.05" in prog.steps.steps[0].note
     sigma = lambda batch: float(mod.es_sigma(0.5, 0.05, batch))  # noqa: E731
-    assert sigma({"#step": jnp.asarray(0)}) == pytest.approx(0.5)
-    assert sigma({"#step": jnp.asarray(50)}) == pytest.approx(np.sqrt(0.5 * 0.05), rel=1e-5)
-    assert sigma({"#step": jnp.asarray(100)}) == pytest.approx(0.05) == sigma({})
-    assert float(mod.es_sigma(0.5, 0.0, {"#step": jnp.asarray(50)})) == 0.5
+    run = lambda t, total=101: {"#step": jnp.asarray(t), "#total": jnp.asarray(total)}  # noqa: E731
+    assert sigma(run(0)) == pytest.approx(0.5)
+    assert sigma(run(50)) == pytest.approx(np.sqrt(0.5 * 0.05), rel=1e-5)
+    assert sigma(run(100)) == pytest.approx(0.05) == sigma({})
+    assert sigma(run(100, total=201)) == pytest.approx(np.sqrt(0.5 * 0.05), rel=1e-5)   # follows the steps run
+    assert float(mod.es_sigma(0.5, 0.0, run(50))) == 0.5
 
 
 def test_gradient_estimate_is_unbiased_without_shaping():

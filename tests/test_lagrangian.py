@@ -144,6 +144,15 @@ def test_certificates_pass():
     assert "weak duality" in claims and "dual value <= primal value" in claims and "the saddle" in claims
 
 
+def test_pointwise_certificate_finds_feasible_points_for_equalities():
+    """Random points never satisfy sum(w) == 3: the certificate minimises the violation to
+    find feasible points rather than passing on none."""
+    src = "param w : real[5] = 0.5\nminimize sumsq(w - 2)\nsubject to sum(w) == 3\nsubject to w <= 0.8\n"
+    results = [r for r in certify(compile_source(src), seed=0) if "L <= f where" in r.claim]
+    assert len(results) == 1 and results[0].passed, results
+    assert "0 feasible" not in results[0].evidence and "minimising the penalty" in results[0].evidence
+
+
 # ---- diagnostics --------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("source, line, col, message", [

@@ -148,3 +148,27 @@ def test_quadratic_losses_take_1_over_L_and_others_backtrack():
     params, _ = prog.build().fit({}, seed=0)
     a = float(params["a"])
     assert 2 * a * np.exp(a * a) == pytest.approx(2.0, abs=1e-3)   # stationary: 2a exp(a^2) = 2
+
+
+def test_cosine_schedule_follows_the_steps_run():
+    """The step decays to zero over the steps actually run (--steps), not the train line's."""
+    src = "param a : real\nminimize (a - 100)^2\ntrain steps=100, optimizer=adam(lr=0.1), schedule=cosine\n"
+    mod = compile_source(src).build()
+    short, long = (float(mod.fit({}, steps=n, seed=0)[0]["a"]) for n in (100, 1000))
+    assert short == pytest.approx(5.0, abs=0.1) and long > 40
+
+
+def test_emitted_module_reads_data_relative_to_the_program(tmp_path):
+    """A program's csv path is relative to the program file, wherever the module is written."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(50, 2))
+    np.savetxt(tmp_path / "d.csv", np.column_stack([x, x @ [1.0, -2.0]]), delimiter=",")
+    (tmp_path / "ls.att").write_text('data x : real[2], y : real from csv("d.csv")\nparam w : real[2]\n'
+                                      "minimize E[(x, y) ~ data] (dot(w, x) - y)^2\n")
+    (tmp_path / "elsewhere").mkdir()
+    out = tmp_path / "elsewhere" / "ls.py"
+    out.write_text(compile_file(tmp_path / "ls.att").emit())
+    r = subprocess.run([sys.executable, str(out), "--steps", "300", "--json"], capture_output=True, text=True,
+                       cwd=tmp_path / "elsewhere", env={**__import__("os").environ, "PYTHONPATH": str(ROOT)})
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout.splitlines()[-1])["objective"] < 1e-6
