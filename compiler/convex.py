@@ -61,7 +61,7 @@ def named_generator(name: str) -> sp.Expr:
 
 def _generator(f) -> sp.Expr:
     """f as an expression in U: any symbol named u (of any assumptions) becomes U."""
-    f = sp.sympify(f)
+    f = sp.nsimplify(sp.sympify(f), rational=True)   # 0.5 -> 1/2: exact algebra, no float cancellation
     f = f.subs({s: U for s in f.free_symbols if s.name == "u"})
     if f.free_symbols - {U}:
         names = ", ".join(sorted(map(str, f.free_symbols - {U})))
@@ -235,7 +235,7 @@ def _inside(lo, hi) -> list[float]:
     if lo == -sp.oo:
         return [float(hi) - d for d in (0.1, 1.0, 4.0)]
     if hi == sp.oo:
-        return [float(lo) + d for d in (0.1, 1.0, 4.0)]
+        return [float(lo) + d for d in (0.1, 1.0, 4.0, 10.0)]
     return [float(lo + (hi - lo) * k / 4) for k in (1, 2, 3)]
 
 
@@ -284,6 +284,14 @@ def _agree(a, b, x, points, rtol=1e-9) -> bool:
     return True
 
 
+def _real_roots(e):
+    """e with every odd root of t taken real: t^(p/q) = sign(t)^p |t|^(p/q) for odd q (SymPy's
+    principal root is complex for t < 0, so (u - 1)^4's f* needs the real cube root)."""
+    def odd_root(x):
+        return x.is_Pow and x.base.has(T) and x.exp.is_Rational and not x.exp.is_Integer and x.exp.q % 2 == 1
+    return e.replace(odd_root, lambda x: sp.sign(x.base) ** x.exp.p * sp.Abs(x.base) ** x.exp)
+
+
 def _branch_conjugate(g, gp, a, b, lo, hi):
     """f* on a curved piece g of f over u ∈ (a, b) whose slopes gp = g' fill (lo, hi): the
     root u(t) > 0 of g'(u) = t (the one that checks out at points of (lo, hi)), then
@@ -293,7 +301,7 @@ def _branch_conjugate(g, gp, a, b, lo, hi):
         roots = sp.solve(sp.Eq(gp, T), U, check=False)  # checked below
     except NotImplementedError:
         roots = []
-    for r in roots:
+    for r in roots + [_real_roots(r) for r in roots if _real_roots(r) != r]:
         us = [complex(r.subs(T, t0).evalf()) for t0 in points]
         if all(abs(u0.imag) < 1e-12 and a < u0.real < b for u0 in us) and \
                 _agree(gp.subs(U, r), T, T, points):
@@ -367,9 +375,34 @@ def _derive(f) -> Conjugate:
     closed = [end.is_finite and sp.limit(e, U, at).is_finite for end, e, at in ends]
     act = _activation(lo, hi)
     critic = sp.diff(f, U)
+    composed = _stablest(fstar.subs(T, act))
+    _evaluable(composed, fstar)
     return Conjugate(f=f, fstar=fstar, domain=(lo, hi, *closed), activation=act,
                      critic_of_ratio=min((critic, sp.simplify(critic)), key=sp.count_ops),
-                     fstar_of_activation=_stablest(fstar.subs(T, act)))
+                     fstar_of_activation=composed)
+
+
+def _evaluable(e, fstar) -> None:
+    """f*∘g_f(v) must print as JAX and be real and finite in float32 wherever its 30-digit
+    value is, for critic outputs v ∈ [−12, 12]: else the critic's loss would be NaN at run time.
+    (Further out, float32 may round g_f(v) onto the edge of dom f*.)"""
+    from compiler.distributions_math import to_jax_source
+    try:
+        to_jax_source(e, {V: "v"})
+    except Exception as err:   # ValueError, or SymPy's PrintMethodNotImplementedError (LambertW)
+        reason = str(err).splitlines()[0]
+        raise ConvexityError(f"f*(t) = {fstar} has no form the JAX backend can evaluate ({reason})") from None
+    vs = _V_TEST[abs(_V_TEST) <= 12]
+    exact = sp.lambdify(V, e, "mpmath")
+    with mpmath.workdps(30):
+        ref = np.array([complex(exact(v)) for v in vs])
+    with np.errstate(all="ignore"):
+        y = np.asarray(sp.lambdify(V, e, "numpy")(vs.astype(np.float32)) + 0 * vs)
+    wanted = np.isfinite(ref) & (abs(ref.imag) < 1e-9) & (abs(ref.real) < 1e30)
+    bad = wanted & ~(np.isfinite(y) & (abs(np.imag(y)) < 1e-6) & (abs(np.real(y) - ref.real) <= 1e-2 * (1 + abs(ref.real))))
+    if bad.any() or (abs(ref.imag) >= 1e-9).any():
+        v0 = vs[np.argmax(bad | (abs(ref.imag) >= 1e-9))]
+        raise ConvexityError(f"f*(t) = {fstar} is not real and finite in float32 at the critic output v = {v0:g}")
 
 
 def derive_conjugate(f) -> Conjugate:

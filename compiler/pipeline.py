@@ -195,6 +195,10 @@ def run_passes(program: ir.Program, passes, via: ir.RuleRef | None) -> tuple[ir.
         rule = known.get(via.name)
         if rule is None:
             raise AttractorError(f"unknown rule '{via.name}'; rules are {', '.join(sorted(known))}", via.loc)
+        keys = [k for k, _ in via.options]
+        twice = next((k for i, k in enumerate(keys) if k in keys[:i]), None)
+        if twice is not None:
+            raise AttractorError(f"rule {via.name}: option '{twice}' is given twice", via.loc)
         bad = [k for k, _ in via.options if k not in rule.options]
         if bad:
             accepted = ", ".join(rule.options) or "none"

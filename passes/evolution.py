@@ -18,6 +18,8 @@ some non-differentiable node has no convex surrogate (passes/relaxation.py).
 """
 from __future__ import annotations
 
+import math
+
 import dataclasses
 from dataclasses import dataclass
 
@@ -84,9 +86,9 @@ def options(ctx: Context) -> dict:
     loc = via.loc if via is not None else ctx.program.objective.loc
     opts = {**DEFAULTS, **ctx.options}
     sigma, final, pop = opts["sigma"], opts["sigma_final"], opts["population"]
-    if not isinstance(sigma, float) or sigma <= 0:
-        raise AttractorError(f"evolution_strategy: sigma must be a positive number, got {sigma}", loc)
-    if "sigma_final" in ctx.options and (not isinstance(final, float) or final <= 0):
+    if not isinstance(sigma, float) or not 0 < sigma < math.inf:
+        raise AttractorError(f"evolution_strategy: sigma must be a positive finite number, got {sigma}", loc)
+    if "sigma_final" in ctx.options and (not isinstance(final, float) or not 0 < final < math.inf):
         raise AttractorError(f"evolution_strategy: sigma_final must be a positive number, got {final}", loc)
     if not isinstance(pop, (int, float)) or isinstance(pop, bool) or pop != int(pop) or pop < 2:
         raise AttractorError(f"evolution_strategy: population must be an integer of at least 2, got {pop}", loc)

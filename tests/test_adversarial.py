@@ -335,3 +335,22 @@ def test_bad_input_is_diagnosed_where_it_is(src, line, col, words):
     text = str(info.value)
     assert text.startswith(f"bad.att:{line}:{col}: error: "), text
     assert words in text, text
+
+
+def test_float_literals_in_a_generator_are_exact():
+    """0.5 * (...) derives the same conjugate as (...) / 2 (no float cancellation in f*)."""
+    js = "(u * log(u) - (u + 1) * log((u + 1) / 2))"
+    a = compile_source(MODEL_Q + f"divergence d(u) = 0.5 * {js}\nestimate d(data || q)\n")
+    b = compile_source(MODEL_Q + f"divergence d(u) = {js} / 2\nestimate d(data || q)\n")
+    assert a.steps.steps[0].conditions == b.steps.steps[0].conditions
+    assert "e+25" not in a.steps.steps[0].conditions[3]
+
+
+@pytest.mark.parametrize("generator, message", [
+    ("u * log(u) - log(u)", "no form the JAX backend can evaluate"),        # f* needs LambertW
+    ("(u - 1)^4", "not real and finite in float32"),
+])
+def test_conjugates_the_backend_cannot_evaluate_are_refused_at_the_definition(generator, message):
+    with pytest.raises(AttractorError) as info:
+        compile_source(MODEL_Q + f"divergence d(u) = {generator}\nestimate d(data || q)\n")
+    assert ":4:12: error:" in str(info.value) and message in str(info.value)
