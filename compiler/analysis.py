@@ -43,8 +43,17 @@ def missing_latents(program: ir.Program, density: ir.Density) -> tuple[str, ...]
     block = program.decl(density.model)
     if not isinstance(block, ir.Block) or block.kind == "sampler":
         return ()
-    known = set(density.vars) | set(density.given)
-    return tuple(v for v in block.random_vars() if v not in known and v not in block.given)
+    known = set(density.vars) | set(density.given) | set(block.given)
+    needed, frontier = set(), list(density.vars)
+    while frontier:   # the unknown ancestors of the variables asked for: they are integrated out
+        line = block.line(frontier.pop())
+        if line is None:
+            continue
+        for name in ir.free_names(line.dist if isinstance(line, ir.Tilde) else line.value):
+            if name not in known and name not in needed and block.line(name) is not None:
+                needed.add(name)
+                frontier.append(name)
+    return tuple(v for v in block.random_vars() if v in needed)
 
 
 def problems(program: ir.Program, root: ir.Node) -> list[Problem]:

@@ -184,6 +184,11 @@ class Checker:
             self.var_shapes[(b.name, line.name)] = shape
             scope = scope.bind(**{line.name: ("latent" if line.name not in self.data_shapes else "data", shape)})
         if b.kind == "guide":
+            for line in lines:
+                if isinstance(line, ir.Tilde) and line.name not in b.latents:
+                    raise AttractorError(f"guide {b.name} draws '{line.name}', which is not among its latents "
+                                         f"({', '.join(b.latents)}): list it in the header, {b.name}("
+                                         f"{', '.join(b.latents + (line.name,))} | ...), or remove the line", line.loc)
             for z in b.latents:
                 model_shape = next((s for (blk, v), s in self.var_shapes.items()
                                     if v == z and self.blocks[blk].kind == "model"), None)
@@ -241,20 +246,32 @@ class Checker:
                 shape = (net.widths[0],) if net.widths[0] > 1 else ()
                 continue
             value, s = self.expr(v, scope)
-            if k in fam.positive and isinstance(value, ir.Num) and value.value <= 0:
-                raise AttractorError(f"{call.name}'s {k} must be positive, got {value.value:g}", v.loc or call.loc)
-            if k in fam.positive and isinstance(value, ir.Apply) and value.fn == "neg" and isinstance(value.args[0], ir.Num):
-                raise AttractorError(f"{call.name}'s {k} must be positive, got -{value.args[0].value:g}", v.loc or call.loc)
+            known = self.constant(value)
+            if k in fam.positive and known is not None and known <= 0:
+                raise AttractorError(f"{call.name}'s {k} must be positive, got {known:g}", v.loc or call.loc)
             args.append(value)
             if call.name == "Categorical":
                 s = s[:-1]
             shape = broadcast(shape, s, v.loc or call.loc, f"parameters of {call.name}")
+        if call.name == "Uniform":
+            low, high = (self.constant(a) for a in args)
+            if low is not None and high is not None and not low < high:
+                raise AttractorError(f"Uniform(low, high) needs low < high, got {low:g} and {high:g}", call.loc)
         if annotated is not None:
             broadcast(shape, annotated, call.loc, f"parameters of {call.name} and the declared type")
             if len(shape) > len(annotated) or any(a != 1 and a != b for a, b in zip(shape[::-1], annotated[::-1])):
                 raise AttractorError(f"{call.name}'s parameters have shape {show_shape(shape)}, larger than the declared {show_shape(annotated)}", call.loc)
             shape = annotated
         return ir.Dist(call.name, tuple(keys), tuple(args), shape, loc=call.loc), shape
+
+    def constant(self, node: ir.Node) -> float | None:
+        """The value of an expression of numbers and consts, or None."""
+        from compiler.strategies import const_value
+        declared = self.decls
+
+        class Declared:
+            decl = staticmethod(declared.get)
+        return const_value(node, Declared)
 
     # ---- statements --------------------------------------------------------------------
     def constraint(self, c: ir.Constraint) -> ir.Constraint:
@@ -497,7 +514,9 @@ class Checker:
         if b.kind == "sampler":
             raise AttractorError(f"sampler {b.name} has no density: it only draws samples (use E[v ~ {b.name}] or a divergence)", node.loc)
         vars_, given = self._density_args(node, b)
-        for n, a in zip(vars_ + given, node.args):
+        for i, (n, a) in enumerate(zip(vars_ + given, node.args)):
+            if n in (vars_ + given)[:i]:
+                raise AttractorError(f"'{n}' appears twice in {b.name}(...): each variable is named once", a.loc)
             if n not in scope.names:
                 raise AttractorError(f"'{n}' is not bound here: bind it with E[{n} ~ ...]", a.loc)
         return ir.Density(b.name, tuple(vars_), tuple(given), loc=node.loc), ()

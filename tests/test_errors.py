@@ -10,6 +10,7 @@ from compiler.api import compile_file
 
 ROOT = Path(__file__).resolve().parents[1]
 HEAD = "data x : real[3], y : real from gaussian(n=10)\nparam w : real[3]\n"
+LATENT = "data x : real from gaussian(n=10)\nmodel p:\n    z ~ Normal(0, 1)\n    x ~ Normal(z, 1)\n"
 
 CASES = [
     # (program, line, col, words in the message)
@@ -46,6 +47,14 @@ CASES = [
     (HEAD + "minimize sumsq(w) via magic\n", 3, 23, "unknown rule 'magic'"),
     (HEAD + "minimize sumsq(w)\nreport r = E[(x, y) ~ data] [y <= 0 <= 1]\n", 4, 37, "unexpected"),
     ("data x : real[3]\nminimize E[x ~ data] sum(x) via __import__\n", 2, 33, "unknown rule"),
+    (LATENT.replace("Normal(z, 1)", "Normal(z, s)").replace("model p", "const s = 1 - 3\nmodel p")
+     + "minimize E[x ~ data] -log p(x)\n", 5, 19, "Normal's scale must be positive, got -2"),
+    (LATENT.replace("Normal(0, 1)", "Uniform(1, -1)") + "minimize E[x ~ data] -log p(x)\n", 3, 9, "needs low < high"),
+    (LATENT + "guide q(z | x):\n    z ~ Normal(0, 1)\n    u ~ Normal(0, 1)\nminimize E[x ~ data] -log p(x)\n", 7, 5,
+     "guide q draws 'u', which is not among its latents"),
+    (LATENT + "minimize E[x ~ data] -log p(x, x)\n", 5, 32, "'x' appears twice in p(...)"),
+    ("param a : real\nminimize (a - 1)^2 via evolution_strategy(population=8, population=4)\n", 2, 24,
+     "option 'population' is given twice"),
 ]
 
 
