@@ -50,8 +50,9 @@ def test_maximisation_is_a_lower_bound():
 
 @pytest.mark.parametrize("options, words", [
     ("population=63", "population must be even with antithetic sampling"),
-    ("sigma=0", "sigma must be a positive number, got 0"),
-    ("sigma=-0.5", "sigma must be a positive number, got -0.5"),
+    ("sigma=0", "sigma must be a positive finite number, got 0"),
+    ("sigma=-0.5", "sigma must be a positive finite number, got -0.5"),
+    ("sigma=1e400", "sigma must be a positive finite number, got inf"),
     ("population=1, antithetic=false", "population must be an integer of at least 2"),
     ("population=10.5", "population must be an integer"),
     ("shaping=fitness", "unknown shaping 'fitness'"),
