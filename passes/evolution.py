@@ -164,7 +164,22 @@ class EvolutionPass(RulePass):
             why = "forced by 'via'"
         else:
             why = f"evolution strategies chosen: no convex surrogate keeps the bound for {', '.join(show(n) for n in left)}"
-        return program, [dataclasses.replace(s, note=f"{s.note}; {why}") for s in steps]
+        steps = [dataclasses.replace(s, note=f"{s.note}; {why}") for s in steps]
+        if steps:
+            program, steps[-1] = _training_defaults(program, steps[-1])
+        return program, steps
+
+
+def _training_defaults(program: ir.Program, step: Step) -> tuple[ir.Program, Step]:
+    """Where the train line names no optimizer: Adam with step sigma/2 (Adam moves each
+    coordinate about one step size per update, so the centre moves a fraction of the search
+    scale), the largest sigma of the program's searches."""
+    from passes.lagrangian import fill_training, training_text
+    sigma = max(n.source.sigma for pl in program.players for n in pl.loss.walk() if isinstance(n, Smoothed))
+    defaults = (("optimizer", ("adam", (("lr", sigma / 2),))),)
+    note = training_text(program.train, defaults)
+    return (dataclasses.replace(program, train=fill_training(program.train, defaults)),
+            dataclasses.replace(step, note=step.note + note))
 
 
 PASSES: tuple = (EvolutionPass("evolution", (EVOLUTION_STRATEGY,), "evolution"),)

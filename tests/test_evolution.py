@@ -140,3 +140,13 @@ def test_es_zero_one_trains_to_a_low_error():
     assert error < 0.03, error
     assert history[-1]["theta"] < history[0]["theta"]
     assert per_generation < 0.05
+
+
+def test_default_optimizer_follows_the_search_scale():
+    """With no optimizer written, ES trains the centre with Adam at sigma/2 (recorded in the
+    derivation), enough to reach the minimum of a staircase from 0."""
+    prog = compile_source("param a : real\nminimize round(a - 3)^2 + 0.01 * (a - 3)^2 via evolution_strategy(sigma=0.5, population=32)\n")
+    assert prog.program.train.option("optimizer") == ("adam", (("lr", 0.25),))
+    assert "training where the train line is silent: optimizer=adam(lr=0.25)" in prog.steps.steps[-1].note
+    params, _ = prog.build().fit({}, seed=0)
+    assert abs(float(params["a"]) - 3) < 0.5
