@@ -58,7 +58,7 @@ def missing_latents(program: ir.Program, density: ir.Density) -> tuple[str, ...]
 
 def problems(program: ir.Program, root: ir.Node) -> list[Problem]:
     """Intractable nodes in `root`, outermost first."""
-    return [p for p in map(lambda n: node_problem(program, n), root.walk()) if p is not None]
+    return [p for n in root.walk() if (p := node_problem(program, n)) is not None]
 
 
 def node_problem(program: ir.Program, n: ir.Node) -> Problem | None:

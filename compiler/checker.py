@@ -266,12 +266,10 @@ class Checker:
 
     def constant(self, node: ir.Node) -> float | None:
         """The value of an expression of numbers and consts, or None."""
-        from compiler.strategies import const_value
-        declared = self.decls
+        from types import SimpleNamespace
 
-        class Declared:
-            decl = staticmethod(declared.get)
-        return const_value(node, Declared)
+        from compiler.strategies import const_value
+        return const_value(node, SimpleNamespace(decl=self.decls.get))
 
     # ---- statements --------------------------------------------------------------------
     def constraint(self, c: ir.Constraint) -> ir.Constraint:

@@ -70,11 +70,13 @@ SQUARES = {"square", "sumsq"}
 
 def degree(node: ir.Node, program: ir.Program) -> float:
     """The degree of `node` as a polynomial in the learnable parameters (inf: not a
-    polynomial). Degree <= 2 means a constant Hessian, so 1/L at one point holds everywhere."""
-    if not depends_on(node, program):
-        return 0
+    polynomial). Degree <= 2 means a constant Hessian, so 1/L at one point holds everywhere.
+    One bottom-up pass: arithmetic combines its arguments' degrees; any other node is 0 when
+    it does not depend on the parameters and inf when it does."""
     if isinstance(node, ir.Ref):
-        return 1
+        return 1 if node.name in program.learnable() else 0
+    if isinstance(node, ir.Num):
+        return 0
     if isinstance(node, ir.Expect) and isinstance(node.source, ir.DataSet):
         return degree(node.body, program)
     if isinstance(node, ir.Let):
@@ -93,7 +95,8 @@ def degree(node: ir.Node, program: ir.Program) -> float:
         if node.fn == "pow" and args[1] == 0:
             k = const_value(node.args[1], program)
             return k * args[0] if k is not None and float(k).is_integer() and k >= 0 else float("inf")
-    return float("inf")
+        return 0 if not any(args) else float("inf")
+    return float("inf") if depends_on(node, program) else 0
 
 
 def _smooth_line(line: ir.Node, program: ir.Program) -> bool:
