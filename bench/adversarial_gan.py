@@ -5,10 +5,12 @@ Quality: after the program's 10000 steps (batch 256, Adam 1e-4, b1 0.5), 2000 sa
 generator (what `attractor run --samples` saves); a mode is covered when at least 1% of the
 samples lie within 0.1 of its centre; "within 0.1" is the fraction of samples within 0.1 of
 some centre. Speed: median seconds per step of 100-step jitted chunks (minibatch sampling
-included), emitted and hand-written called alternately; the hand-written step either draws the
-generator's noise once for both players, or in each player's loss as the emitted module does
-(each player's loss is a separate function there, so the generator's forward pass and the
-discriminator's pass on the data are computed once per player).
+included), emitted and hand-written called alternately. The hand-written step either draws the
+generator's noise once for both players, or once in each player's loss (each loss a separate
+function: the noise and the generator's forward pass are then computed once per player, since on
+the CPU XLA does not merge two copies of a random-number loop inside the training loop). The
+emitted module takes the field from `joint_losses` (compiler/joint.py), which draws shared noise
+once, as the first hand-written step does.
 
 Run as `python bench/adversarial_gan.py [--steps N] [--seeds 0 1] [--dynamics D ...]`.
 """
@@ -106,7 +108,7 @@ def hand_chunk(state, key, data, length, shared):
     return jax.lax.scan(lambda s, k: hand_step(s, k, data, shared), state, jax.random.split(key, length))[0]
 
 
-def step_times(rounds: int = 9) -> dict[str, float]:
+def step_times(rounds: int = 21) -> dict[str, float]:
     prog = compile_file(FILE)
     mod, data = prog.build(), prog.load_data()
     arrays = mod.as_data(data)

@@ -19,6 +19,7 @@ from compiler.printer import number, show
 from compiler.strategies import const_value
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z_0-9]*$")
+_SITE = "\x00"   # brackets a random site's placeholder until its scope is complete (Fn.body)
 
 
 def ident(name: str) -> str:
@@ -41,15 +42,26 @@ def num(v: float) -> str:
 
 
 class Fn:
-    """A function body under construction: lines, an environment name → Python expression."""
+    """A function body under construction: lines, an environment name → Python expression.
 
-    def __init__(self, emitter: "Emitter", indent: int, env: dict[str, str], key: str | None):
+    `params` is the Python name of the parameter dictionary the body reads; `known` maps
+    expectations already lowered in this scope (`compiler.joint`) to their values. Views of one
+    scope (`view`) share its lines and its random sites. Each random site gets its own key:
+    `fold_in(key, n)` for the n-th of several, the scope's key itself when it is the only one
+    (on the CPU every fold_in under a vmap is a loop of its own); `body()` resolves them once
+    the scope is complete.
+    """
+
+    def __init__(self, emitter: "Emitter", indent: int, env: dict[str, str], key: str | None,
+                 params: str = "params", lines: list[str] | None = None, sites: list[int] | None = None):
         self.emitter = emitter
         self.indent = indent
         self.env = dict(env)
         self.key = key
-        self.lines: list[str] = []
-        self.sites = 0
+        self.params = params
+        self.lines: list[str] = [] if lines is None else lines
+        self._sites = [0, emitter.scope_id()] if sites is None else sites
+        self.known: dict[ir.Node, str] = {}
 
     def emit(self, line: str) -> None:
         self.lines.append("    " * self.indent + line)
@@ -62,11 +74,24 @@ class Fn:
     def subkey(self) -> str:
         if self.key is None:
             raise AttractorError("internal: randomness requested where no key is available")
-        self.sites += 1
-        return f"jax.random.fold_in({self.key}, {self.sites})"
+        self._sites[0] += 1
+        return f"{_SITE}{self._sites[1]}:{self._sites[0]}{_SITE}"
 
-    def child(self, env: dict[str, str], key: str | None) -> "Fn":
-        return Fn(self.emitter, self.indent + 1, {**self.env, **env}, key)
+    def body(self) -> list[str]:
+        """The lines with this scope's random sites resolved to keys."""
+        pattern = re.compile(f"{_SITE}{self._sites[1]}:([0-9]+){_SITE}")
+        if self._sites[0] == 1:
+            return [pattern.sub(self.key, line) for line in self.lines]
+        return [pattern.sub(lambda m: f"jax.random.fold_in({self.key}, {m.group(1)})", line) for line in self.lines]
+
+    def child(self, env: dict[str, str], key: str | None, params: str | None = None) -> "Fn":
+        """A nested function's body: its own lines and random sites, the enclosing names visible."""
+        return Fn(self.emitter, self.indent + 1, {**self.env, **env}, key, params or self.params)
+
+    def view(self, env: dict[str, str] | None = None, params: str | None = None) -> "Fn":
+        """The same scope (lines, key, random sites) with its own environment and parameters."""
+        return Fn(self.emitter, self.indent, dict(self.env if env is None else env), self.key,
+                  params or self.params, self.lines, self._sites)
 
 
 LOWER: dict[type, Callable] = {}
@@ -85,12 +110,19 @@ class Emitter:
     def __init__(self, program: ir.Program):
         self.program = program
         self.counter = 0
+        self.scopes = 0
 
     def fresh(self, hint: str) -> str:
         self.counter += 1
         return f"{hint}{self.counter}"
 
+    def scope_id(self) -> int:
+        self.scopes += 1
+        return self.scopes
+
     def lower(self, node: ir.Node, fn: Fn) -> str:
+        if fn.known and type(node) is ir.Expect and node in fn.known:
+            return fn.known[node]
         handler = LOWER.get(type(node))
         if handler is None:
             raise AttractorError(f"cannot lower {type(node).__name__}: {show(node)} (a rule should have rewritten it)", node.loc)
@@ -110,7 +142,7 @@ def _ref(em: Emitter, node: ir.Ref, fn: Fn) -> str:
         return fn.env[node.name]
     d = em.program.decl(node.name)
     if isinstance(d, ir.Param):
-        return f"params[{key_literal(node.name)}]"
+        return f"{fn.params}[{key_literal(node.name)}]"
     if isinstance(d, ir.Const):
         v = const_value(d.value, em.program)
         return num(v) if v is not None else f"({em.lower(d.value, fn)})"
@@ -162,7 +194,7 @@ def _netcall(em: Emitter, node: ir.NetCall, fn: Fn) -> str:
     x = args[0] if len(args) == 1 else "jnp.concatenate([" + ", ".join(f"jnp.atleast_1d({a})" for a in args) + "], axis=-1)"
     if len(args) == 1 and net.widths[0] == 1:
         x = f"jnp.atleast_1d({x})"
-    out = f'mlp(params[{key_literal(node.net)}], {x}, "{net.act}")'
+    out = f'mlp({fn.params}[{key_literal(node.net)}], {x}, "{net.act}")'
     return f"{out}[..., 0]" if net.widths[-1] == 1 else out
 
 
@@ -231,8 +263,7 @@ def _block(em: Emitter, name: str) -> ir.Block:
 def log_density(em: Emitter, density: ir.Density, fn: Fn) -> str:
     """log p(vars | given): the sum of the block's factors for `vars`, at bound values."""
     block = _block(em, density.model)
-    local = fn.child({}, fn.key)
-    local.indent = fn.indent
+    local = fn.view()
     known = set(density.vars) | set(density.given) | set(block.given)
     for v in known:
         if v not in fn.env:
@@ -245,8 +276,6 @@ def log_density(em: Emitter, density: ir.Density, fn: Fn) -> str:
                 local.env[line.name] = local.tmp(em.lower(line.value, local), ident(line.name) + "_")
         elif isinstance(line, ir.Tilde) and line.name in density.vars:
             terms.append(dist_logprob(em, line.dist, local.env[line.name], local))
-    fn.lines.extend(local.lines)
-    fn.sites = max(fn.sites, local.sites)
     return "(" + " + ".join(terms) + ")" if terms else "0.0"
 
 
@@ -301,7 +330,7 @@ def _data_expect(em: Emitter, node: ir.Expect, fn: Fn) -> str:
     inner.emit(f"return {em.lower(node.body, inner)}")
     args = (["key"] if keyed else []) + [f"v_{ident(v)}" for v in node.binder]
     fn.emit(f"def {name}({', '.join(args)}):")
-    fn.lines.extend(inner.lines)
+    fn.lines.extend(inner.body())
     mapped = [f"batch[{key_literal(v)}]" for v in node.binder]
     if keyed:
         mapped.insert(0, f"jax.random.split({fn.subkey()}, batch[{key_literal(node.binder[0])}].shape[0])")
@@ -331,7 +360,7 @@ def _sample_expect(em: Emitter, node: ir.Expect, fn: Fn) -> str:
         inner.env[v] = value
     inner.emit(f"return {em.lower(node.body, inner)}")
     fn.emit(f"def {name}(key):")
-    fn.lines.extend(inner.lines)
+    fn.lines.extend(inner.body())
     if node.samples > 1:
         return f"jnp.mean(jax.vmap({name}, axis_name={inner.env[DRAWS_AXIS]})(jax.random.split({fn.subkey()}, {node.samples})), axis=0)"
     return f"{name}({fn.subkey()})"

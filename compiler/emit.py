@@ -6,6 +6,8 @@ import textwrap
 from compiler import ir
 from compiler.backend import RUNTIME_PARTS, Emitter, Fn, block_sample, ident, key_literal, num
 from compiler.defaults import training
+from compiler.diagnostics import AttractorError
+from compiler.joint import joint_function
 from compiler.printer import show, shape_text
 from compiler.strategies import const_value
 
@@ -233,8 +235,8 @@ class ModuleWriter:
 
     def function(self, name: str, node: ir.Node, doc: str) -> list[str]:
         fn = Fn(self.em, 1, {}, "key")
-        value = self.em.lower(node, fn)
-        return [f"def {name}(params, key, batch):", f'    """{doc}"""'] + fn.lines + [f"    return {value}"]
+        fn.emit(f"return {self.em.lower(node, fn)}")
+        return [f"def {name}(params, key, batch):", f'    """{doc}"""'] + fn.body()
 
     def losses(self) -> list[str]:
         out: list[str] = []
@@ -242,6 +244,13 @@ class ModuleWriter:
             out += self.function(f"loss_{ident(pl.name)}", pl.loss, f"{pl.sense}: {show(pl.loss)}".replace('"', "'").replace("\\", "/")) + ["", ""]
         out.append("LOSSES = {" + ", ".join(f"{key_literal(pl.name)}: loss_{ident(pl.name)}" for pl in self.program.players) + "}")
         return out
+
+    def joint(self) -> list[str]:
+        """With several moving players, `joint_losses` (compiler.joint): the field in one pass."""
+        players = self.program.players
+        if sum(1 for pl in players if pl.params) < 2:
+            return ["JOINT = None   # one moving player: the field is the gradient of its loss"]
+        return joint_function(self.em, players) + ["", "", "JOINT = joint_losses"]
 
     def reports(self) -> list[str]:
         out: list[str] = []
@@ -268,9 +277,9 @@ class ModuleWriter:
         data = [n for n, _ in self.program.data_vars if b.line(n)] or [b.lines[-1].name]
         fn = Fn(self.em, 2, {}, "key")
         drawn = block_sample(self.em, ir.Sample(b.name, tuple(data)), fn)
-        outs = ", ".join(drawn[n] for n in data)
+        fn.emit("return " + ", ".join(drawn[n] for n in data))
         return (["def sample(params, key, n):", f'    """n draws of sampler {ident(b.name)}."""', "    def one(key):"]
-                + fn.lines + [f"        return {outs}", "    return jax.vmap(one)(jax.random.split(key, n))"])
+                + fn.body() + ["    return jax.vmap(one)(jax.random.split(key, n))"])
 
     def source(self) -> str:
         p = self.program
@@ -300,14 +309,17 @@ class ModuleWriter:
         ]
         main_player = p.players[0].name
         extras = [RUNTIME_PARTS[k] for k in sorted(RUNTIME_PARTS)]
-        body = (header + self.constants() + [RUNTIME] + extras + self.init() + ["", ""] + self.losses() + ["", ""]
+        body = (header + self.constants() + [RUNTIME] + extras + self.init() + ["", ""] + self.losses() + ["", ""] + self.joint() + ["", ""]
                 + self.updates() + ["", ""] + self.reports() + ["", ""] + self.sampler() + ["", ""])
         body.append(TRAINING.replace("MAIN_PLAYER", key_literal(main_player))
                     .replace("IS_ESTIMATE", str(p.objective.sense == "estimate")))
         body.append(DYNAMICS_CODE.get(self.dynamics, "") if self.dynamics != "alternating" else "")
         body.append(STEP_CODE["alternating" if self.dynamics == "alternating" else "default"])
         body.append(MAIN)
-        return "\n".join(body)
+        text = "\n".join(body)
+        if "\x00" in text:
+            raise AttractorError("internal: a random site was left unresolved in the emitted module")
+        return text
 
 
 TRAINING = '''
@@ -352,14 +364,25 @@ def player_field(player, params, key, batch):
 
 
 def field_and_losses(params, key, batch):
-    v, values = {}, {}
-    for p in PLAYERS:
-        if PLAYERS[p]:
-            vp, values[p] = player_field(p, params, key, batch)
-            v.update(vp)
-        else:
-            values[p] = LOSSES[p](params, key, batch)
-    return v, values
+    """The field and every player's loss. With several moving players, one gradient of
+    sum_p sign_p L_p(ctx[p]) through JOINT, ctx[p] the parameters with player p's own ones as
+    the variables: each player differentiates its loss in its own parameters only, the others
+    enter at their values (still traced, so Jacobians of the field keep the cross terms)."""
+    if JOINT is None:
+        v, values = {}, {}
+        for p in PLAYERS:
+            if PLAYERS[p]:
+                vp, values[p] = player_field(p, params, key, batch)
+                v.update(vp)
+            else:
+                values[p] = LOSSES[p](params, key, batch)
+        return v, values
+
+    def signed_total(mine):
+        values = JOINT({p: {**params, **mine[p]} if p in mine else params for p in PLAYERS}, key, batch)
+        return sum(values[p] if SENSES[p] == "min" else -values[p] for p in mine), values
+    grads, values = jax.grad(signed_total, has_aux=True)({p: own(params, p) for p in MOVING})
+    return {k: g for p in MOVING for k, g in negate(grads[p]).items()}, values
 
 
 def field(params, key, batch):

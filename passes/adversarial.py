@@ -91,7 +91,7 @@ def _function_of(em: Emitter, node: Grad | Laplacian, fn: Fn) -> tuple[str, str]
     inner = fn.child({node.var: arg}, None)
     inner.emit(f"return {em.lower(node.expr, inner)}")
     fn.emit(f"def {name}({arg}):")
-    fn.lines.extend(inner.lines)
+    fn.lines.extend(inner.body())
     return name, fn.tmp(at, ident(node.var) + "_")
 
 

@@ -242,15 +242,15 @@ def _smoothed(em: Emitter, node: Smoothed, fn: Fn) -> str:
     """The body becomes `fitness(params, key)` evaluated at perturbed parameters (its
     `params` shadows the loss's), handed to the runtime's `es_smooth`."""
     names = [p.name for p in node.source.params]
-    inner = fn.child({b: f"params[{key_literal(n)}]" for b, n in zip(node.binder, names)}, "key")
+    inner = fn.child({b: f"params[{key_literal(n)}]" for b, n in zip(node.binder, names)}, "key", params="params")
     inner.emit(f"return {em.lower(node.body, inner)}")
     fitness = em.fresh("fitness")
     fn.emit(f"def {fitness}(params, key):")
-    fn.lines.extend(inner.lines)
+    fn.lines.extend(inner.body())
     sigma = f"es_sigma({num(node.source.sigma)}, {num(node.sigma_final)}, batch)"
     names_code = "(" + "".join(f"{key_literal(n)}, " for n in names) + ")"
     shaping = SHAPINGS[SHAPINGS.index(node.shaping)]
-    return (f"es_smooth({fitness}, params, {names_code}, {fn.subkey()}, {fn.subkey()}, {sigma}, "
+    return (f"es_smooth({fitness}, {fn.params}, {names_code}, {fn.subkey()}, {fn.subkey()}, {sigma}, "
             f"{int(node.samples)}, {bool(node.antithetic)}, \"{shaping}\")")
 
 

@@ -271,6 +271,9 @@ def test_gan_ring_compiles_to_the_game_of_the_spec():
 
 
 def test_score_matching_energy_is_low_on_the_ring():
+    """After 1500 of the program's 4000 steps every centre of the ring lies below the average
+    energy half-way between centres, and the centres are lower by a clear margin on average
+    (an untrained energy is flat: gaps near 0)."""
     prog = compile_file(EXAMPLES / "score_matching.att")
     mod = prog.build()
     params, history = mod.fit(prog.load_data(), steps=1500, seed=0)
@@ -278,7 +281,8 @@ def test_score_matching_energy_is_low_on_the_ring():
     angles = np.arange(8) * np.pi / 4
     ring = lambda shift: 2 * np.stack([np.cos(angles + shift), np.sin(angles + shift)], 1).astype(np.float32)  # noqa: E731
     energy = lambda x: np.asarray(mod.mlp(params["energy"], jnp.asarray(x), "relu")[..., 0])  # noqa: E731
-    assert np.max(energy(ring(0.0))) < np.min(energy(ring(np.pi / 8)))
+    centres, between = energy(ring(0.0)), energy(ring(np.pi / 8))
+    assert np.max(centres) < np.mean(between) and np.mean(between) - np.mean(centres) > 3.0
 
 
 @pytest.mark.slow
@@ -293,11 +297,21 @@ def test_kl_estimate_as_written():
 
 @pytest.mark.slow
 def test_hellinger_fit_as_written():
+    """The game settles at mean 2, sd 0.5: averaged over the last 1000 steps within 0.02 (on 8
+    seeds within 0.005, bench/adversarial_divergences.py). Simultaneous Adam at a constant step
+    of 1e-2 jitters about the equilibrium, so the final iterate is only within 0.1 (within 0.05
+    on 6 of those 8 seeds)."""
     prog = compile_file(EXAMPLES / "hellinger_fit.att")
     mod, data = prog.build(), prog.load_data()
-    params, _ = mod.fit(data, seed=0)
+    tail = []
+
+    def keep(done, total, record, params):
+        if done > total - 1000:
+            tail.append((float(params["mu"]), float(np.exp(params["log_sd"]))))
+    params, _ = mod.fit(data, seed=0, callback=keep, chunk=50)
     reports = mod.reports(params, jax.random.PRNGKey(0), data)
-    assert reports["mean"] == pytest.approx(2.0, abs=0.05) and reports["sd"] == pytest.approx(0.5, abs=0.05)
+    assert reports["mean"] == pytest.approx(2.0, abs=0.1) and reports["sd"] == pytest.approx(0.5, abs=0.1)
+    np.testing.assert_allclose(np.mean(tail, axis=0), [2.0, 0.5], atol=0.02)
 
 
 # ---- bad input ------------------------------------------------------------------------------------------------
