@@ -19,7 +19,7 @@ from compiler.printer import number, show
 from compiler.strategies import const_value
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z_0-9]*$")
-_SITE = "\x00"   # brackets a random site's placeholder until its scope is complete (Fn.body)
+SITE_MARK = "\x00"   # brackets a random site's placeholder until its scope is complete (Fn.body)
 
 
 def ident(name: str) -> str:
@@ -75,11 +75,11 @@ class Fn:
         if self.key is None:
             raise AttractorError("internal: randomness requested where no key is available")
         self._sites[0] += 1
-        return f"{_SITE}{self._sites[1]}:{self._sites[0]}{_SITE}"
+        return f"{SITE_MARK}{self._sites[1]}:{self._sites[0]}{SITE_MARK}"
 
     def body(self) -> list[str]:
         """The lines with this scope's random sites resolved to keys."""
-        pattern = re.compile(f"{_SITE}{self._sites[1]}:([0-9]+){_SITE}")
+        pattern = re.compile(f"{SITE_MARK}{self._sites[1]}:([0-9]+){SITE_MARK}")
         if self._sites[0] == 1:
             return [pattern.sub(self.key, line) for line in self.lines]
         return [pattern.sub(lambda m: f"jax.random.fold_in({self.key}, {m.group(1)})", line) for line in self.lines]

@@ -4,7 +4,7 @@ from __future__ import annotations
 import textwrap
 
 from compiler import ir
-from compiler.backend import RUNTIME_PARTS, Emitter, Fn, block_sample, ident, key_literal, num
+from compiler.backend import RUNTIME_PARTS, SITE_MARK, Emitter, Fn, block_sample, ident, key_literal, num
 from compiler.defaults import training
 from compiler.diagnostics import AttractorError
 from compiler.joint import joint_function
@@ -317,7 +317,7 @@ class ModuleWriter:
         body.append(STEP_CODE["alternating" if self.dynamics == "alternating" else "default"])
         body.append(MAIN)
         text = "\n".join(body)
-        if "\x00" in text:
+        if SITE_MARK in text:
             raise AttractorError("internal: a random site was left unresolved in the emitted module")
         return text
 
