@@ -208,6 +208,7 @@ class ModuleWriter:
         ]
         cosine = tr.schedule == "cosine"
         lines.append(f"COSINE = {cosine}   # the step decays from LR to 0 over the steps run (cosine)")
+        lines.append("TAIL_AVERAGE = len(MOVING) > 1   # a game: fit returns the mean iterate of the last tenth of the run")
         optimizer = f"optax.{ident(name)}"
         lines.append(f"OPTIMIZER = {f'optax.inject_hyperparams({optimizer})' if tr.lipschitz or cosine else optimizer}({opt_args})")
         src = p.data_source
@@ -394,7 +395,21 @@ def init_state(params, total=STEPS):
     """Parameters, optimiser states, the step number and the number of steps of the run
     (schedules follow it)."""
     return {"params": params, "opt": {p: OPTIMIZER.init(own(params, p)) for p in MOVING},
-            "step": jnp.zeros((), jnp.int32), "total": jnp.asarray(total, jnp.int32)}
+            "step": jnp.zeros((), jnp.int32), "total": jnp.asarray(total, jnp.int32),
+            **({"average": params} if TAIL_AVERAGE else {})}
+
+
+def tail_average(state):
+    """Polyak-Ruppert tail averaging for games: `average` follows the iterate until the last
+    tenth of the run, then is the running mean of the iterates since. At a constant step,
+    simultaneous play circles or hovers about a stable equilibrium (the last iterate of a
+    bilinear game never converges); the mean of the iterates does."""
+    if not TAIL_AVERAGE:
+        return state
+    n = state["step"] - (state["total"] - state["total"] // 10)
+    weight = 1.0 / jnp.maximum(n, 1).astype(jnp.float32)
+    average = jax.tree.map(lambda a, x: a + weight * (x - a), state["average"], state["params"])
+    return {**state, "average": average}
 
 
 def apply_prox(new, step_size):
@@ -491,6 +506,7 @@ def train_steps(state, key, data, length, batch_size):
         state, total = carry
         kb, ks = jax.random.split(jax.random.fold_in(key, state["step"]))
         state, values = step(state, ks, minibatch(data, kb, batch_size))
+        state = tail_average(state)
         return state, jax.tree.map(lambda a, b: a + jnp.mean(b), total, values)
     zeros = {p: jnp.zeros((), jnp.float32) for p in PLAYERS}
     state, total = jax.lax.fori_loop(0, length, body, (state, zeros))
@@ -526,7 +542,7 @@ def fit(data, steps=STEPS, seed=0, batch_size=BATCH, callback=None, chunk=None, 
             callback(done, steps, record, state["params"])
         if chunk is None:
             length = max(1, min(10 * length, int(length * seconds_per_call / max(elapsed, 1e-6))))
-    return state["params"], history
+    return state["average" if TAIL_AVERAGE else "params"], history
 
 
 def full_batch(data):

@@ -297,21 +297,24 @@ def test_kl_estimate_as_written():
 
 @pytest.mark.slow
 def test_hellinger_fit_as_written():
-    """The game settles at mean 2, sd 0.5: averaged over the last 1000 steps within 0.02 (on 8
-    seeds within 0.005, bench/adversarial_divergences.py). Simultaneous Adam at a constant step
-    of 1e-2 jitters about the equilibrium, so the final iterate is only within 0.1 (within 0.05
-    on 6 of those 8 seeds)."""
+    """The game settles at mean 2, sd 0.5 within 0.05 (on 8 seeds within 0.013,
+    bench/adversarial_divergences.py). `fit` returns the mean iterate of the last tenth of the
+    run: simultaneous Adam at a constant step of 1e-2 jitters about the equilibrium by about
+    0.05, and the returned parameters are the running mean of the iterates the callback saw."""
     prog = compile_file(EXAMPLES / "hellinger_fit.att")
     mod, data = prog.build(), prog.load_data()
     tail = []
 
     def keep(done, total, record, params):
-        if done > total - 1000:
-            tail.append((float(params["mu"]), float(np.exp(params["log_sd"]))))
-    params, _ = mod.fit(data, seed=0, callback=keep, chunk=50)
+        if done > total - total // 10:
+            tail.append(params)
+    params, _ = mod.fit(data, seed=0, callback=keep, chunk=1)
     reports = mod.reports(params, jax.random.PRNGKey(0), data)
-    assert reports["mean"] == pytest.approx(2.0, abs=0.1) and reports["sd"] == pytest.approx(0.5, abs=0.1)
-    np.testing.assert_allclose(np.mean(tail, axis=0), [2.0, 0.5], atol=0.02)
+    assert reports["mean"] == pytest.approx(2.0, abs=0.05) and reports["sd"] == pytest.approx(0.5, abs=0.05)
+    assert len(tail) == mod.STEPS // 10
+    for name in ("mu", "log_sd"):
+        np.testing.assert_allclose(params[name], np.mean([t[name] for t in tail], axis=0), rtol=1e-4, atol=1e-5)
+        assert not np.allclose(params[name], tail[-1][name], rtol=0, atol=1e-7)
 
 
 # ---- bad input ------------------------------------------------------------------------------------------------

@@ -77,20 +77,26 @@ def test_dynamics_are_transformations_of_the_field(dirac):
         np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-7, err_msg=name)
 
 
-def radius_after(prog, steps=1000):
-    mod = prog.build()
-    params, _ = mod.fit(prog.load_data(), steps=steps, seed=0)
-    return float(np.hypot(params["theta"], params["psi"]))
+def radii_after(prog, steps=1000):
+    """Distance from the equilibrium (0, 0) of the last iterate, and of the parameters `fit`
+    returns (for a game, the mean iterate of the last tenth of the run)."""
+    mod, last = prog.build(), {}
+    params, _ = mod.fit(prog.load_data(), steps=steps, seed=0, callback=lambda d, t, r, p: last.update(p), chunk=10)
+    return float(np.hypot(last["theta"], last["psi"])), float(np.hypot(params["theta"], params["psi"]))
 
 
 def test_discrete_dirac_gan_dynamics(dirac):
     """From (theta, psi) = (1, 0), 1000 SGD steps of size 0.1: simultaneous steps spiral out,
-    alternating ones circle, the damped dynamics spiral in (SGA fastest)."""
-    r = {d: radius_after(dirac[d]) for d in DYNAMICS}
+    alternating ones circle, the damped dynamics spiral in (SGA fastest). The mean iterate
+    of the last 100 steps, which `fit` returns, is nearer the equilibrium than the circling
+    iterates (about 2 rad of arc in 100 steps: the chord mean is at 0.83 of the radius)."""
+    radii = {d: radii_after(dirac[d]) for d in DYNAMICS}
+    r = {d: last for d, (last, _) in radii.items()}
     assert r["simultaneous"] > 1.2
     assert 0.7 < r["alternating"] < 1.3
     assert r["extragradient"] < 0.85 and r["consensus"] < 0.85
     assert r["sga"] < 0.05
+    assert radii["alternating"][1] < 0.9 * r["alternating"]
 
 
 def test_every_dynamics_trains_a_small_gan():
