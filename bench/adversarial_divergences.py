@@ -31,12 +31,13 @@ from compiler.convex import U, named_generator  # noqa: E402
 KL_FILE = ROOT / "examples" / "kl_estimate.att"
 
 
-def truth(kind: str) -> float:
-    """D_f(N(0, 1) || N(1, 1.5^2)) = ∫ q f(p/q), by quadrature on a fine grid."""
+def truth(kind: str, p_law=(0.0, 1.0), q_law=(1.0, 1.5)) -> float:
+    """D_f(N(mean_p, sd_p^2) || N(mean_q, sd_q^2)) = ∫ q f(p/q), by quadrature on a fine grid
+    (default: the program's N(0, 1) and N(1, 1.5^2))."""
     import sympy as sp
     x = np.linspace(-20, 20, 400001)
-    p = np.exp(-0.5 * x**2) / np.sqrt(2 * np.pi)
-    q = np.exp(-0.5 * ((x - 1) / 1.5) ** 2) / (1.5 * np.sqrt(2 * np.pi))
+    p = np.exp(-0.5 * ((x - p_law[0]) / p_law[1]) ** 2) / (p_law[1] * np.sqrt(2 * np.pi))
+    q = np.exp(-0.5 * ((x - q_law[0]) / q_law[1]) ** 2) / (q_law[1] * np.sqrt(2 * np.pi))
     f = sp.lambdify(U, named_generator(kind), "numpy")
     return float(np.trapezoid(q * f(p / q), x))
 

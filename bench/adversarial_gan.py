@@ -68,9 +68,9 @@ def mlp_init(key, widths):
     return layers
 
 
-def mlp(layers, x):
+def mlp(layers, x, act=jax.nn.relu):
     for layer in layers[:-1]:
-        x = jax.nn.relu(x @ layer["w"] + layer["b"])
+        x = act(x @ layer["w"] + layer["b"])
     return x @ layers[-1]["w"] + layers[-1]["b"]
 
 
