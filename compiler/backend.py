@@ -208,8 +208,8 @@ def _let(em: Emitter, node: ir.Let, fn: Fn) -> str:
 @lowers(ir.Sym)
 def _sym(em: Emitter, node: ir.Sym, fn: Fn) -> str:
     import sympy
-    from compiler.distributions_math import to_jax_source
-    expr = sympy.sympify(node.expr)
+    from compiler.distributions_math import RUNTIME_FUNCTIONS, to_jax_source
+    expr = sympy.sympify(node.expr, locals=RUNTIME_FUNCTIONS)
     by_name = {str(s): s for s in expr.free_symbols}
     names = {}
     for sym_name, arg in zip(node.symbols, node.args):

@@ -25,6 +25,8 @@ import sympy as sp
 from sympy.codegen.cfunctions import expm1
 from sympy.core.relational import Relational
 
+from compiler.distributions_math import with_softplus, wright_omega
+
 U = sp.Symbol("u", positive=True)  # the density ratio p/q
 T = sp.Symbol("t", real=True)      # the conjugate variable, i.e. the critic's value
 V = sp.Symbol("v", real=True)      # the raw critic output, before the activation
@@ -226,6 +228,12 @@ class Conjugate:
     activation: sp.Expr           # g_f(v), in V: ℝ onto the interior of dom f*
     critic_of_ratio: sp.Expr      # T*(u) = f'(u), the optimal critic at ratio u = p/q
     fstar_of_activation: sp.Expr  # f*(g_f(v)), in V, in a numerically stable form
+    optimal_output: sp.Expr | None = None  # v*(u) with g_f(v*) = f'(u): f''(1) log u for a smooth f
+
+    @property
+    def ratio_of_output(self) -> sp.Expr:
+        """u(v) = exp(v / f''(1)), the density ratio a log-ratio critic's output stands for."""
+        return sp.exp(V / sp.simplify(self.optimal_output / sp.log(U)))
 
 
 def _inside(lo, hi) -> list[float]:
@@ -292,6 +300,71 @@ def _real_roots(e):
     return e.replace(odd_root, lambda x: sp.sign(x.base) ** x.exp.p * sp.Abs(x.base) ** x.exp)
 
 
+def _lambert_to_omega(e):
+    """W(x) → ω(log x), then e^{a + ω(z)} = e^{a + z}/ω(z) and log ω(z) = z − ω(z): the root
+    u(t) of f'(u) = t and f*(t) in ω of the critic's value alone (Jeffreys: f*(t) = ω(1 − t) +
+    1/ω(1 − t) + t − 2).  Valid for x > 0; the caller checks the root numerically."""
+    def exp_rule(x):
+        arg = sp.expand(x.args[0])
+        omegas = [a for a in sp.Add.make_args(arg) if isinstance(a, wright_omega)]
+        return sp.exp(arg - omegas[0] + omegas[0].args[0]) / omegas[0] if omegas else x
+
+    def log_rule(x):
+        a = x.args[0]
+        return a.args[0] - a if isinstance(a, wright_omega) else x
+    e = e.replace(lambda x: isinstance(x, sp.LambertW) and len(x.args) == 1,
+                  lambda x: wright_omega(sp.expand_log(sp.log(x.args[0]), force=True)))
+    for _ in range(3):
+        e = sp.expand_log(e, force=True).replace(lambda x: isinstance(x, sp.exp), exp_rule)
+        e = e.replace(lambda x: isinstance(x, sp.log), log_rule)
+    return e
+
+
+def _omega_only(e):
+    """e(t) with t eliminated outside ω(z(t)) for z linear in t, by z = ω + log ω: no
+    cancellation between t and ω(z(t)) when |t| is large (Jeffreys: f*(t) = 1/ω − log ω − 1,
+    ω = ω(1 − t), where t + ω(1 − t) − 2 + 1/ω(1 − t) loses every digit at t = −1e20)."""
+    omegas = list(e.atoms(wright_omega))
+    if len(omegas) != 1 or not sp.Poly(omegas[0].args[0], T).degree() == 1:
+        return e
+    w = sp.Dummy("w", positive=True)
+    t_of_w, = sp.solve(sp.Eq(omegas[0].args[0], w + sp.log(w)), T)
+    return sp.simplify(e.subs(omegas[0], w).subs(T, t_of_w)).subs(w, omegas[0])
+
+
+def _real_on_side(e, side):
+    """e(t) for t of one sign, written without i: with t = side·a, a > 0, the complex roots of
+    a cubic's solution (|u − 1|^(5/2) for t ≤ 0) collapse to real powers of a = |t|."""
+    a = sp.Symbol("a", positive=True)
+    return sp.simplify(sp.expand_complex(e.subs(T, side * a))).subs(a, side * T)
+
+
+def _in_abs(branches, lo, hi):
+    """Two branches of f* that meet at t = 0 as one expression in |t|, or None: t^r → |t|^r
+    in either branch, kept if it agrees with both (|u − 1|^(5/2): t + c·|t|^(5/3)).  JAX
+    differentiates both sides of a jnp.where, and (−t)^(5/3) is NaN for t > 0."""
+    if len(branches) != 2 or branches[0][1] != 0:
+        return None
+    (left, _), (right, _) = branches
+    for e in (right, left.subs(T, -T)):
+        merged = e.replace(lambda x: x.is_Pow and x.base == T and not x.exp.is_Integer,
+                           lambda x: sp.Abs(T) ** x.exp)
+        if merged != e and _agree(merged, left, T, _inside(lo, 0)) and _agree(merged, right, T, _inside(0, hi)):
+            return merged
+    return None
+
+
+def _simplify_signed(e):
+    """Simplify e(t) written with sign(t) and |t| (from _real_roots) as A(|t|) + sign(t)·B(|t|):
+    with t = s·a, s = ±1 and a > 0, powers of s reduce mod 2 and A, B simplify with a > 0,
+    where SymPy's simplify of the |t| form brings back complex principal roots (t^(2/3))."""
+    s, a = sp.Symbol("s"), sp.Symbol("a", positive=True)
+    e = sp.expand(e.subs({sp.sign(T): s, sp.Abs(T): a}).subs(T, s * a))
+    e = e.replace(lambda x: x.is_Pow and x.base == s and x.exp.is_Integer, lambda x: s ** (x.exp % 2))
+    even, odd = (sp.simplify((e.subs(s, 1) + sign * e.subs(s, -1)) / 2) for sign in (1, -1))
+    return sp.simplify(even.subs(a, sp.Abs(T)) + sp.sign(T) * odd.subs(a, sp.Abs(T)))
+
+
 def _branch_conjugate(g, gp, a, b, lo, hi):
     """f* on a curved piece g of f over u ∈ (a, b) whose slopes gp = g' fill (lo, hi): the
     root u(t) > 0 of g'(u) = t (the one that checks out at points of (lo, hi)), then
@@ -301,38 +374,59 @@ def _branch_conjugate(g, gp, a, b, lo, hi):
         roots = sp.solve(sp.Eq(gp, T), U, check=False)  # checked below
     except NotImplementedError:
         roots = []
+    roots = [_lambert_to_omega(r) if r.has(sp.LambertW) else r for r in roots]
     for r in roots + [_real_roots(r) for r in roots if _real_roots(r) != r]:
         us = [complex(r.subs(T, t0).evalf()) for t0 in points]
         if all(abs(u0.imag) < 1e-12 and a < u0.real < b for u0 in us) and \
                 _agree(gp.subs(U, r), T, T, points):
-            fstar = sp.simplify(T * r - g.subs(U, r))
+            fstar = T * r - g.subs(U, r)
+            if fstar.has(wright_omega):
+                fstar = _omega_only(_lambert_to_omega(fstar))
+            fstar = _simplify_signed(fstar) if fstar.has(sp.sign) else sp.simplify(fstar)
+            if fstar.has(sp.I) and (hi <= 0 or lo >= 0):
+                fstar = _real_on_side(fstar, 1 if lo >= 0 else -1)
             if fstar.has(sp.Abs):
                 fstar = sp.simplify(_unabs(fstar, lo, hi))
             return _tidy_logs(fstar, T, points[1])
     raise ConvexityError(f"cannot derive f* in closed form: no root u > 0 of {gp} = t found")
 
 
-_V_TEST = np.linspace(-40, 40, 33)
+_V_TEST = np.concatenate([[-200, -100, -60], np.linspace(-40, 40, 33), [60, 100, 200]])
+
+
+def _float32_failures(x, ref) -> int:
+    """At how many v of _V_TEST float32 evaluation of x(v), in the printer's softplus and
+    sigmoid forms, misses the reference by more than 1e-3 (relative, or absolute below 1)."""
+    try:
+        with np.errstate(all="ignore"):
+            y = sp.lambdify(V, with_softplus(x), "numpy")(_V_TEST.astype(np.float32)) + 0 * _V_TEST
+    except (NameError, TypeError):  # a function NumPy lacks (LambertW): no preference
+        return 0
+    with np.errstate(invalid="ignore"):
+        ok = abs(y - ref) <= 1e-3 * (1 + abs(ref))
+    return int(np.sum(~ok & (abs(ref) < 1e30)))
+
+
+def _reference(e) -> np.ndarray:
+    """e(v) at _V_TEST to 120 digits (e^-200 is 1e-87); NaN where it is not finite."""
+    exact = sp.lambdify(V, e, "mpmath")
+
+    def value(v):
+        try:
+            return float(mpmath.re(exact(mpmath.mpf(v))))
+        except (ZeroDivisionError, ValueError, OverflowError):
+            return np.nan
+    with mpmath.workdps(120):
+        return np.array([value(v) for v in _V_TEST])
 
 
 def _stablest(e):
     """Of a few equivalent forms of e(v), the one with fewest float32 failures on v ∈
     [−40, 40] against a 30-digit reference, then the shortest."""
-    exact = sp.lambdify(V, e, "mpmath")
-    with mpmath.workdps(30):
-        ref = np.array([float(mpmath.re(exact(v))) for v in _V_TEST])
+    ref = _reference(e)
     forms = [e, sp.powsimp(sp.expand(e))]
     forms += [_expm1(_tidy_logs(x, V, 0)) for x in forms]
-
-    def failures(x):
-        try:
-            with np.errstate(all="ignore"):
-                y = sp.lambdify(V, x, "numpy")(_V_TEST.astype(np.float32)) + 0 * _V_TEST
-        except (NameError, TypeError):  # a function NumPy lacks (LambertW): no preference
-            return 0
-        ok = abs(y - ref) <= 1e-3 * (1 + abs(ref))
-        return int(np.sum(~ok & (abs(ref) < 1e30)))
-    return min(forms, key=lambda x: (failures(x), sp.count_ops(x)))
+    return min(forms, key=lambda x: (_float32_failures(x, ref), sp.count_ops(x)))
 
 
 def _activation(lo, hi) -> sp.Expr:
@@ -366,20 +460,49 @@ def _derive(f) -> Conjugate:
             branches.append((_branch_conjugate(g, gps[i], a, b, lo, hi), hi))
         if b != sp.oo and hi != slopes[i + 1][0]:  # a kink: f* affine between its slopes
             branches.append((T * b - g.subs(U, b), slopes[i + 1][0]))
-    lo, hi = slopes[0][0], slopes[-1][1]
     if not branches:
         raise ConvexityError(f"f(u) = {f} is affine: D_f is constant, nothing to estimate")
-    fstar = branches[0][0] if len(branches) == 1 else sp.Piecewise(
-        *[(e, T <= upper) for e, upper in branches[:-1]], (branches[-1][0], True))
+    lo, hi = slopes[0][0], slopes[-1][1]
+    fstar = _in_abs(branches, lo, hi) or (branches[0][0] if len(branches) == 1 else sp.Piecewise(
+        *[(e, T <= upper) for e, upper in branches[:-1]], (branches[-1][0], True)))
     ends = ((lo, lo * U - pieces[0][2], 0), (hi, hi * U - pieces[-1][2], sp.oo))
     closed = [end.is_finite and sp.limit(e, U, at).is_finite for end, e, at in ends]
-    act = _activation(lo, hi)
     critic = sp.diff(f, U)
-    composed = _stablest(fstar.subs(T, act))
-    _evaluable(composed, fstar)
+    found = _log_ratio_critic(f, critic, fstar) if len(pieces) == 1 else None
+    if found is None:
+        act, output = _activation(lo, hi), None
+        composed = _stablest(fstar.subs(T, act))
+        _evaluable(composed, fstar)
+    else:
+        act, composed, output = found
     return Conjugate(f=f, fstar=fstar, domain=(lo, hi, *closed), activation=act,
                      critic_of_ratio=min((critic, sp.simplify(critic)), key=sp.count_ops),
-                     fstar_of_activation=composed)
+                     fstar_of_activation=composed, optimal_output=output)
+
+
+def _log_ratio_critic(f, critic, fstar):
+    """g_f(v) = f'(u) at u = e^{v/c}, c = f''(1) (1 if f''(1) = 0), for a smooth f: the critic's
+    output is a scaled log density ratio, tight at v* = c·log p/q, with slope g_f'(0) = 1 for
+    every f (Hellinger: 1 − e^{−v}, as f-GAN's); and f*(g_f(v)) = u f'(u) − f(u) (Fenchel–Young
+    holds with equality at t = f'(u)), which needs no f* at all — Jeffreys' is v/2 + expm1(v/2),
+    where f* needs ω.  Checked against f* at a few v; None (use the domain's activation)
+    unless both g_f and f*∘g_f evaluate accurately in float32 on _V_TEST."""
+    curvature = sp.simplify(sp.diff(critic, U).subs(U, 1))
+    scale = curvature if curvature.is_positive else sp.Integer(1)
+    u_of_v = sp.exp(V / scale)
+    raw = sp.simplify(sp.expand_log(critic.subs(U, u_of_v), force=True))
+    act = _stablest(raw)
+    composed = _stablest(sp.simplify(sp.expand_log(u_of_v * raw - f.subs(U, u_of_v), force=True)))
+    points = [-2.0, -0.5, 0.0, 1.5]
+    if not _agree(composed, fstar.subs(T, act), V, points, rtol=1e-8):
+        raise ConvexityError(f"internal: e^v f'(e^v) - f(e^v) = {composed} differs from f*(f'(e^v)) = {fstar.subs(T, act)}")
+    if _float32_failures(act, _reference(act)) or _float32_failures(composed, _reference(composed)):
+        return None
+    try:
+        _evaluable(composed, fstar)
+    except ConvexityError:
+        return None
+    return act, composed, scale * sp.log(U)
 
 
 def _evaluable(e, fstar) -> None:
@@ -387,6 +510,8 @@ def _evaluable(e, fstar) -> None:
     value is, for critic outputs v ∈ [−12, 12]: else the critic's loss would be NaN at run time.
     (Further out, float32 may round g_f(v) onto the edge of dom f*.)"""
     from compiler.distributions_math import to_jax_source
+    if e.has(sp.I):
+        raise ConvexityError(f"f*(t) = {fstar} has no real closed form the JAX backend can evaluate")
     try:
         to_jax_source(e, {V: "v"})
     except Exception as err:   # ValueError, or SymPy's PrintMethodNotImplementedError (LambertW)
@@ -416,6 +541,10 @@ def derive_conjugate(f) -> Conjugate:
     dom f* no optimal critic uses and the activation never reaches.  (f-GAN's χ² conjugate
     t²/4 + t on all of ℝ lies above f* there: a valid but looser bound.)
 
-    The activation depends on the domain only: ℝ → v; (−∞, a) → a − e^{−v};
-    (a, ∞) → a + e^{v}; (−c, c) → c·tanh v; (a, b) → a + (b − a)·σ(v)."""
+    For a smooth f (one piece) the activation is g_f(v) = f'(e^{v/f''(1)}), so the critic's
+    output is f''(1)·log p/q at the optimum (KL: v + 1; RKL: −e^{−v}; χ²: 2e^{v/2} − 2), a
+    function as smooth as the two densities, where f'(p/q) itself can grow like q/p.
+    For an f with kinks, whose f' is flat or jumps, the activation depends on the domain
+    only: ℝ → v; (−∞, a) → a − e^{−v}; (a, ∞) → a + e^{v}; (−c, c) → c·tanh v;
+    (a, b) → a + (b − a)·σ(v)."""
     return _derive(_generator(f))

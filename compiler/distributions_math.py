@@ -21,6 +21,8 @@ import functools
 import re
 from dataclasses import dataclass
 
+import mpmath
+import numpy as np
 import sympy as sp
 from sympy.printing.numpy import JaxPrinter
 
@@ -250,12 +252,50 @@ def entropy_closed_form(family: str) -> ClosedForm | None:
     return None if found is None else ClosedForm(qs, (), found[0], "H = -E_q[log q]; " + found[1])
 
 
+class wright_omega(sp.Function):
+    """ω(z) = W(e^z), the root w > 0 of w + log w = z: Lambert's W of e^z without overflow
+    (conjugates of generators mixing log u and powers of u, Jeffreys' (u − 1) log u).
+    ω' = ω/(1 + ω); printed as the runtime's `wright_omega`."""
+
+    def fdiff(self, argindex=1):
+        return self / (1 + self)
+
+    def _eval_evalf(self, prec):
+        return sp.LambertW(sp.exp(self.args[0]))._eval_evalf(prec)
+
+    @staticmethod
+    def _imp_(z):
+        """The value for sp.lambdify: mpmath for an mpmath number, else Newton steps in NumPy."""
+        if isinstance(z, mpmath.mpf | mpmath.mpc):
+            return mpmath.lambertw(mpmath.exp(z))
+        z = np.asarray(z, np.float64)
+        w = np.where(z > 1, z - np.log(np.maximum(z, 1)), np.log1p(np.exp(np.minimum(z, 1))))
+        with np.errstate(all="ignore"):
+            for _ in range(8):
+                w = w * (1 + z - np.log(w)) / (1 + w)
+            return np.where(z < -20, np.exp(z), w)[()]
+
+
+RUNTIME_FUNCTIONS = {"wright_omega": wright_omega}  # SymPy functions the emitted runtime defines
+
+
 class _softplus(sp.Function):
     """log(1 + eˣ), printed as jax.nn.softplus."""
+    _imp_ = staticmethod(lambda x: np.logaddexp(0, x))
 
 
 class _sigmoid(sp.Function):
     """1/(1 + e⁻ˣ), printed as jax.nn.sigmoid."""
+    _imp_ = staticmethod(lambda x: 0.5 * (1 + np.tanh(0.5 * x)))
+
+
+def with_softplus(expr: sp.Expr) -> sp.Expr:
+    """log(1 + eᶻ) → softplus(z), eᶻ/(1 + eᶻ) and 1/(1 + eᶻ) → sigmoid(±z): the forms the
+    printer writes, each stable for large |z|."""
+    for z in {e.args[0] for e in expr.atoms(sp.exp)}:
+        expr = (expr.subs(sp.exp(z) / (1 + sp.exp(z)), _sigmoid(z)).subs(1 / (1 + sp.exp(z)), _sigmoid(-z))
+                .subs(sp.log(1 + sp.exp(z)), _softplus(z)))
+    return expr
 
 
 class _JnpPrinter(JaxPrinter):
@@ -292,6 +332,9 @@ class _JnpPrinter(JaxPrinter):
     def _print__softplus(self, e):
         return f"jax.nn.softplus({self._print(e.args[0])})"
 
+    def _print_wright_omega(self, e):
+        return f"wright_omega({self._print(e.args[0])})"
+
     def _print__sigmoid(self, e):
         return f"jax.nn.sigmoid({self._print(e.args[0])})"
 
@@ -303,15 +346,12 @@ def to_jax_source(expr: sp.Expr, names: dict[sp.Symbol, str]) -> str:
     so the printed code is stable for large |z|. ValueError if a symbol has no name or the
     printer needs anything besides `jnp`, `jax` and the names.
     """
-    expr = sp.expand_func(sp.sympify(expr).rewrite(sp.erf))
-    for z in {e.args[0] for e in expr.atoms(sp.exp)}:
-        expr = (expr.subs(sp.exp(z) / (1 + sp.exp(z)), _sigmoid(z)).subs(1 / (1 + sp.exp(z)), _sigmoid(-z))
-                .subs(sp.log(1 + sp.exp(z)), _softplus(z)))
+    expr = with_softplus(sp.expand_func(sp.sympify(expr).rewrite(sp.erf)))
     missing = expr.free_symbols - set(names)
     if missing:
         raise ValueError(f"no names for {sorted(map(str, missing))}")
     source = _JnpPrinter(names).doprint(expr)
-    allowed = {w for name in names.values() for w in re.findall(r"[A-Za-z_]\w*", name)}
+    allowed = {w for name in names.values() for w in re.findall(r"[A-Za-z_]\w*", name)} | set(RUNTIME_FUNCTIONS)
     stray = [w for w in re.findall(r"(?<![\w.])[A-Za-z_][\w.]*", source)
              if w not in allowed and not w.startswith(("jnp.", "jax."))]
     if stray:

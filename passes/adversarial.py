@@ -346,8 +346,10 @@ def conjugate_parts(program: ir.Program, node: ir.Divergence):
         *checks,
         f"f*(t) = sup_u t*u - f(u) = {c.fstar} on dom f* = {_interval(*c.domain)}",
         "Fenchel-Young: f*(t) >= t*u - f(u), so E_P[T] - E_Q[f*(T)] <= D_f(P || Q) for every critic T",
-        f"T_{name}(v) = {c.activation} maps the critic's output onto dom f*",
-        f"fstarT_{name}(v) = f*(T_{name}(v)) = {c.fstar_of_activation}",
+        f"T_{name}(v) = {c.activation} maps the critic's output onto dom f*" if c.optimal_output is None else
+        f"T_{name}(v) = f'(u) at u = {c.ratio_of_output} = {c.activation} maps the critic's output onto dom f*",
+        f"fstarT_{name}(v) = f*(T_{name}(v)) = {c.fstar_of_activation}" if c.optimal_output is None else
+        f"fstarT_{name}(v) = f*(T_{name}(v)) = u f'(u) - f(u) at u = {c.ratio_of_output} (Fenchel-Young equality) = {c.fstar_of_activation}",
     )
     return c, conditions
 
@@ -380,6 +382,8 @@ def conjugate(node: ir.Node, ctx: Context) -> Rewrite | None:
                              _expect(node.q, binder, closed_form(f"fstarT_{name}", c.fstar_of_activation))))
     note = (f"critic T = T_{name}({critic.describe()}); player {critic.player} maximises the bound, "
             f"tight at T*(x) = f'(p(x)/q(x)), f'(u) = {c.critic_of_ratio}")
+    if c.optimal_output is not None:
+        note += f", i.e. at {critic.describe()} = {c.optimal_output.subs(U, sp.Symbol('p(x)/q(x)'))}"
     pairing = _pairing_note(node)
     note += f"; {pairing}" if pairing else ""
     player = ir.Player(critic.player, critic.params, "max", bound)
@@ -499,6 +503,7 @@ PASSES: tuple = (RulePass("adversarial", RULES, "adversarial"),)
 _X = np.linspace(-16.0, 16.0, 64001)
 _PAIRS = 3
 _CRITICS = 24
+_V_MAX = 700.0   # an infinite optimal critic output (where p or q underflows) is put here
 
 
 def _pdf(m: float, s: float) -> np.ndarray:
@@ -539,15 +544,15 @@ def _options(prog, step) -> dict:
 
 def _bound_certificates(rule: str, name: str, truth, bound, optimal_logit, seed: int) -> list[Certificate]:
     """`bound(p, q, V)` is never above `truth(p, q)`, for random bounded critic outputs V and
-    for small perturbations of the optimal one, and equals it at `optimal_logit(p, q)` (clipped
-    to |V| <= 30, where the critic saturates)."""
+    for small perturbations of the optimal one, and equals it at `optimal_logit(p, q)` (unclipped:
+    Jeffreys' T* = log u + 1 − 1/u needs V far below −30 where q ≫ p; ±∞ becomes ±700)."""
     rng = np.random.default_rng(seed)
     gaps, errors, values = [], [], []
     with np.errstate(all="ignore"):
         for (m_p, s_p), (m_q, s_q) in _gaussian_pairs(rng):
             p, q = _pdf(m_p, s_p), _pdf(m_q, s_q)
             d = truth(p, q)
-            best = np.clip(np.nan_to_num(optimal_logit(p, q), nan=0.0, posinf=30.0, neginf=-30.0), -30.0, 30.0)
+            best = np.nan_to_num(optimal_logit(p, q), nan=0.0, posinf=_V_MAX, neginf=-_V_MAX)
             critics = _random_logits(rng) + [best + 0.05 * v / np.max(np.abs(v)) for v in _random_logits(rng)]
             values.append(d)
             gaps.append(max(bound(p, q, v) - d for v in critics))
@@ -582,15 +587,23 @@ def certify_conjugate(prog, step, seed: int) -> list[Certificate]:
     node = _divergence_of(prog, step)
     c, _ = conjugate_parts(prog.typed, node)
     f, act, fstar_act = (sp.lambdify(s, e, "numpy") for s, e in ((U, c.f), (V, c.activation), (V, c.fstar_of_activation)))
-    tstar, vstar = sp.lambdify(U, c.critic_of_ratio, "numpy"), _inverse_activation(c)
-
     def at(fn, x):
         return fn(x) + 0 * x   # constants broadcast to the grid
 
+    if c.optimal_output is None:
+        tstar, vstar = sp.lambdify(U, c.critic_of_ratio, "numpy"), _inverse_activation(c)
+
+        def optimal(p, q):
+            return vstar(at(tstar, p / q))
+    else:
+        log_ratio = sp.lambdify(U, c.optimal_output, "numpy")
+
+        def optimal(p, q):
+            return at(log_ratio, p / q)
     return _bound_certificates(
         "conjugate", node.kind, lambda p, q: _integral(q * at(f, p / q)),
         lambda p, q, v: _integral(p * at(act, v)) - _integral(q * at(fstar_act, v)),
-        lambda p, q: vstar(at(tstar, p / q)), seed)
+        optimal, seed)
 
 
 def _log_sigmoid(v: np.ndarray) -> np.ndarray:

@@ -12,6 +12,7 @@ from hypothesis import given, settings, strategies as st
 from compiler.convex import (
     T, U, V, Conjugate, ConvexityError, check_generator, derive_conjugate, named_generator,
 )
+from compiler.distributions_math import with_softplus
 
 u = sp.Symbol("u")  # a user's u, without assumptions, as a parser would make it
 oo, half, log2 = sp.oo, sp.Rational(1, 2), sp.log(2)
@@ -41,6 +42,14 @@ USER = {
     "abs+chi2": (sp.Abs(u - 1) + (u - 1) ** 2,
                  sp.Piecewise(((T + 1) ** 2 / 4 + T, T <= -1), (T, T <= 1), ((T - 1) ** 2 / 4 + T, True)),
                  (-3, oo, True, False)),
+    # f' = 4(u − 1)³: u(t) = 1 + (t/4)^(1/3) with the real cube root for t < 0.
+    "quartic": ((u - 1) ** 4, T + 3 * (sp.Abs(T) / 4) ** sp.Rational(4, 3), (-4, oo, True, False)),
+    # f' = 5/2 |u − 1|^(3/2) sign(u − 1): one expression in |t| on both sides of the kink-free u = 1.
+    "abs^5/2": (sp.Abs(u - 1) ** sp.Rational(5, 2), T + sp.Rational(3, 2) * (2 * sp.Abs(T) / 5) ** sp.Rational(5, 3),
+                (-sp.Rational(5, 2), oo, True, False)),
+    # Jeffreys: f' = log u + 1 − 1/u = t at u = 1/W(e^(1−t)), so f* = 1/W − log W − 1.
+    "jeffreys": ((u - 1) * sp.log(u), 1 / sp.LambertW(sp.exp(1 - T)) - sp.log(sp.LambertW(sp.exp(1 - T))) - 1,
+                 (-oo, oo, False, False)),
 }
 ALL = {**ORACLE, **USER}
 
@@ -50,6 +59,9 @@ def conj(name) -> Conjugate:
 
 
 def numeric(expr, sym):
+    if expr.has(sp.LambertW):   # NumPy has no Lambert W: the oracle in mpmath, point by point
+        exact = sp.lambdify(sym, expr, "mpmath")
+        return np.vectorize(lambda x: float(mpmath.re(exact(mpmath.mpf(float(x))))))
     return sp.lambdify(sym, expr, "numpy")
 
 
@@ -96,36 +108,46 @@ def test_fenchel_young(name, log_u, v):
 def test_activation_maps_reals_into_domain(name, v):
     c = conj(name)
     lo, hi, _, _ = c.domain
-    t = sp.N(c.activation.subs(V, sp.Float(v, 50)), 50)
+    t = sp.N(c.activation.subs(V, sp.Float(v, 150)), 150)   # JS at v = 30: 1e-52 inside
     assert lo < t < hi
 
 
 @pytest.mark.parametrize("name", ALL)
 def test_fstar_of_activation_is_exact_and_stable(name):
-    """f*(g_f(v)) equals f* at g_f(v) to 30 digits, and float32 evaluation stays accurate
-    on v in [-30, 30] (no cancellation in 1 - exp(-tiny), no overflow on either side)."""
+    """f*(g_f(v)) equals f* at g_f(v) to 12 digits (both in 150-digit arithmetic: log σ(2v)
+    at v = 30 is −e^(−60)), and float32 evaluation stays accurate on v in [-30, 30] (no
+    cancellation in 1 - exp(-tiny), no overflow on either side)."""
     c = conj(name)
     vs = np.linspace(-30, 30, 61)
     composed = sp.lambdify(V, c.fstar.subs(T, c.activation), "mpmath")
     stable = sp.lambdify(V, c.fstar_of_activation, "mpmath")
-    with mpmath.workdps(30):
+    with mpmath.workdps(150):
         ref = np.array([float(composed(mpmath.mpf(v))) for v in vs])
         assert np.allclose([float(stable(mpmath.mpf(v))) for v in vs], ref, rtol=1e-12, atol=1e-12)
     with np.errstate(all="ignore"):
-        y32 = numeric(c.fstar_of_activation, V)(vs.astype(np.float32)) + 0 * vs
+        y32 = numeric(with_softplus(c.fstar_of_activation), V)(vs.astype(np.float32)) + 0 * vs  # as printed
     ok = np.abs(y32 - ref) <= 1e-3 * (1 + np.abs(ref))
     assert ok[np.abs(ref) < 1e30].all()
 
 
 def test_named_activations():
-    assert conj("KL").activation == V
+    """A smooth f gets T = f'(e^(v/f''(1))), unit slope at v = 0 and the critic's output
+    f''(1) times the log density ratio at the optimum; an f with kinks gets an activation
+    onto its domain."""
+    assert conj("KL").activation == V + 1
     assert conj("RKL").activation == -sp.exp(-V)
-    assert conj("Chi2").activation == sp.exp(V) - 2
+    assert conj("Chi2").activation.rewrite(sp.exp) == 2 * sp.exp(V / 2) - 2
+    assert sp.simplify(conj("GAN").activation - sp.log(1 / (1 + sp.exp(-2 * V)))) == 0   # log σ(2v)
     assert conj("TV").activation == sp.tanh(V) / 2
     assert conj("hinge").activation == 1 / (1 + sp.exp(-V))
     assert sp.simplify(conj("RKL").fstar_of_activation - (V - 1)) == 0
+    assert conj("Hellinger2").activation == 1 - sp.exp(-V)   # f-GAN's, with f''(1) = 1/2
     assert conj("Hellinger2").fstar_of_activation.rewrite(sp.exp) == sp.exp(V) - 1
-    assert str(conj("GAN").fstar_of_activation) == "-log(-expm1(-exp(-v)))"
+    assert str(conj("GAN").fstar_of_activation) == "log(exp(2*v) + 1)"
+    assert conj("jeffreys").fstar_of_activation.rewrite(sp.exp) == V / 2 + sp.exp(V / 2) - 1
+    scales = {"KL": 1, "RKL": 1, "Chi2": 2, "GAN": sp.Rational(1, 2), "jeffreys": 2, "quartic": 1}  # f''(1), or 1
+    assert all(conj(k).optimal_output == c * sp.log(U) for k, c in scales.items())
+    assert conj("TV").optimal_output is None and conj("hinge").optimal_output is None
 
 
 def test_critic_of_ratio_is_f_prime():
