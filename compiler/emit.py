@@ -225,7 +225,8 @@ class ModuleWriter:
         ]
         cosine = tr.schedule == "cosine"
         lines.append(f"COSINE = {cosine}   # the step decays from LR to 0 over the steps run (cosine)")
-        lines.append("TAIL_AVERAGE = len(MOVING) > 1   # a game: fit returns the mean iterate of the last tenth of the run")
+        lines.append(f"TAIL_AVERAGE = len(MOVING) > 1 or {p.objective.sense == 'estimate'}"
+                     "   # a game or an estimate: fit returns the mean iterate of the last tenth of the run")
         optimizer = f"optax.{ident(name)}"
         lines.append(f"OPTIMIZER = {f'optax.inject_hyperparams({optimizer})' if tr.lipschitz or cosine else optimizer}({opt_args})")
         src = p.data_source
