@@ -362,7 +362,7 @@ def test_kl_estimate_as_written():
     params, _ = mod.fit(data, seed=0)
     estimate = mod.summary(params, data, mod.STEPS, 1.0)["estimate"]
     exact = np.log(1.5) + (1 + 1) / (2 * 1.5**2) - 0.5
-    assert abs(estimate - exact) / exact < 0.1
+    assert abs(estimate - exact) / exact < 0.05   # +0.3% median of seeds 0-2 (bench/RESULTS.md)
 
 
 @pytest.mark.slow
