@@ -111,6 +111,7 @@ class Emitter:
         self.program = program
         self.counter = 0
         self.scopes = 0
+        self.value_mode = False   # lowering the objective's value: a surrogate lowers to what it stands for
 
     def fresh(self, hint: str) -> str:
         self.counter += 1
@@ -196,6 +197,14 @@ def _netcall(em: Emitter, node: ir.NetCall, fn: Fn) -> str:
         x = f"jnp.atleast_1d({x})"
     out = f'mlp({fn.params}[{key_literal(node.net)}], {x}, "{net.act}")'
     return f"{out}[..., 0]" if net.widths[-1] == 1 else out
+
+
+@lowers(ir.Surrogate)
+def _surrogate(em: Emitter, node: ir.Surrogate, fn: Fn) -> str:
+    if not em.value_mode:
+        return em.lower(node.train, fn)
+    bound = next(pl.loss for pl in em.program.players if pl.name == node.bound_of)
+    return em.lower(bound, fn)
 
 
 @lowers(ir.Let)

@@ -264,6 +264,17 @@ class ModuleWriter:
         out.append("LOSSES = {" + ", ".join(f"{key_literal(pl.name)}: loss_{ident(pl.name)}" for pl in self.program.players) + "}")
         return out
 
+    def objective(self) -> list[str]:
+        """`OBJECTIVE`: the main player's loss, or where it trains on a surrogate (a
+        nonsaturating generator loss), the same loss with the bound its opponent keeps."""
+        main = self.program.players[0]
+        if not any(isinstance(n, ir.Surrogate) for n in main.loss.walk()):
+            return [f"OBJECTIVE = loss_{ident(main.name)}"]
+        self.em.value_mode = True
+        out = self.function("objective_value", main.loss, "The objective's value: each surrogate loss replaced by the bound its opponent keeps.")
+        self.em.value_mode = False
+        return out + ["", "", "OBJECTIVE = objective_value"]
+
     def joint(self) -> list[str]:
         """With several moving players, `joint_losses` (compiler.joint): the field in one pass."""
         players = self.program.players
@@ -328,7 +339,7 @@ class ModuleWriter:
         ]
         main_player = p.players[0].name
         extras = [RUNTIME_PARTS[k] for k in sorted(RUNTIME_PARTS)]
-        body = (header + self.constants() + [RUNTIME] + extras + self.init() + ["", ""] + self.losses() + ["", ""] + self.joint() + ["", ""]
+        body = (header + self.constants() + [RUNTIME] + extras + self.init() + ["", ""] + self.losses() + ["", ""] + self.joint() + ["", ""] + self.objective() + ["", ""]
                 + self.updates() + ["", ""] + self.reports() + ["", ""] + self.sampler() + ["", ""])
         body.append(TRAINING.replace("MAIN_PLAYER", key_literal(main_player))
                     .replace("IS_ESTIMATE", str(p.objective.sense == "estimate")))
@@ -570,7 +581,7 @@ def full_batch(data):
 def objective(params, key, data):
     """The compiled objective at `params`, over the whole data set, with the terms its
     proximal maps apply."""
-    value = LOSSES[MAIN_PLAYER](params, key, full_batch(data))
+    value = OBJECTIVE(params, key, full_batch(data))
     return float(value + sum(weight * PROX_TERMS[kind](params[name]) for name, (kind, weight) in PROX.items()
                              if name in PLAYERS[MAIN_PLAYER]))
 

@@ -180,6 +180,17 @@ class Let(Node):
 
 
 @dataclass(frozen=True)
+class Surrogate(Node):
+    """A player's training loss `train` (a `~` rewrite of a term, as a nonsaturating generator
+    loss) standing for the bound of that term which player `bound_of` maximises as its loss:
+    training differentiates `train`, the reported objective evaluates that player's loss.
+    Prints as `train`."""
+
+    train: Node
+    bound_of: str
+
+
+@dataclass(frozen=True)
 class Sym(Node):
     """A scalar closed form derived by SymPy, applied elementwise to `args`.
 

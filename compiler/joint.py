@@ -24,7 +24,7 @@ from compiler.backend import DRAWS_AXIS, Emitter, Fn, dist_sample, ident, key_li
 from compiler.diagnostics import AttractorError
 from compiler.printer import show
 
-_THROUGH = (ir.Apply, ir.Compare, ir.NetCall, ir.Sym)   # lowered in the caller's scope, binding nothing
+_THROUGH = (ir.Apply, ir.Compare, ir.NetCall, ir.Sym, ir.Surrogate)   # lowered in the caller's scope, binding nothing
 
 
 def outer_expectations(node: ir.Node) -> list[ir.Expect]:

@@ -65,6 +65,8 @@ def latex(node: ir.Node) -> str:
         return rf"\mathrm{{{node.kind}}}\left({latex(node.p)} \,\|\, {latex(node.q)}\right)"
     if isinstance(node, ir.Let):
         return rf"{latex(node.body)}\Big|_{{{_name(node.name)} = {latex(node.value)}}}"
+    if isinstance(node, ir.Surrogate):
+        return latex(node.train)
     if isinstance(node, ir.Sym):
         return rf"\mathrm{{{node.label}}}\left({', '.join(latex(a) for a in node.args)}\right)"
     return r"\mathrm{?}"

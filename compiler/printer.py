@@ -87,6 +87,8 @@ def _show(node: ir.Node) -> tuple[str, int]:
         return f"{node.kind}({show(node.p)}{sep}{show(node.q)})", _ATOM
     if isinstance(node, ir.Let):
         return f"{_wrap(node.body, 1)} with {node.name} = {show(node.value)}", 0
+    if isinstance(node, ir.Surrogate):
+        return _show(node.train)
     if isinstance(node, ir.Sym):
         return f"{node.label}({', '.join(show(a) for a in node.args)})", _ATOM
     if isinstance(node, ir.Call):

@@ -62,6 +62,8 @@ def child_polarity(node: ir.Node, index: int, program: ir.Program | None) -> int
         return 1 if index == 1 else 0   # children are (source, body)
     if isinstance(node, ir.Let):
         return 1 if index == 1 else 0
+    if isinstance(node, ir.Surrogate):
+        return 1
     return 0
 
 

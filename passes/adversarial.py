@@ -298,7 +298,7 @@ def classifier_ratio(node: ir.Node, ctx: Context) -> Rewrite | None:
         moved = [(_moves(node.p, binder, ctx), node.p, -1), (_moves(node.q, binder, ctx), node.q, +1)]
         if any(m for m, _, _ in moved):
             terms = [ir.Apply("neg", (log_d(side, sign),)) if m else log_d(side, -sign) for m, side, sign in moved]
-            loss, relation = scaled(*terms), "~"
+            loss, relation = ir.Surrogate(scaled(*terms), critic.player), "~"
             conditions += ("nonsaturating: the generator minimises -E_Q log D (and -E_P log(1 - D) where it moves P) instead of "
                            "E_Q log(1 - D): the same stationary point P = Q, D = 1/2, with strong gradients where D rejects its samples",)
             note += f"; nonsaturating generator loss: a general-sum game, the discriminator keeps the {node.kind} bound"
@@ -362,7 +362,8 @@ def conjugate(node: ir.Node, ctx: Context) -> Rewrite | None:
     Relation `>=` for every critic (Fenchel–Young), `=` at T* = f'(p/q); the critic is a new
     player maximising the bound (a game). f must be convex on u > 0 with f(1) = 0 (GAN:
     2 JS − log 4, f(1) = −log 4), else the rule refuses at the divergence's definition.
-    Options `critic=mlp|linear`, `hidden=H`, `act=A`.
+    Options `critic=mlp|linear`, `hidden=H`, `act=A`; `nonsaturating`: a sampler Q minimises
+    −E_Q[T] instead of −E_Q[f*(T)], a general-sum game with the same fixed point, relation `~`.
     """
     if not isinstance(node, ir.Divergence):
         return None
@@ -380,15 +381,26 @@ def conjugate(node: ir.Node, ctx: Context) -> Rewrite | None:
 
     bound = ir.Apply("sub", (_expect(node.p, binder, closed_form(f"T_{name}", c.activation)),
                              _expect(node.q, binder, closed_form(f"fstarT_{name}", c.fstar_of_activation))))
+    conditions = (f"P = {_side_name(node.p)}, Q = {_side_name(node.q)}: both can be sampled",) + conditions
     note = (f"critic T = T_{name}({critic.describe()}); player {critic.player} maximises the bound, "
             f"tight at T*(x) = f'(p(x)/q(x)), f'(u) = {c.critic_of_ratio}")
     if c.optimal_output is not None:
         note += f", i.e. at {critic.describe()} = {c.optimal_output.subs(U, sp.Symbol('p(x)/q(x)'))}"
+    loss, relation = bound, ">="
+    if ctx.option("nonsaturating"):
+        if _moves(node.p, binder, ctx):
+            raise AttractorError(f"conjugate(nonsaturating) changes the loss of a sampler on the right of {name}(P || Q); "
+                                 f"here P = {_side_name(node.p)} moves", node.loc)
+        if _moves(node.q, binder, ctx):
+            loss, relation = ir.Surrogate(ir.Apply("neg", (_expect(node.q, binder, closed_form(f"T_{name}", c.activation)),)), critic.player), "~"
+            conditions += ("nonsaturating: the generator minimises -E_Q[T] instead of -E_Q[f*(T)] (f-GAN, Nowozin et al. "
+                           "2016, sec. 3.2): both are stationary where T is constant on Q's support, as at P = Q, and "
+                           "-E_Q[T] keeps its gradient where the critic rejects Q's samples and f*(T) is flat",)
+            note += f"; nonsaturating generator loss: a general-sum game, the critic keeps the {name} bound"
     pairing = _pairing_note(node)
     note += f"; {pairing}" if pairing else ""
     player = ir.Player(critic.player, critic.params, "max", bound)
-    return Rewrite(bound, ">=", (f"P = {_side_name(node.p)}, Q = {_side_name(node.q)}: both can be sampled",) + conditions,
-                   critic.decls, (player,), game=True, note=note)
+    return Rewrite(loss, relation, conditions, critic.decls, (player,), game=True, note=note)
 
 
 # ---- denoising_score ------------------------------------------------------------------------------------
@@ -491,7 +503,7 @@ def denoising_score(node: ir.Node, ctx: Context) -> Rewrite | None:
 
 RULES = (
     Rule("classifier_ratio", "divergence", classifier_ratio, ("nonsaturating", "critic", "hidden", "act")),
-    Rule("conjugate", "divergence", conjugate, ("critic", "hidden", "act")),
+    Rule("conjugate", "divergence", conjugate, ("nonsaturating", "critic", "hidden", "act")),
     Rule("denoising_score", "divergence", denoising_score, ("hyvarinen", "denoising", "sigma")),
 )
 
@@ -583,7 +595,9 @@ def _inverse_activation(c):
 
 @certificate("conjugate")
 def certify_conjugate(prog, step, seed: int) -> list[Certificate]:
-    """E_P[T(V)] − E_Q[f*(T(V))] ≤ D_f(P‖Q) = ∫ q f(p/q) at random V, = at T* = f'(p/q)."""
+    """E_P[T(V)] − E_Q[f*(T(V))] ≤ D_f(P‖Q) = ∫ q f(p/q) at random V, = at T* = f'(p/q); with
+    `nonsaturating`, the generator's −E_Q[T] at T* is stationary where Q = P and pushes Q
+    towards P elsewhere."""
     node = _divergence_of(prog, step)
     c, _ = conjugate_parts(prog.typed, node)
     f, act, fstar_act = (sp.lambdify(s, e, "numpy") for s, e in ((U, c.f), (V, c.activation), (V, c.fstar_of_activation)))
@@ -600,10 +614,13 @@ def certify_conjugate(prog, step, seed: int) -> list[Certificate]:
 
         def optimal(p, q):
             return at(log_ratio, p / q)
-    return _bound_certificates(
+    out = _bound_certificates(
         "conjugate", node.kind, lambda p, q: _integral(q * at(f, p / q)),
         lambda p, q, v: _integral(p * at(act, v)) - _integral(q * at(fstar_act, v)),
         optimal, seed)
+    if step.relation == "~":
+        out.append(_nonsaturating_certificate("conjugate", lambda q, p, q0: -_integral(q * at(act, optimal(p, q0))), seed))
+    return out
 
 
 def _log_sigmoid(v: np.ndarray) -> np.ndarray:
@@ -629,24 +646,22 @@ def certify_classifier_ratio(prog, step, seed: int) -> list[Certificate]:
 
     out = _bound_certificates("classifier_ratio", node.kind, truth, game, lambda p, q: np.log(p / q), seed)
     if step.relation == "~":
-        out.append(_nonsaturating_certificate(seed))
+        out.append(_nonsaturating_certificate(
+            "classifier_ratio", lambda q, p, q0: -_integral(q * _log_sigmoid(np.log(p / q0))), seed))
     return out
 
 
-def _nonsaturating_certificate(seed: int) -> Certificate:
-    """For P = N(0, 1), Q_θ = N(θ, 1) and the discriminator D* of Q_θ0 held fixed, the
-    derivative of −E_{Q_θ} log D*(x) at θ0 is zero for θ0 = 0 and has the sign of θ0."""
+def _nonsaturating_certificate(rule: str, generator_loss, seed: int) -> Certificate:
+    """For P = N(0, 1), Q_θ = N(θ, 1) and the optimal critic of Q_θ0 held fixed, the
+    derivative of `generator_loss(q_θ, p, q_θ0)` at θ0 is zero for θ0 = 0 and has the sign of θ0."""
     rng = np.random.default_rng(seed)
     p, h, checks = _pdf(0.0, 1.0), 1e-4, []
     for theta0 in (0.0, *rng.uniform(-2.0, 2.0, 4)):
-        logit = np.log(p / _pdf(theta0, 1.0))
-
-        def loss(theta):
-            return -_integral(_pdf(theta, 1.0) * _log_sigmoid(logit))
-        slope = (loss(theta0 + h) - loss(theta0 - h)) / (2 * h)
+        q0 = _pdf(theta0, 1.0)
+        slope = (generator_loss(_pdf(theta0 + h, 1.0), p, q0) - generator_loss(_pdf(theta0 - h, 1.0), p, q0)) / (2 * h)
         checks.append((theta0, slope))
     ok = abs(checks[0][1]) < 1e-8 and all(np.sign(s) == np.sign(t) for t, s in checks[1:])
-    return Certificate("classifier_ratio", "nonsaturating: at D*, the generator's gradient vanishes at Q = P and points Q towards P",
+    return Certificate(rule, "nonsaturating: at the optimal critic, the generator's gradient vanishes at Q = P and points Q towards P",
                        "d/dtheta at theta0: " + ", ".join(f"{t:+.2f} -> {s:+.3g}" for t, s in checks), bool(ok))
 
 

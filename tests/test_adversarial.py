@@ -92,6 +92,50 @@ def test_conjugate_of_a_user_divergence():
     assert "f(1) = 0" in s.conditions and "T_hel(v) = f'(u) at u = exp(2*v) = 1 - exp(-v) maps the critic's output onto dom f*" in s.conditions
 
 
+def test_conjugate_nonsaturating_is_a_general_sum_game():
+    """The sampler minimises −E_Q[T] (f-GAN's alternative generator loss); the critic keeps the bound."""
+    prog, s = step(SAMPLER + "divergence hel(u) = (sqrt(u) - 1)^2\nminimize hel(data || g) via conjugate(nonsaturating)\n")
+    assert (s.rule, s.relation) == ("conjugate", "~")
+    assert s.after == "-E[x ~ data] E[x ~ g(x)] T_hel(critic(x))"
+    ps = players(prog)
+    assert "fstarT_hel" in str(ps["critic"].loss) and "fstarT_hel" not in str(ps["theta"].loss)
+    assert "general-sum" in s.note and any(c.startswith("nonsaturating:") for c in s.conditions)
+    # nothing moves in an estimate: the option changes nothing
+    _, same = step(MODEL_Q + "estimate KL(data || q) via conjugate(nonsaturating)\n")
+    assert same.relation == ">=" and "nonsaturating" not in same.note
+
+
+@pytest.mark.parametrize("objective", ["JS(data, g) via classifier_ratio(nonsaturating)",
+                                       "Hellinger2(data || g) via conjugate(nonsaturating)"])
+def test_nonsaturating_objective_reports_the_bound(objective):
+    """The generator trains on its surrogate; the objective `run` reports is the bound the
+    critic keeps (JS or the f-divergence estimate), not the surrogate's value."""
+    prog = compile_source(SAMPLER + f"minimize {objective}\ntrain steps=5\n")
+    mod, data = prog.build(), prog.load_data()
+    assert mod.OBJECTIVE is mod.objective_value
+    params = mod.init(jax.random.PRNGKey(0))
+    key, batch = jax.random.PRNGKey(1), mod.full_batch(data)
+    critic = next(p for p in mod.PLAYERS if p != "theta")
+    value = mod.objective(params, key, data)
+    assert value == pytest.approx(float(mod.LOSSES[critic](params, key, batch)), rel=1e-6)
+    assert value != pytest.approx(float(mod.LOSSES["theta"](params, key, batch)), rel=1e-3)
+    assert compile_source(SAMPLER + "minimize JS(data, g)\n").build().OBJECTIVE.__name__ == "loss_theta"
+
+
+def test_conjugate_nonsaturating_refuses_a_moving_p():
+    with pytest.raises(AttractorError) as info:
+        compile_source(SAMPLER + "minimize KL(g || data) via conjugate(nonsaturating)\n")
+    assert ":6:10: error:" in str(info.value) and "here P = g moves" in str(info.value)
+
+
+def test_nonsaturating_certificate_can_fail():
+    """A generator loss that pushes Q away from P (the saturating sign flipped) fails."""
+    import passes.adversarial as adv
+    away = adv._nonsaturating_certificate("conjugate", lambda q, p, q0: adv._integral(q * np.log(p / q0)), seed=0)
+    toward = adv._nonsaturating_certificate("conjugate", lambda q, p, q0: -adv._integral(q * np.log(p / q0)), seed=0)
+    assert toward.passed and not away.passed
+
+
 def test_conjugate_does_not_match_fisher_or_other_nodes():
     prog = compile_source(NORMAL_P + "minimize Fisher(data || p)\n")
     ctx = Context(prog.typed, prog.typed.players[0], 1)
@@ -244,6 +288,7 @@ def test_denoising_score_does_not_match_other_divergences():
 @pytest.mark.parametrize("src,via,rules", [
     (SAMPLER + "minimize JS(data, g)\n", None, {"classifier_ratio"}),
     (SAMPLER + "minimize JS(data, g) via classifier_ratio(nonsaturating)\n", None, {"classifier_ratio"}),
+    (SAMPLER + "minimize Hellinger2(data || g) via conjugate(nonsaturating)\n", None, {"conjugate"}),
     (SAMPLER + "minimize GAN(data || g)\n", None, {"classifier_ratio"}),
     (MODEL_Q + "estimate KL(data || q)\n", None, {"conjugate"}),
     (MODEL_Q + "estimate RKL(data || q)\n", None, {"conjugate"}),
