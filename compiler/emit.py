@@ -271,8 +271,10 @@ class ModuleWriter:
         if not any(isinstance(n, ir.Surrogate) for n in main.loss.walk()):
             return [f"OBJECTIVE = loss_{ident(main.name)}"]
         self.em.value_mode = True
-        out = self.function("objective_value", main.loss, "The objective's value: each surrogate loss replaced by the bound its opponent keeps.")
-        self.em.value_mode = False
+        try:
+            out = self.function("objective_value", main.loss, "The objective's value: each surrogate loss replaced by the bound its opponent keeps.")
+        finally:
+            self.em.value_mode = False
         return out + ["", "", "OBJECTIVE = objective_value"]
 
     def joint(self) -> list[str]:
