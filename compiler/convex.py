@@ -374,6 +374,9 @@ def _branch_conjugate(g, gp, a, b, lo, hi):
         roots = sp.solve(sp.Eq(gp, T), U, check=False)  # checked below
     except NotImplementedError:
         roots = []
+    if not roots:   # solve gives up on quintics; solveset over ℝ finds 1 + (t/6)^(1/5) for (u − 1)^6
+        real = sp.solveset(sp.Eq(gp, T), U, sp.S.Reals)
+        roots = list(real) if isinstance(real, sp.FiniteSet) else []
     roots = [_lambert_to_omega(r) if r.has(sp.LambertW) else r for r in roots]
     for r in roots + [_real_roots(r) for r in roots if _real_roots(r) != r]:
         us = [complex(r.subs(T, t0).evalf()) for t0 in points]

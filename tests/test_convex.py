@@ -44,6 +44,8 @@ USER = {
                  (-3, oo, True, False)),
     # f' = 4(u − 1)³: u(t) = 1 + (t/4)^(1/3) with the real cube root for t < 0.
     "quartic": ((u - 1) ** 4, T + 3 * (sp.Abs(T) / 4) ** sp.Rational(4, 3), (-4, oo, True, False)),
+    # SymPy's solve finds no root of 6(u − 1)^5 = t; solveset over ℝ does: f* = t + 5(|t|/6)^(6/5).
+    "sextic": ((u - 1) ** 6, T + 5 * (sp.Abs(T) / 6) ** sp.Rational(6, 5), (-6, oo, True, False)),
     # f' = 5/2 |u − 1|^(3/2) sign(u − 1): one expression in |t| on both sides of the kink-free u = 1.
     "abs^5/2": (sp.Abs(u - 1) ** sp.Rational(5, 2), T + sp.Rational(3, 2) * (2 * sp.Abs(T) / 5) ** sp.Rational(5, 3),
                 (-sp.Rational(5, 2), oo, True, False)),
