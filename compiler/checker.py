@@ -280,6 +280,10 @@ class Checker:
         if not any(isinstance(n, (ir.Ref, ir.NetCall)) and getattr(n, "name", getattr(n, "net", None)) in learn
                    for n in list(lhs.walk()) + list(rhs.walk())):
             raise AttractorError("this constraint has no parameter in it: it constrains nothing that can move", c.loc)
+        if lhs == rhs:
+            holds = c.op in ("==", "<=", ">=")
+            raise AttractorError(f"both sides of this constraint are the same expression, so it "
+                                 f"{'holds for every value: it constrains nothing' if holds else 'can never hold'}", c.loc)
         return ir.Constraint(c.op, lhs, rhs, shape, loc=c.loc)
 
     def train(self, t: ir.Train) -> ir.Train:

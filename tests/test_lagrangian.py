@@ -158,6 +158,8 @@ def test_pointwise_certificate_finds_feasible_points_for_equalities():
 @pytest.mark.parametrize("source, line, col, message", [
     ("param w : real\nminimize w^2\nsubject to 2 * 3 >= 1\n", 3, 1, "no parameter in it"),
     ("param w : real\nminimize w^2\nsubject to w = 1\n", 3, 1, "written with '=='"),
+    ("param w : real[2]\nminimize sumsq(w)\nsubject to w == w\n", 3, 1, "same expression, so it holds for every value"),
+    ("param w : real\nminimize w^2\nsubject to w + 1 < w + 1\n", 3, 1, "same expression, so it can never hold"),
     ("param w : real\nminimize w^2 via lagrangian(rho=-1)\nsubject to w >= 1\n", 2, 18, "rho=...) needs a number >= 0"),
     ("param w : real\nminimize w^2 via lagrangian(mu=1)\nsubject to w >= 1\n", 2, 18, "has no option 'mu'"),
     ("data x : real from gaussian(mean=0, std=1, n=100)\nparam m : real\nmodel q:\n    x ~ Normal(m, 1) : real\n"
