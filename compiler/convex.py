@@ -325,7 +325,7 @@ def _omega_only(e):
     cancellation between t and ω(z(t)) when |t| is large (Jeffreys: f*(t) = 1/ω − log ω − 1,
     ω = ω(1 − t), where t + ω(1 − t) − 2 + 1/ω(1 − t) loses every digit at t = −1e20)."""
     omegas = list(e.atoms(wright_omega))
-    if len(omegas) != 1 or not sp.Poly(omegas[0].args[0], T).degree() == 1:
+    if len(omegas) != 1 or not (omegas[0].args[0].is_polynomial(T) and sp.degree(omegas[0].args[0], T) == 1):
         return e
     w = sp.Dummy("w", positive=True)
     t_of_w, = sp.solve(sp.Eq(omegas[0].args[0], w + sp.log(w)), T)

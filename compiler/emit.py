@@ -431,10 +431,11 @@ def init_state(params, total=STEPS):
 
 
 def tail_average(state):
-    """Polyak-Ruppert tail averaging for games: `average` follows the iterate until the last
-    tenth of the run, then is the running mean of the iterates since. At a constant step,
-    simultaneous play circles or hovers about a stable equilibrium (the last iterate of a
-    bilinear game never converges); the mean of the iterates does."""
+    """Polyak-Ruppert tail averaging for games and estimates: `average` follows the iterate
+    until the last tenth of the run, then is the running mean of the iterates since. At a
+    constant step, simultaneous play circles or hovers about a stable equilibrium (the last
+    iterate of a bilinear game never converges), and a critic hovers about its optimum; the
+    mean of the iterates does not."""
     if not TAIL_AVERAGE:
         return state
     n = state["step"] - (state["total"] - state["total"] // 10)

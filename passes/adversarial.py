@@ -341,15 +341,16 @@ def conjugate_parts(program: ir.Program, node: ir.Divergence):
     except ConvexityError as e:
         raise AttractorError(f"divergence {node.kind} is not an f-divergence conjugate can rewrite: {e}", where.loc or node.loc) from None
     name = node.kind
+    # a log-ratio critic: T is f' at the ratio its output stands for, f*(T) the Fenchel-Young equality
+    at_ratio, equality = ("", "") if c.optimal_output is None else (
+        f"f'(u) at u = {c.ratio_of_output} = ", f"u f'(u) - f(u) at u = {c.ratio_of_output} (Fenchel-Young equality) = ")
     conditions = (
         f"f(u) = {c.f}",
         *checks,
         f"f*(t) = sup_u t*u - f(u) = {c.fstar} on dom f* = {_interval(*c.domain)}",
         "Fenchel-Young: f*(t) >= t*u - f(u), so E_P[T] - E_Q[f*(T)] <= D_f(P || Q) for every critic T",
-        f"T_{name}(v) = {c.activation} maps the critic's output onto dom f*" if c.optimal_output is None else
-        f"T_{name}(v) = f'(u) at u = {c.ratio_of_output} = {c.activation} maps the critic's output onto dom f*",
-        f"fstarT_{name}(v) = f*(T_{name}(v)) = {c.fstar_of_activation}" if c.optimal_output is None else
-        f"fstarT_{name}(v) = f*(T_{name}(v)) = u f'(u) - f(u) at u = {c.ratio_of_output} (Fenchel-Young equality) = {c.fstar_of_activation}",
+        f"T_{name}(v) = {at_ratio}{c.activation} maps the critic's output onto dom f*",
+        f"fstarT_{name}(v) = f*(T_{name}(v)) = {equality}{c.fstar_of_activation}",
     )
     return c, conditions
 
