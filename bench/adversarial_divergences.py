@@ -25,8 +25,8 @@ sys.path.insert(0, str(ROOT))
 
 from harness import machine, versions  # noqa: E402
 
-from compiler import compile_file, compile_source  # noqa: E402
-from compiler.convex import U, named_generator  # noqa: E402
+from attractor import compile_file, compile_source  # noqa: E402
+from compiler.math.convex import U, named_generator  # noqa: E402
 
 KL_FILE = ROOT / "examples" / "kl_estimate.att"
 

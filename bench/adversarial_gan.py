@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 
 from harness import alternate, block, machine, versions  # noqa: E402
 
-from compiler import compile_file  # noqa: E402
+from attractor import compile_file  # noqa: E402
 
 FILE = ROOT / "examples" / "gan_ring.att"
 DYNAMICS = ("simultaneous", "alternating", "extragradient", "sga", "consensus")

@@ -7,7 +7,7 @@ import statistics
 import time
 from pathlib import Path
 
-from compiler import compile_file, compile_source
+from attractor import compile_file, compile_source
 
 ROOT = Path(__file__).resolve().parents[1]
 

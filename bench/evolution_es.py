@@ -20,7 +20,7 @@ sys.path.insert(0, str(HERE))
 
 from harness import alternate, block  # noqa: E402
 
-from compiler import compile_file  # noqa: E402
+from attractor import compile_file  # noqa: E402
 
 ROOT = HERE.parent
 GENERATIONS, POPULATION, SIGMA, LR, SEEDS = 300, 64, 0.1, 0.05, (0, 1, 2, 3, 4)

@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 
 from harness import alternate, block  # noqa: E402
 
-from compiler import compile_file  # noqa: E402
+from attractor import compile_file  # noqa: E402
 
 CHUNK = 100
 

@@ -24,7 +24,7 @@ sys.path.insert(0, str(HERE.parent))
 from adversarial_divergences import truth  # noqa: E402
 from adversarial_gan import mlp, mlp_init  # noqa: E402
 
-from compiler.convex import U, named_generator  # noqa: E402
+from compiler.math.convex import U, named_generator  # noqa: E402
 
 # divergence: (output activation g_f, f*, (f*)'), the f-GAN table by hand
 CONJUGATES = {

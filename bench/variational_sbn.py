@@ -21,7 +21,7 @@ sys.path.insert(0, str(ROOT))
 
 from harness import machine, versions  # noqa: E402
 
-from compiler import compile_file  # noqa: E402
+from attractor import compile_file  # noqa: E402
 
 VARIANTS = {
     "leave-one-out baseline, 4 draws (default)": None,

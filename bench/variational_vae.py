@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 
 from harness import alternate, block, machine, versions  # noqa: E402
 
-from compiler import compile_file  # noqa: E402
+from attractor import compile_file  # noqa: E402
 
 BATCH, LR, LATENT = 128, 1e-3, 8
 

@@ -1,5 +1,6 @@
-"""attractor: a compiler for machine-learning objectives."""
-from compiler.api import CompiledProgram, compile_file, compile_source
-from compiler.diagnostics import AttractorError
+"""The attractor compiler, one package per stage, each layer importing only those below it:
 
-__all__ = ["AttractorError", "CompiledProgram", "compile_file", "compile_source"]
+    ir → analysis, math, data → frontend → rewrite → backend → (passes) → driver
+
+The public import name is `attractor` (`from attractor import compile_file`).
+"""

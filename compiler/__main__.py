@@ -1,6 +1,6 @@
-"""`python -m compiler` is the `attractor` command."""
+"""`python -m compiler` is the `attractor` command too."""
 import sys
 
-from compiler.cli import main
+from compiler.driver.cli import main
 
 sys.exit(main())

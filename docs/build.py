@@ -20,7 +20,7 @@ def output(args: str) -> str:
     import contextlib
     import io
     import os
-    from compiler.cli import main
+    from compiler.driver.cli import main
     out = io.StringIO()
     cwd = os.getcwd()
     os.chdir(ROOT)

@@ -14,8 +14,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from compiler import compile_file  # noqa: E402
-from compiler.fieldcheck import draw_field, field_at, jacobian_report  # noqa: E402
+from attractor import compile_file  # noqa: E402
+from compiler.driver.field import draw_field, field_at, jacobian_report  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DYNAMICS = ("simultaneous", "alternating", "extragradient", "sga", "consensus")

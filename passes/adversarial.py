@@ -8,7 +8,7 @@ player is introduced whose Bayes-optimal answer is that ratio, and the rewrite i
 * `classifier_ratio`: JS(P, Q) = ½(log 4 + max_D E_P log D + E_Q log(1 − D)), D* = p/(p + q),
   with a discriminator D = σ(V) (logit V; V* = log p/q); option `nonsaturating`.
 * `conjugate`: D_f(P‖Q) = sup_T E_P[T] − E_Q[f*(T)], T* = f'(p/q); f*, dom f* and the critic
-  activation T = g_f(V) are derived by SymPy from the generator f (compiler.convex).
+  activation T = g_f(V) are derived by SymPy from the generator f (compiler.math.convex).
 * `denoising_score`: Fisher(data‖p) for a model with a density in x (explicit or Gibbs):
   Hyvärinen's E_data[½‖∇log p‖² + Δ log p] (= up to a constant), or denoising score matching
   E[½‖∇log p(x + σε) + ε/σ‖²] = Fisher(data ∗ N(0, σ²)‖p) + constant (Vincent 2011).
@@ -28,17 +28,18 @@ import numpy as np
 import sympy as sp
 
 from compiler import ir
-from compiler.analysis import block_latents, depends_on
-from compiler.backend import Emitter, Fn, ident, lowers, needs_key
-from compiler.builtins import NET_ACTIVATIONS, RESERVED
-from compiler.certify import Certificate, certificate
-from compiler.convex import T as TSYM
-from compiler.convex import U, V, ConvexityError, check_generator, derive_conjugate, named_generator
-from compiler.diagnostics import AttractorError
-from compiler.latex import latex
-from compiler.pipeline import Context, Rewrite, Rule, RulePass
-from compiler.printer import show
-from compiler.symbolic import NotScalar, to_sympy
+from compiler.analysis.problems import block_latents, depends_on
+from compiler.backend.lower import Emitter, Fn, ident, lowers, needs_key
+from compiler.ir.builtins import NET_ACTIVATIONS, RESERVED
+from compiler.driver.check import Certificate, certificate
+from compiler.math.convex import T as TSYM
+from compiler.math.convex import U, V, ConvexityError, check_generator, derive_conjugate, named_generator
+from compiler.ir.diagnostics import AttractorError
+from compiler.math.latex import latex
+from compiler.rewrite.manager import RulePass
+from compiler.rewrite.rule import Context, Rewrite, legacy_rule
+from compiler.ir.printer import show
+from compiler.math.symbolic import NotScalar, to_sympy
 
 CLASSIFIER_KINDS = ("JS", "GAN")       # divergences a Bayes-optimal classifier gives
 HIDDEN = 128                           # hidden width of an introduced critic net (option hidden=)
@@ -440,7 +441,7 @@ def _relu_nets(program: ir.Program, block: ir.Block) -> list[str]:
 
 def _explicit_smooth(block: ir.Block) -> bool:
     """A closed-form log density, smooth on the whole space: Normal lines, no net, no kink."""
-    from compiler.defaults import KINKED
+    from compiler.backend.defaults import KINKED
     return (all(l.dist.family == "Normal" for l in block.lines if isinstance(l, ir.Tilde))
             and not any(isinstance(n, ir.NetCall) or isinstance(n, ir.Apply) and n.fn in KINKED
                         for l in block.lines for n in l.walk()))
@@ -503,9 +504,9 @@ def denoising_score(node: ir.Node, ctx: Context) -> Rewrite | None:
 
 
 RULES = (
-    Rule("classifier_ratio", "divergence", classifier_ratio, ("nonsaturating", "critic", "hidden", "act")),
-    Rule("conjugate", "divergence", conjugate, ("nonsaturating", "critic", "hidden", "act")),
-    Rule("denoising_score", "divergence", denoising_score, ("hyvarinen", "denoising", "sigma")),
+    legacy_rule("classifier_ratio", "divergence", classifier_ratio, ("nonsaturating", "critic", "hidden", "act")),
+    legacy_rule("conjugate", "divergence", conjugate, ("nonsaturating", "critic", "hidden", "act")),
+    legacy_rule("denoising_score", "divergence", denoising_score, ("hyvarinen", "denoising", "sigma")),
 )
 
 PASSES: tuple = (RulePass("adversarial", RULES, "adversarial"),)

@@ -27,13 +27,15 @@ import numpy as np
 import sympy as sp
 
 from compiler import ir
-from compiler.analysis import depends_on, problems
-from compiler.certify import Certificate, certificate
-from compiler.backend import RUNTIME_PARTS, Emitter, Fn, key_literal, lowers, num
-from compiler.diagnostics import AttractorError
-from compiler.latex import latex
-from compiler.pipeline import Context, Rewrite, Rule, RulePass, Step
-from compiler.printer import number, show
+from compiler.analysis.problems import depends_on, problems
+from compiler.driver.check import Certificate, certificate
+from compiler.backend.lower import RUNTIME_PARTS, Emitter, Fn, key_literal, lowers, num
+from compiler.ir.diagnostics import AttractorError
+from compiler.math.latex import latex
+from compiler.rewrite.manager import RulePass
+from compiler.rewrite.rule import Context, Rewrite, Step, legacy_rule
+from compiler.ir.printer import number, show
+from compiler.rewrite.building import fill_training, training_text
 from passes.relaxation import forced_rival
 
 DEFAULTS = {"sigma": 0.1, "population": 64, "antithetic": True, "shaping": "centered_rank", "sigma_final": 0.0}
@@ -144,19 +146,21 @@ def evolution_strategy(node: ir.Node, ctx: Context) -> Rewrite | None:
     return Rewrite(new, "<=" if sense > 0 else ">=", conditions, note=note)
 
 
-EVOLUTION_STRATEGY = Rule("evolution_strategy", "nondiff", evolution_strategy, tuple(DEFAULTS))
+EVOLUTION_STRATEGY = legacy_rule("evolution_strategy", "nondiff", evolution_strategy, tuple(DEFAULTS))
 
 
 class EvolutionPass(RulePass):
     """evolution_strategy, unless `via` forces a rival rule (a relaxation)."""
 
-    def accepts(self, program: ir.Program, via: ir.RuleRef | None) -> bool:
+    def accepts(self, program: ir.Program, plan) -> bool:
+        via = plan.via
         return not forced_rival(via, self.rules)
 
-    def apply(self, program: ir.Program, via: ir.RuleRef | None) -> tuple[ir.Program, list[Step]]:
+    def apply(self, program: ir.Program, plan) -> tuple[ir.Program, list[Step]]:
+        via = plan.via
         from passes.relaxation import PASSES as RELAXATION
         left = RELAXATION[0].covers(program)
-        program, steps = super().apply(program, via)
+        program, steps = super().apply(program, plan)
         if via is not None and via.name == EVOLUTION_STRATEGY.name:
             if not steps:
                 raise AttractorError("rule evolution_strategy does not apply: every term of the objective has a useful "
@@ -174,7 +178,6 @@ def _training_defaults(program: ir.Program, step: Step) -> tuple[ir.Program, Ste
     """Where the train line names no optimizer: Adam with step sigma/2 (Adam moves each
     coordinate about one step size per update, so the centre moves a fraction of the search
     scale), the largest sigma of the program's searches."""
-    from passes.lagrangian import fill_training, training_text
     sigma = max(n.source.sigma for pl in program.players for n in pl.loss.walk() if isinstance(n, Smoothed))
     defaults = (("optimizer", ("adam", (("lr", sigma / 2),))),)
     note = training_text(program.train, defaults)

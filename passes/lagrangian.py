@@ -36,11 +36,13 @@ import dataclasses
 import numpy as np
 
 from compiler import ir
-from compiler.certify import Certificate, certificate
-from compiler.diagnostics import AttractorError
-from compiler.pipeline import STAGES, Context, Rewrite, Rule, Step
-from compiler.printer import number, shape_text, show
-from compiler.strategies import const_value
+from compiler.driver.check import Certificate, certificate
+from compiler.ir.diagnostics import AttractorError
+from compiler.rewrite.manager import STAGES
+from compiler.rewrite.rule import Context, Rewrite, Step, legacy_rule
+from compiler.ir.printer import number, shape_text, show
+from compiler.rewrite.building import add, fill_training, fresh, mul, standard_form, training_text, used_names, violation
+from compiler.rewrite.manager import constraint_text
 
 PLAYER = "multipliers"
 DEFAULT_RHO = 1.0
@@ -49,52 +51,6 @@ TRAINING = (("steps", 3000), ("optimizer", ("adam", (("lr", 0.01),))), ("schedul
 
 
 # ---- building blocks ---------------------------------------------------------------------
-
-def used_names(program: ir.Program) -> set[str]:
-    """Every name the program declares, binds or refers to (fresh names avoid them all)."""
-    names = {getattr(d, "name", None) for d in program.decls} | {n for n, _ in program.data_vars}
-    names |= {r.name for r in program.reports}
-    roots = [program.objective.expr] + [p.loss for p in program.players] + \
-        [side for c in program.constraints for side in (c.lhs, c.rhs)] + [r.expr for r in program.reports]
-    for root in roots:
-        for n in root.walk():
-            if isinstance(n, ir.Ref):
-                names.add(n.name)
-            elif isinstance(n, ir.Expect):
-                names.update(n.binder)
-            elif isinstance(n, ir.Let):
-                names.add(n.name)
-    return names
-
-
-def fresh(used: set[str], base: str) -> str:
-    """`base`, or `base_2`, `base_3`, ... whichever is not in `used`."""
-    if base not in used:
-        return base
-    i = 2
-    while f"{base}_{i}" in used:
-        i += 1
-    return f"{base}_{i}"
-
-
-def add(a: ir.Node, b: ir.Node, sign: int = 1) -> ir.Node:
-    return ir.Apply("add" if sign > 0 else "sub", (a, b))
-
-
-def mul(a: ir.Node, b: ir.Node) -> ir.Node:
-    return ir.Apply("mul", (a, b))
-
-
-def standard_form(c: ir.Constraint) -> tuple[str, ir.Node]:
-    """("ineq", g) for g <= 0 or ("eq", h) for h == 0, from any written comparison."""
-    lhs, rhs = (c.rhs, c.lhs) if c.op in (">=", ">") else (c.lhs, c.rhs)
-    expr = lhs if const_value(rhs) == 0 else ir.Apply("sub", (lhs, rhs), loc=c.loc)
-    return ("eq" if c.op == "==" else "ineq"), expr
-
-
-def constraint_text(c: ir.Constraint) -> str:
-    return f"subject to {show(c.lhs)} {c.op} {show(c.rhs)}"
-
 
 def _pair(mult: ir.Node, value: ir.Node, shape) -> ir.Node:
     """mult·value for a scalar constraint, sum(mult * value) for a vector one."""
@@ -115,12 +71,6 @@ def multiplier_term(kind: str, expr: ir.Node, mult: str, shape, rho: float, loca
     floor = ir.Apply("neg", (lam,)) if rho == 1 else ir.Apply("div", (ir.Apply("neg", (lam,)), ir.Num(rho)))
     value = ir.Apply("max", (expr, floor)) if kind == "ineq" else expr
     return ir.Let(local, value, add(_pair(lam, s, shape), mul(ir.Num(rho / 2), _square(s, shape))))
-
-
-def violation(kind: str, expr: ir.Node, shape) -> ir.Node:
-    """The largest violation of one constraint: max(g, 0) (|h|) over its entries."""
-    v = ir.Apply("relu" if kind == "ineq" else "abs", (expr,))
-    return ir.Apply("amax", (v,)) if shape else v
 
 
 def _rho(ctx: Context, loc) -> float:
@@ -171,7 +121,7 @@ def lagrangian(node: ir.Node, ctx: Context) -> Rewrite | None:
     return Rewrite(term, "=", tuple(conditions), decls=(decl,), note=note)
 
 
-LAGRANGIAN = Rule("lagrangian", "constraint", lagrangian, options=("rho",))
+LAGRANGIAN = legacy_rule("lagrangian", "constraint", lagrangian, options=("rho",))
 
 CLAIMS: dict = {}
 """rule name -> predicate(constraint, program): constraints that rule takes instead of the
@@ -192,10 +142,12 @@ class LagrangianPass:
     stage = STAGES["lagrangian"]
     rules = (LAGRANGIAN,)
 
-    def accepts(self, program: ir.Program, via: ir.RuleRef | None) -> bool:
+    def accepts(self, program: ir.Program, plan) -> bool:
+        via = plan.via
         return any(not claimed(c, program, via) for c in program.constraints)
 
-    def apply(self, program: ir.Program, via: ir.RuleRef | None) -> tuple[ir.Program, list[Step]]:
+    def apply(self, program: ir.Program, plan) -> tuple[ir.Program, list[Step]]:
+        via = plan.via
         forced = via is not None and via.name == LAGRANGIAN.name
         theta = program.players[0]
         sign = 1 if theta.sense == "min" else -1
@@ -235,21 +187,6 @@ class LagrangianPass:
         program = dataclasses.replace(program, players=(theta, *program.players[1:], player), constraints=left,
                                       reports=program.reports + (report,), train=train)
         return program, steps
-
-
-def fill_training(train: ir.Train, defaults) -> ir.Train:
-    """The `train` options with `defaults` added for every key the program leaves unset."""
-    given = dict(train.options)
-    return dataclasses.replace(train, options=train.options + tuple((k, v) for k, v in defaults if k not in given))
-
-
-def training_text(train: ir.Train, defaults) -> str:
-    """"; training where the train line is silent: ..." for the defaults `fill_training` adds ("" if none)."""
-    given = dict(train.options)
-    chosen = [(k, v) for k, v in defaults if k not in given]
-    text = {"optimizer": lambda v: f"{v[0]}(" + ", ".join(f"{k}={number(x)}" for k, x in v[1]) + ")"}
-    listed = ", ".join(f"{k}={text.get(k, str)(v)}" for k, v in chosen)
-    return f"; training where the train line is silent: {listed}" if chosen else ""
 
 
 PASSES: tuple = (LagrangianPass(),)
@@ -311,7 +248,7 @@ def dual_value(mod, params: dict, batch, moving: str) -> float:
 def _weak_duality(kind: str, seed: int) -> list[Certificate]:
     import jax
     import jax.numpy as jnp
-    from compiler.api import compile_source
+    from compiler.driver.api import compile_source
     rng = np.random.default_rng(seed)
     n, d = 24, 4
     X = rng.normal(size=(n, d))

@@ -33,17 +33,20 @@ import numpy as np
 import sympy as sp
 
 from compiler import ir
-from compiler.analysis import depends_on
-from compiler.builtins import FUNCTIONS
-from compiler.certify import Certificate, certificate
-from compiler.checker import broadcast
-from compiler.diagnostics import AttractorError
-from compiler.pipeline import Context, Rewrite, Rule, RulePass, Step
-from compiler.printer import number, shape_text, show
-from compiler.strategies import ancestors, const_value, positions
-from passes.lagrangian import (CLAIMS, constraint_text, fill_training, fresh, standard_form, training_text, used_names,
-                               violation)
-from passes.relaxation import PROX_FUNCTIONS, T, V, derive_prox
+from compiler.analysis.problems import depends_on
+from compiler.ir.builtins import FUNCTIONS
+from compiler.driver.check import Certificate, certificate
+from compiler.frontend.checker import broadcast
+from compiler.ir.diagnostics import AttractorError
+from compiler.rewrite.manager import RulePass
+from compiler.rewrite.rule import Context, Rewrite, Step, legacy_rule
+from compiler.ir.printer import number, shape_text, show
+from compiler.rewrite.strategies import ancestors, positions
+from compiler.analysis.constants import const_value
+from compiler.rewrite.building import fill_training, fresh, standard_form, training_text, used_names, violation
+from compiler.rewrite.manager import constraint_text
+from passes.lagrangian import CLAIMS
+from compiler.math.piecewise import PROX_FUNCTIONS, T, V, derive_prox
 
 DEFAULTS = {"beta": 1.0, "growth": 1.005}
 BETA_MAX_RANGE = 1e4          # beta_max defaults to this multiple of the initial beta
@@ -270,7 +273,7 @@ def half_quadratic(node: ir.Node, ctx: Context) -> Rewrite | None:
     return Rewrite(replacement, "~", conditions, decls=decls, auxiliary=updates + (("split", (z, beta, g.fn)),), note=note)
 
 
-HALF_QUADRATIC = Rule("half_quadratic", "", half_quadratic, options=("beta", "growth", "beta_max"))
+HALF_QUADRATIC = legacy_rule("half_quadratic", "", half_quadratic, options=("beta", "growth", "beta_max"))
 
 
 CLAIMS[HALF_QUADRATIC.name] = lambda c, program: box_form(c, program, program.players[0].params) is not None
@@ -281,8 +284,9 @@ class SplittingPass(RulePass):
     it claimed from the Lagrangian (with a `violation` report); then the training defaults of
     the module docstring where the `train` line is silent (Adam, cosine-decaying step)."""
 
-    def apply(self, program: ir.Program, via: ir.RuleRef | None) -> tuple[ir.Program, list[Step]]:
-        program, steps = super().apply(program, via)
+    def apply(self, program: ir.Program, plan) -> tuple[ir.Program, list[Step]]:
+        via = plan.via
+        program, steps = super().apply(program, plan)
         if via is not None and via.name == HALF_QUADRATIC.name and program.constraints:
             program, boxed = self._boxes(program, via)
             steps += boxed
@@ -454,7 +458,7 @@ def box_certificates(prog, step, seed: int, label: str) -> list[Certificate]:
 def certify_half_quadratic(prog, step, seed: int) -> list[Certificate]:
     """The envelope facts on the program at random parameters (its first split), and on a
     random instance of every g with a known proximal map and of a box."""
-    from compiler.api import compile_source
+    from compiler.driver.api import compile_source
     checks = {"box": box_certificates}
     out = checks.get(split_of(prog, step)[2], envelope_certificates)(prog, step, seed, "the program")
     for kind, source in INSTANCES.items():

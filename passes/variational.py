@@ -25,15 +25,17 @@ import numpy as np
 import sympy as sp
 
 from compiler import ir
-from compiler.analysis import block_latents, depends_on, missing_latents
-from compiler.backend import DRAWS_AXIS, Emitter, Fn, dist_logprob, lowers
-from compiler.builtins import DISTRIBUTIONS, FUNCTIONS
-from compiler.certify import Certificate, certificate
-from compiler.diagnostics import AttractorError
-from compiler.distributions_math import EPS, PARAMETERS, kl_closed_form, reparameterization
-from compiler.pipeline import Context, Rewrite, Rule, RulePass
-from compiler.printer import show
-from compiler.strategies import ancestors, const_value
+from compiler.analysis.problems import block_latents, depends_on, missing_latents
+from compiler.backend.lower import DRAWS_AXIS, Emitter, Fn, dist_logprob, lowers
+from compiler.ir.builtins import DISTRIBUTIONS, FUNCTIONS
+from compiler.driver.check import Certificate, certificate
+from compiler.ir.diagnostics import AttractorError
+from compiler.math.distributions import EPS, PARAMETERS, kl_closed_form, reparameterization
+from compiler.rewrite.manager import RulePass
+from compiler.rewrite.rule import Context, Rewrite, legacy_rule
+from compiler.ir.printer import show
+from compiler.rewrite.strategies import ancestors
+from compiler.analysis.constants import const_value
 
 REPARAMETERIZABLE = tuple(name for name, fam in DISTRIBUTIONS.items() if fam.reparam)
 SCORE_SAMPLES = 4        # draws per expectation for the leave-one-out baseline, unless told
@@ -55,7 +57,7 @@ class LogProb(ir.Node):
         return f"log {self.label or show(self.dist) + '[' + show(self.value) + ']'}", 3
 
     def latexed(self) -> str:
-        from compiler.latex import latex
+        from compiler.math.latex import latex
         return rf"\log {latex(self.dist)}\left[{latex(self.value)}\right]"
 
 
@@ -78,7 +80,7 @@ class OverDraws(ir.Node):
         return f"{self.op}[draws]({show(self.value)})", 5
 
     def latexed(self) -> str:
-        from compiler.latex import latex
+        from compiler.math.latex import latex
         return rf"\operatorname{{{self.op.replace('_', '-')}}}_{{k}}\left({latex(self.value)}\right)"
 
 
@@ -115,7 +117,7 @@ class ClosedKL(ir.Node):
         return f"KL[{self.q_family} || {self.p_family}]({args}{event})", 5
 
     def latexed(self) -> str:
-        from compiler.latex import latex
+        from compiler.math.latex import latex
         args = ", ".join(latex(a) for a in self.form.args)
         return rf"\mathrm{{KL}}\left[\mathrm{{{self.q_family}}} \,\|\, \mathrm{{{self.p_family}}}\right]\left({args}\right)"
 
@@ -713,11 +715,11 @@ def analytic_kl(node: ir.Node, ctx: Context) -> Rewrite | None:
                         + ("; the guide's parameters are computed once, for the draw and the KL" if lets else ""))
 
 
-JENSEN = (Rule("jensen", "marginal", jensen, ("iwae", "hidden")),)
-ANALYTIC_KL = (Rule("analytic_kl", "", analytic_kl),)
+JENSEN = (legacy_rule("jensen", "marginal", jensen, ("iwae", "hidden")),)
+ANALYTIC_KL = (legacy_rule("analytic_kl", "", analytic_kl),)
 ESTIMATORS = (
-    Rule("reparameterize", "estimator", reparameterize),
-    Rule("score_function", "estimator", score_function, ("samples", "baseline")),
+    legacy_rule("reparameterize", "estimator", reparameterize),
+    legacy_rule("score_function", "estimator", score_function, ("samples", "baseline")),
 )
 
 PASSES: tuple = (RulePass("jensen", JENSEN, "jensen"), RulePass("analytic_kl", ANALYTIC_KL, "analytic_kl"),
@@ -728,7 +730,7 @@ PASSES: tuple = (RulePass("jensen", JENSEN, "jensen"), RulePass("analytic_kl", A
 
 def _module(source: str, via: str | None = None):
     """Compile and build a random instance of a rule."""
-    from compiler.api import compile_source
+    from compiler.driver.api import compile_source
     return compile_source(source, via=via, filename="<certificate>").build()
 
 
@@ -827,7 +829,7 @@ def _posterior_kl(params: dict, x: np.ndarray, sigma: float) -> np.ndarray:
 def _tightens_on_program(prog, seed: int) -> list[Certificate]:
     """IWAE K = 8 vs K = 1 on the program's own model, data and initial parameters."""
     import jax
-    from compiler.api import compile_source
+    from compiler.driver.api import compile_source
     try:
         data = prog.load_data()
     except AttractorError as e:
@@ -874,7 +876,7 @@ def certify_analytic_kl(prog, step, seed: int) -> list[Certificate]:
     Carlo estimate of E_q[log q - log p] (SciPy laws, 200000 draws) at random parameters."""
     import jax
     import jax.numpy as jnp
-    from compiler.distributions_math import to_jax_source
+    from compiler.math.distributions import to_jax_source
     rng = np.random.default_rng(seed)
     out, seen = [], set()
     for node in (n for pl in prog.program.players for n in pl.loss.walk() if isinstance(n, ClosedKL)):

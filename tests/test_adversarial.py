@@ -11,12 +11,13 @@ import numpy as np
 import pytest
 import sympy as sp
 
-from compiler import AttractorError, compile_file, compile_source, ir
-from compiler.backend import Emitter, Fn
-from compiler.certify import certify
-from compiler.cli import main
-from compiler.emit import RUNTIME
-from compiler.pipeline import Context
+from attractor import AttractorError, compile_file, compile_source
+from compiler import ir
+from compiler.backend.lower import Emitter, Fn
+from compiler.driver.check import certify
+from compiler.driver.cli import main
+from compiler.backend.emit import RUNTIME
+from compiler.rewrite.manager import Context
 from passes.adversarial import classifier_ratio, conjugate, denoising_score
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,4 +1,4 @@
-"""compiler.convex: f-divergence conjugates derived by SymPy, checked against the published
+"""compiler.math.convex: f-divergence conjugates derived by SymPy, checked against the published
 f-GAN table (Nowozin, Cseke & Tomioka 2016, Table 2), the oracle, and against convex
 analysis itself (Fenchel–Young), on random points."""
 import re
@@ -9,10 +9,10 @@ import pytest
 import sympy as sp
 from hypothesis import given, settings, strategies as st
 
-from compiler.convex import (
+from compiler.math.convex import (
     T, U, V, Conjugate, ConvexityError, check_generator, derive_conjugate, named_generator,
 )
-from compiler.distributions_math import with_softplus
+from compiler.math.distributions import with_softplus
 
 u = sp.Symbol("u")  # a user's u, without assumptions, as a parser would make it
 oo, half, log2 = sp.oo, sp.Rational(1, 2), sp.log(2)

@@ -1,12 +1,12 @@
-"""Tests for compiler.datasets: the data sources named after `from`."""
+"""Tests for compiler.data.datasets: the data sources named after `from`."""
 
 import pathlib
 
 import numpy as np
 import pytest
 
-from compiler import datasets
-from compiler.datasets import DatasetError, load
+from compiler.data import datasets
+from compiler.data.datasets import DatasetError, load
 
 HERE = pathlib.Path(".")
 X64 = [("x", (64,))]

@@ -1,4 +1,4 @@
-"""Derived closed forms of compiler.distributions_math against oracles, quadrature and Monte Carlo.
+"""Derived closed forms of compiler.math.distributions against oracles, quadrature and Monte Carlo.
 
 Textbook formulas appear here only, as oracles for what the module derives.
 """
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import sympy as sp
 
-from compiler.distributions_math import (
+from compiler.math.distributions import (
     PARAMETERS, X, entropy_closed_form, kl_closed_form, log_density, parameter_symbols, support, to_jax_source)
 
 CONTINUOUS = ("Normal", "Laplace", "LogNormal", "Uniform")

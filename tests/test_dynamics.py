@@ -12,9 +12,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from compiler import AttractorError, compile_file, compile_source
-from compiler.cli import main
-from compiler.fieldcheck import classify, jacobian_report
+from attractor import AttractorError, compile_file, compile_source
+from compiler.driver.cli import main
+from compiler.driver.field import classify, jacobian_report
 
 ROOT = Path(__file__).resolve().parents[1]
 DIRAC = ROOT / "examples" / "dirac_gan.att"

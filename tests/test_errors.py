@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from compiler import AttractorError, compile_source
-from compiler.api import compile_file
+from attractor import AttractorError, compile_source
+from compiler.driver.api import compile_file
 
 ROOT = Path(__file__).resolve().parents[1]
 HEAD = "data x : real[3], y : real from gaussian(n=10)\nparam w : real[3]\n"

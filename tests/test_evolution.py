@@ -9,9 +9,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from compiler import AttractorError, compile_file, compile_source
-from compiler.api import estimators
-from compiler.certify import certify
+from attractor import AttractorError, compile_file, compile_source
+from compiler.driver.api import estimators
+from compiler.driver.check import certify
 from passes.evolution import Smoothed
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -4,9 +4,9 @@ from pathlib import Path
 import pytest
 
 from compiler import ir
-from compiler.checker import check
-from compiler.parser import parse
-from compiler.printer import program_text, show, to_json
+from compiler.frontend.checker import check
+from compiler.frontend.parser import parse
+from compiler.ir.printer import program_text, show, to_json
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEC_EXAMPLES = ["vae", "gan_ring", "kl_estimate", "hellinger_fit", "es_zero_one", "svm_hinge",

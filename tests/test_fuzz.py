@@ -5,7 +5,7 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from compiler import AttractorError, compile_source
+from attractor import AttractorError, compile_source
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = [p.read_text() for p in sorted((ROOT / "examples").glob("*.att"))]

@@ -1,4 +1,4 @@
-"""compiler.joint: with several moving players the field comes from one function of every
+"""compiler.backend.joint: with several moving players the field comes from one function of every
 player's loss, in which the draws the players share are made once, and random sites get keys
 without a fold_in when a scope has only one."""
 import dataclasses
@@ -9,10 +9,10 @@ import jax
 import numpy as np
 import pytest
 
-from compiler import compile_file, compile_source
-from compiler.backend import emit_module
-from compiler.joint import outer_expectations
-from compiler.strategies import bottom_up
+from attractor import compile_file, compile_source
+from compiler.backend.emit import emit_module
+from compiler.backend.joint import outer_expectations
+from compiler.rewrite.strategies import bottom_up
 from compiler import ir
 
 ROOT = Path(__file__).resolve().parents[1]

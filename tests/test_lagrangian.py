@@ -10,9 +10,9 @@ import jax
 import numpy as np
 import pytest
 
-from compiler import AttractorError, compile_file, compile_source
-from compiler.certify import certify
-from compiler.printer import program_text
+from attractor import AttractorError, compile_file, compile_source
+from compiler.driver.check import certify
+from compiler.ir.printer import program_text
 from passes.lagrangian import exact_ball_least_squares, exact_sum_least_squares
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -173,7 +173,7 @@ def test_diagnostics(source, line, col, message):
 
 
 def test_explain_shows_the_constraint_and_the_rule_taken():
-    from compiler.explain import explain
+    from compiler.driver.explain import explain
     text = explain(str(ROOT / "examples" / "constrained.att"))
     assert "5:1: subject to sumsq(w) <= 1" in text
     assert "matches: lagrangian (=)" in text and "taken: lagrangian (=)" in text

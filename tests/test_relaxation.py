@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import sympy as sp
 
-from compiler import AttractorError, compile_file, compile_source
-from compiler.certify import certify
-from compiler.defaults import training
-from compiler.explain import explain
+from attractor import AttractorError, compile_file, compile_source
+from compiler.driver.check import certify
+from compiler.backend.defaults import training
+from compiler.driver.explain import explain
 from passes.relaxation import (LOGISTIC_LABEL, PROX_FUNCTIONS, S, V, T, below, convex_on, derive_prox, margin,
                                step_surrogate, zero_one)
 

@@ -14,7 +14,7 @@ SCRIPT = """
 import json, sys
 import jax, numpy as np
 from jax.flatten_util import ravel_pytree
-from compiler import compile_file
+from attractor import compile_file
 prog = compile_file(sys.argv[1])
 mod = prog.build()
 data = mod.as_data(prog.load_data())

@@ -10,8 +10,8 @@ import jax
 import numpy as np
 import pytest
 
-from compiler import AttractorError, compile_file, compile_source
-from compiler.certify import certify
+from attractor import AttractorError, compile_file, compile_source
+from compiler.driver.check import certify
 
 ROOT = Path(__file__).resolve().parents[1]
 HEAD = "data x : real[20], y : real from piecewise_regression(n=100, d=20, segments=3, noise=0.1, seed=2)\nparam w : real[20]\n"

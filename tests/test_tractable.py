@@ -9,7 +9,7 @@ import jax
 import numpy as np
 import pytest
 
-from compiler import compile_file, compile_source
+from attractor import compile_file, compile_source
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -139,7 +139,7 @@ def test_quadratic_losses_take_1_over_L_and_others_backtrack():
     """1/L at the start holds everywhere only for a quadratic (constant Hessian); otherwise a
     step that would raise the objective is refused and the step halved, so gradient descent
     cannot diverge: exp(a^2) - 2a has curvature growing without bound."""
-    from compiler.defaults import degree, training
+    from compiler.backend.defaults import degree, training
     quad = compile_file(ROOT / "examples" / "least_squares.att")
     assert degree(quad.program.players[0].loss, quad.program) == 2 and not training(quad.program).backtrack
     prog = compile_source("param a : real\nminimize exp a^2 - 2 * a\n")

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from compiler import AttractorError, compile_file, compile_source
-from compiler.certify import CERTIFICATES, certify
+from attractor import AttractorError, compile_file, compile_source
+from compiler.driver.check import CERTIFICATES, certify
 from passes import variational
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -25,7 +25,7 @@ import sympy as sp
 from sympy.codegen.cfunctions import expm1
 from sympy.core.relational import Relational
 
-from compiler.distributions_math import with_softplus, wright_omega
+from compiler.math.distributions import with_softplus, wright_omega
 
 U = sp.Symbol("u", positive=True)  # the density ratio p/q
 T = sp.Symbol("t", real=True)      # the conjugate variable, i.e. the critic's value
@@ -512,7 +512,7 @@ def _evaluable(e, fstar) -> None:
     """f*∘g_f(v) must print as JAX and be real and finite in float32 wherever its 30-digit
     value is, for critic outputs v ∈ [−12, 12]: else the critic's loss would be NaN at run time.
     (Further out, float32 may round g_f(v) onto the edge of dom f*.)"""
-    from compiler.distributions_math import to_jax_source
+    from compiler.math.distributions import to_jax_source
     if e.has(sp.I):
         raise ConvexityError(f"f*(t) = {fstar} has no real closed form the JAX backend can evaluate")
     try:

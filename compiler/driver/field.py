@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from compiler.api import compile_file
-from compiler.diagnostics import AttractorError
+from compiler.driver.api import compile_file
+from compiler.ir.diagnostics import AttractorError
 
 MAX_PARAMS = 400
 

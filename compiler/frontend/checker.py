@@ -8,9 +8,9 @@ import keyword
 from dataclasses import dataclass, field
 
 from compiler import ir
-from compiler.builtins import (ARITHMETIC, DISTRIBUTIONS, DIVERGENCES, DYNAMICS, FUNCTIONS,
+from compiler.ir.builtins import (ARITHMETIC, DISTRIBUTIONS, DIVERGENCES, DYNAMICS, FUNCTIONS,
                                OPTIMIZERS, RESERVED, TRAIN_OPTIONS)
-from compiler.diagnostics import AttractorError, Loc
+from compiler.ir.diagnostics import AttractorError, Loc
 
 Shape = tuple[int, ...]
 
@@ -138,7 +138,7 @@ class Checker:
                         raise AttractorError("dimensions must be positive", s.loc)
 
     def _check_source(self, src: ir.Source) -> None:
-        from compiler.datasets import SOURCES
+        from compiler.data.datasets import SOURCES
         if src.name not in SOURCES:
             known = ", ".join(sorted(SOURCES))
             raise AttractorError(f"unknown data set '{src.name}'; known data sets: {known}", src.loc)
@@ -268,7 +268,7 @@ class Checker:
         """The value of an expression of numbers and consts, or None."""
         from types import SimpleNamespace
 
-        from compiler.strategies import const_value
+        from compiler.analysis.constants import const_value
         return const_value(node, SimpleNamespace(decl=self.decls.get))
 
     # ---- statements --------------------------------------------------------------------

@@ -9,12 +9,12 @@ import types
 from pathlib import Path
 
 from compiler import ir
-from compiler.checker import check
-from compiler.diagnostics import AttractorError
-from compiler.latex import derivation_latex
-from compiler.parser import parse
-from compiler.pipeline import Derivation, run_passes
-from compiler.printer import program_text, rule_text, show, to_json
+from compiler.frontend.checker import check
+from compiler.ir.diagnostics import AttractorError
+from compiler.math.latex import derivation_latex
+from compiler.frontend.parser import parse
+from compiler.rewrite.manager import Derivation, run_passes
+from compiler.ir.printer import program_text, rule_text, show, to_json
 
 ESTIMATOR_DEFAULT = {"data": "exact", "fixed": "monte_carlo"}
 
@@ -137,7 +137,7 @@ class CompiledProgram:
         return stem if stem.isidentifier() and not stem.startswith("__") else "program"
 
     def emit(self, dynamics: str | None = None) -> str:
-        from compiler.backend import emit_module
+        from compiler.backend.emit import emit_module
         where = Path(self.filename)
         return emit_module(self.program, self.title, dynamics or self.dynamics,
                            str(where.resolve().parent) if where.exists() else None)
@@ -156,7 +156,7 @@ class CompiledProgram:
 
     def load_data(self, override: str | None = None) -> dict:
         """The program's data (or `override`, a source such as `npz("file.npz")`)."""
-        from compiler.datasets import DatasetError, load
+        from compiler.data.datasets import DatasetError, load
         base = Path(self.filename).resolve().parent if Path(self.filename).exists() else Path.cwd()
         if override is not None:
             src = parse_source(override)

@@ -19,10 +19,10 @@ Gaussian smoothing of parameters) is lowered in its context as it stands.
 from __future__ import annotations
 
 from compiler import ir
-from compiler.analysis import depends_on
-from compiler.backend import DRAWS_AXIS, Emitter, Fn, dist_sample, ident, key_literal, needs_key
-from compiler.diagnostics import AttractorError
-from compiler.printer import show
+from compiler.analysis.problems import depends_on
+from compiler.backend.lower import DRAWS_AXIS, Emitter, Fn, dist_sample, ident, key_literal, needs_key
+from compiler.ir.diagnostics import AttractorError
+from compiler.ir.printer import show
 
 _THROUGH = (ir.Apply, ir.Compare, ir.NetCall, ir.Sym, ir.Surrogate)   # lowered in the caller's scope, binding nothing
 

@@ -9,9 +9,9 @@ import time
 import traceback
 from pathlib import Path
 
-from compiler.api import CompiledProgram, compile_file
-from compiler.builtins import DYNAMICS
-from compiler.diagnostics import AttractorError
+from compiler.driver.api import CompiledProgram, compile_file
+from compiler.ir.builtins import DYNAMICS
+from compiler.ir.diagnostics import AttractorError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -130,7 +130,7 @@ def cmd_run(args) -> int:
     if args.samples:
         _save_samples(mod, params, args.samples, args.seed)
     if args.plot:
-        from compiler.plot import plot_run
+        from compiler.driver.plot import plot_run
         plot_run(args.plot, history, report_history, mod, params, data)
     if args.json:
         print(json.dumps(result))
@@ -152,7 +152,7 @@ def _save_samples(mod, params, path, seed) -> None:
 
 
 def cmd_check(args) -> int:
-    from compiler.certify import certify
+    from compiler.driver.check import certify
     prog = _compile(args)
     results = certify(prog, seed=args.seed)
     failed = 0
@@ -167,13 +167,13 @@ def cmd_check(args) -> int:
 
 
 def cmd_explain(args) -> int:
-    from compiler.explain import explain
+    from compiler.driver.explain import explain
     print(explain(args.file))
     return 0
 
 
 def cmd_field(args) -> int:
-    from compiler.fieldcheck import field_command
+    from compiler.driver.field import field_command
     print(field_command(args))
     return 0
 

@@ -13,7 +13,7 @@ from lark.exceptions import (UnexpectedCharacters, UnexpectedEOF,
 from lark.indenter import DedentError, Indenter
 
 from compiler import ir
-from compiler.diagnostics import AttractorError, Loc
+from compiler.ir.diagnostics import AttractorError, Loc
 
 
 class _Indenter(Indenter):

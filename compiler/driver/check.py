@@ -1,26 +1,20 @@
 """`attractor check`: numerical certificates of every recorded relation.
 
-Rule families register a certificate per rule with `@certificate("rule")`; each returns
-`Certificate`s from random instances (bounds really bound, estimators are unbiased within
-a confidence interval). A step whose rule has no certificate fails the check.
+The certificates of each rule family live in `passes/<family>/certificates.py` (a dict
+`CERTIFICATES`); this driver loads them, and runs the certificate of every rule the
+derivation used, once per rule. A step whose rule has no certificate fails the check.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Callable
 
-CERTIFICATES: dict[str, Callable] = {}
+from compiler.rewrite.certificate import Certificate
 
-
-@dataclass(frozen=True)
-class Certificate:
-    rule: str
-    claim: str
-    evidence: str
-    passed: bool
+CERTIFICATES: dict[str, Callable] = {}   # TRANSITIONAL registry, filled by @certificate in passes/*.py
 
 
 def certificate(rule: str):
+    """TRANSITIONAL: register fn as the certificate of `rule`."""
     def register(fn):
         CERTIFICATES[rule] = fn
         return fn

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from compiler import ir
-from compiler.builtins import FUNCTIONS
+from compiler.ir.builtins import FUNCTIONS
 
 
 @dataclass(frozen=True)

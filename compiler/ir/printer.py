@@ -5,7 +5,7 @@ import dataclasses
 import math
 
 from compiler import ir
-from compiler.builtins import INFIX
+from compiler.ir.builtins import INFIX
 
 _PREC = {"add": 1, "sub": 1, "mul": 2, "div": 2, "matmul": 2, "pow": 4}
 _PREFIX = 3
@@ -189,3 +189,10 @@ def _is_expr(node: ir.Node) -> bool:
         return True
     except TypeError:
         return False
+
+
+def decl_summary(d: ir.Node) -> str:
+    """A declaration on one line, without its comment (how a derivation step lists what it introduced)."""
+    head, *body = _decl(d)
+    head = head.split("    #")[0]
+    return f"{head} {'; '.join(line.strip() for line in body)}" if body else head

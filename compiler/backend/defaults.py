@@ -17,8 +17,8 @@ from dataclasses import dataclass
 import sympy as sp
 
 from compiler import ir
-from compiler.analysis import depends_on
-from compiler.strategies import const_value
+from compiler.analysis.problems import depends_on
+from compiler.analysis.constants import const_value
 
 KINKED = {"abs", "max", "min", "relu", "norm1", "norm2", "norm0", "step", "sign", "round", "floor"}
 KINKED_FAMILIES = {"Laplace", "Uniform"}    # log densities with a kink or a jump in their parameters
@@ -37,7 +37,7 @@ class Training:
 
 def deterministic_full_batch(program: ir.Program) -> bool:
     """One player over declared parameters only, no random draws, no minibatches."""
-    from compiler.backend import needs_key
+    from compiler.backend.lower import needs_key
     if len(program.players) != 1 or program.train.option("batch"):
         return False
     player = program.players[0]

@@ -10,7 +10,7 @@ import functools
 from dataclasses import dataclass, field
 from typing import Iterator
 
-from compiler.diagnostics import Loc
+from compiler.ir.diagnostics import Loc
 
 Shape = tuple[int, ...]
 
@@ -54,10 +54,6 @@ class Node:
             node = stack.pop()
             yield node
             stack.extend(reversed(node.children()))
-
-    def __str__(self) -> str:
-        from compiler.printer import show
-        return show(self)
 
 
 # ---- expressions --------------------------------------------------------------------

@@ -4,12 +4,12 @@ from __future__ import annotations
 import textwrap
 
 from compiler import ir
-from compiler.backend import RUNTIME_PARTS, SITE_MARK, Emitter, Fn, block_sample, ident, key_literal, num
-from compiler.defaults import training
-from compiler.diagnostics import AttractorError
-from compiler.joint import joint_function
-from compiler.printer import show, shape_text
-from compiler.strategies import const_value
+from compiler.backend.lower import RUNTIME_PARTS, SITE_MARK, Emitter, Fn, block_sample, ident, key_literal, num
+from compiler.backend.defaults import training
+from compiler.ir.diagnostics import AttractorError
+from compiler.backend.joint import joint_function
+from compiler.ir.printer import show, shape_text
+from compiler.analysis.constants import const_value
 
 RUNTIME = '''
 LOG_2PI = 1.8378770664093453
@@ -278,7 +278,7 @@ class ModuleWriter:
         return out + ["", "", "OBJECTIVE = objective_value"]
 
     def joint(self) -> list[str]:
-        """With several moving players, `joint_losses` (compiler.joint): the field in one pass."""
+        """With several moving players, `joint_losses` (compiler.backend.joint): the field in one pass."""
         players = self.program.players
         if sum(1 for pl in players if pl.params) < 2:
             return ["JOINT = None   # one moving player: the field is the gradient of its loss"]
@@ -634,7 +634,7 @@ def step(state, key, batch):
 MAIN = '''
 def load_data():
     from pathlib import Path
-    from compiler.datasets import load
+    from compiler.data.datasets import load
     if SOURCE is None:
         return {}
     name, args, kwargs = SOURCE
@@ -659,7 +659,7 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
-    from compiler.datasets import DatasetError
+    from compiler.data.datasets import DatasetError
     try:
         data = load_data()
     except DatasetError as e:
@@ -673,3 +673,9 @@ def main(argv=None):
 if __name__ == "__main__":
     main()
 '''
+
+
+def emit_module(program: ir.Program, title: str = "program", dynamics: str | None = None,
+                program_dir: str | None = None) -> str:
+    """The emitted module; `program_dir` (the program file's folder) anchors relative data paths."""
+    return ModuleWriter(program, title, dynamics, program_dir).source()

@@ -2,14 +2,15 @@
 from __future__ import annotations
 
 from compiler import ir
-from compiler.analysis import program_problems
-from compiler.api import compile_file
-from compiler.checker import check
-from compiler.diagnostics import AttractorError
-from compiler.parser import parse
-from compiler.pipeline import Context, _check_direction
-from compiler.printer import show
-from compiler.strategies import ancestors, positions
+from compiler.analysis.problems import program_problems
+from compiler.driver.api import compile_file
+from compiler.frontend.checker import check
+from compiler.ir.diagnostics import AttractorError
+from compiler.frontend.parser import parse
+from compiler.rewrite.manager import check_direction
+from compiler.rewrite.rule import Context
+from compiler.ir.printer import show
+from compiler.rewrite.strategies import ancestors, positions
 
 
 def _matches(program: ir.Program, node: ir.Node, rules) -> list[tuple[str, str]]:
@@ -41,7 +42,7 @@ def _matches(program: ir.Program, node: ir.Node, rules) -> list[tuple[str, str]]
                 try:
                     rw = rule(n, Context(program, player, pol, {}, False, path))
                     if rw is not None:
-                        _check_direction(rule, rw, n, pol, program)
+                        check_direction(rule, rw, n, pol, program)
                 except AttractorError as e:
                     out[rule.name] = f"refused: {e.message}"
                     continue

@@ -4,8 +4,8 @@ from __future__ import annotations
 import sympy as sp
 
 from compiler import ir
-from compiler.printer import number
-from compiler.symbolic import NotScalar, to_sympy
+from compiler.ir.printer import number
+from compiler.math.symbolic import NotScalar, to_sympy
 
 
 def _name(n: str) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from compiler.diagnostics import AttractorError
+from compiler.ir.diagnostics import AttractorError
 
 
 def _pyplot():

@@ -13,10 +13,10 @@ import re
 from typing import Callable
 
 from compiler import ir
-from compiler.analysis import depends_on
-from compiler.diagnostics import AttractorError
-from compiler.printer import number, show
-from compiler.strategies import const_value
+from compiler.analysis.problems import depends_on
+from compiler.ir.diagnostics import AttractorError
+from compiler.ir.printer import number, show
+from compiler.analysis.constants import const_value
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z_0-9]*$")
 SITE_MARK = "\x00"   # brackets a random site's placeholder until its scope is complete (Fn.body)
@@ -45,7 +45,7 @@ class Fn:
     """A function body under construction: lines, an environment name → Python expression.
 
     `params` is the Python name of the parameter dictionary the body reads; `known` maps
-    expectations already lowered in this scope (`compiler.joint`) to their values. Views of one
+    expectations already lowered in this scope (`compiler.backend.joint`) to their values. Views of one
     scope (`view`) share its lines and its random sites. Each random site gets its own key:
     `fold_in(key, n)` for the n-th of several, the scope's key itself when it is the only one
     (on the CPU every fold_in under a vmap is a loop of its own); `body()` resolves them once
@@ -217,7 +217,7 @@ def _let(em: Emitter, node: ir.Let, fn: Fn) -> str:
 @lowers(ir.Sym)
 def _sym(em: Emitter, node: ir.Sym, fn: Fn) -> str:
     import sympy
-    from compiler.distributions_math import RUNTIME_FUNCTIONS, to_jax_source
+    from compiler.math.distributions import RUNTIME_FUNCTIONS, to_jax_source
     expr = sympy.sympify(node.expr, locals=RUNTIME_FUNCTIONS)
     by_name = {str(s): s for s in expr.free_symbols}
     names = {}
@@ -373,12 +373,3 @@ def _sample_expect(em: Emitter, node: ir.Expect, fn: Fn) -> str:
     if node.samples > 1:
         return f"jnp.mean(jax.vmap({name}, axis_name={inner.env[DRAWS_AXIS]})(jax.random.split({fn.subkey()}, {node.samples})), axis=0)"
     return f"{name}({fn.subkey()})"
-
-
-# ---- the module ---------------------------------------------------------------------------------
-
-def emit_module(program: ir.Program, title: str = "program", dynamics: str | None = None,
-                program_dir: str | None = None) -> str:
-    """The emitted module; `program_dir` (the program file's folder) anchors relative data paths."""
-    from compiler.emit import ModuleWriter
-    return ModuleWriter(program, title, dynamics, program_dir).source()

@@ -1,0 +1,1 @@
+"""Analyses of the typed IR: what is intractable and why, constant folding, dependence."""

@@ -1,0 +1,1 @@
+"""The backend: lowering of the vector-field form to JAX source, the emitted module, training defaults."""

@@ -1,0 +1,1 @@
+"""Data sets named after `from`, and npz/csv loaders."""

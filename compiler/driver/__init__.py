@@ -1,0 +1,1 @@
+"""Drivers: the Python API, the command line, check, explain, field and plotting."""

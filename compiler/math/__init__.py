@@ -1,0 +1,1 @@
+"""Mathematics with SymPy: conjugates and convexity, distribution closed forms, SymPy mapping, LaTeX."""

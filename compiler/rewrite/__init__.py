@@ -1,0 +1,1 @@
+"""Rewriting: rules, the pass manager that owns cross-rule policy, traversal strategies, the derivation record."""

@@ -1,0 +1,270 @@
+"""The pass manager: it owns every cross-rule policy and the one path by which a rewrite is
+committed to the program and recorded as a derivation step.
+
+Policy, all here and nowhere in a rule:
+- `via RULE(opts)` forces a rule: its options are read against the rule's typed options, and
+  every other rule answering the same problem, in any pass, is disabled (`Plan`).
+- A pass marked `covers_all` (relaxation) runs only when its rules can take every node of
+  their problem in the bound's direction; otherwise it stands aside and a later pass for the
+  same problem (evolution strategies) takes the nodes, with the reason recorded (`Plan.passed_over`).
+- A forced rule may claim constraints (`Rule.claims`) that the Lagrangian then leaves alone.
+- A bound is never substituted in the direction that would break it (`check_direction`).
+- A forced rule's refusal at a node of its problem is the one diagnostic, at that node.
+- Passes run to a fixed point: a pass stops when no rule applies anywhere, not after a count.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from compiler import ir
+from compiler.analysis.problems import node_problem, program_problems
+from compiler.ir.diagnostics import AttractorError
+from compiler.ir.printer import decl_summary, show
+from compiler.rewrite.rule import Context, Refusal, Rewrite, Rule, Step
+from compiler.rewrite.strategies import positions, replace_at
+
+STAGES = {"lagrangian": 10, "jensen": 20, "adversarial": 30, "analytic_kl": 40, "relaxation": 50,
+          "evolution": 55, "splitting": 60, "proximal": 70, "estimators": 80}
+
+
+# ---- policy --------------------------------------------------------------------------------------
+
+@dataclass
+class Plan:
+    """What the manager decided for one compilation: the forced rule and its typed options,
+    the rules it disables, and the passes that stood aside (with the nodes they could not take)."""
+
+    via: ir.RuleRef | None
+    forced: Rule | None
+    options: dict
+    disabled: frozenset[str]
+    passed_over: dict = field(default_factory=dict)     # problem -> (pass name, [nodes])
+    refusals: list = field(default_factory=list)        # (node, Refusal) of the forced rule
+
+    def enabled(self, rules: tuple[Rule, ...]) -> tuple[Rule, ...]:
+        return tuple(r for r in rules if r.name not in self.disabled)
+
+    def is_forced(self, rule: Rule) -> bool:
+        return self.forced is not None and self.forced.name == rule.name
+
+    def forces_any(self, rules) -> bool:
+        return self.forced is not None and any(r.name == self.forced.name for r in rules)
+
+    def context(self, program: ir.Program, player: ir.Player, rule: Rule, polarity: int = 1,
+                path=None) -> Context:
+        forced = self.is_forced(rule)
+        return Context(program, player, polarity, dict(self.options) if forced else {}, forced, path)
+
+    def claimed(self, constraint: ir.Constraint, program: ir.Program) -> bool:
+        """Is the constraint taken by the forced rule instead of the Lagrangian?"""
+        claims = getattr(self.forced, "claims", None) if self.forced is not None else None
+        return claims is not None and claims(constraint, program)
+
+
+def make_plan(passes, via: ir.RuleRef | None) -> Plan:
+    """Read `via`: the rule must exist, its options be its own, given once, of the right type."""
+    known = {r.name: r for p in passes for r in p.rules}
+    if via is None:
+        return Plan(None, None, {}, frozenset())
+    rule = known.get(via.name)
+    if rule is None:
+        raise AttractorError(f"unknown rule '{via.name}'; rules are {', '.join(sorted(known))}", via.loc)
+    options = {}
+    for key, value in via.options:
+        if key in options:
+            raise AttractorError(f"rule {via.name}: option '{key}' is given twice", via.loc)
+        option = rule.option(key)
+        if option is None:
+            accepted = ", ".join(o.name for o in rule.options) or "none"
+            raise AttractorError(f"rule {via.name} has no option '{key}' (options: {accepted})", via.loc)
+        options[key] = option.read(rule.name, value, via.loc)
+    disabled = frozenset(r.name for r in known.values()
+                         if rule.problem and r.problem == rule.problem and r.name != rule.name)
+    return Plan(via, rule, options, disabled)
+
+
+def check_direction(rule: Rule, rw: Rewrite, node: ir.Node, polarity: int, program: ir.Program) -> None:
+    """A bound may only replace a term in the direction that keeps it a bound."""
+    if rw.relation in ("=", "=+c") or rw.game or program.objective.sense == "estimate":
+        return
+    needs = {"<=": 1, "~": 1, "min<=": 1, ">=": -1}[rw.relation]
+    if polarity == needs:
+        return
+    what = {"<=": "an upper bound", "~": "a relaxation", "min<=": "a smoothing", ">=": "a lower bound"}[rw.relation]
+    if polarity == 0:
+        why = "the objective is not monotone in this term, so the bound says nothing about it"
+    elif rw.relation == ">=":
+        why = "the term is minimised, and minimising a lower bound drives it to -infinity, not to the optimum"
+    elif program.objective.sense == "maximize":
+        why = ("the objective is maximised, and the surrogate can grow where the term does not, "
+               "so maximising the surrogate would not maximise the objective")
+    elif polarity == -1:
+        why = ("the term enters with a negative weight, so minimising the objective pushes the term up, and the "
+               "surrogate can grow where the term does not")
+    else:
+        why = "the bound points the wrong way"
+    raise AttractorError(f"rule {rule.name} refused: it would substitute {what} ({rw.relation}) for {show(node)}, "
+                         f"but {why}", node.loc or program.objective.loc)
+
+
+def try_rule(rule: Rule, node: ir.Node, ctx: Context, plan: Plan) -> Rewrite | None:
+    """The rule's rewrite of `node`, direction-checked; a refusal of the forced rule at a node
+    of its problem is the diagnostic, any other refusal means 'not here'."""
+    out = rule(node, ctx)
+    if isinstance(out, Refusal):
+        if ctx.forced:
+            found = node_problem(ctx.program, node)
+            if found is not None and found.kind == rule.problem:
+                raise AttractorError(f"rule {rule.name} does not apply to {show(node)}: {out.reason}",
+                                     out.loc or node.loc or ctx.program.objective.loc)
+            plan.refusals.append((node, out))
+        return None
+    if out is not None:
+        check_direction(rule, out, node, ctx.polarity, ctx.program)
+    return out
+
+
+def uncovered(rules: tuple[Rule, ...], program: ir.Program, plan: Plan) -> list[ir.Node]:
+    """The nodes of the rules' problems that none of them can take in the bound's direction."""
+    problems_here = {r.problem for r in rules if r.problem}
+    left = []
+    for player in program.players:
+        sense = 1 if player.sense == "min" else -1
+        for node, pol, path in positions(player.loss, program, sense):
+            found = node_problem(program, node)
+            if found is None or found.kind not in problems_here:
+                continue
+            if not any(_keeps_direction(rule, node, plan.context(program, player, rule, pol, path), plan)
+                       for rule in rules):
+                left.append(node)
+    return left
+
+
+def _keeps_direction(rule: Rule, node: ir.Node, ctx: Context, plan: Plan) -> bool:
+    try:
+        return try_rule(rule, node, dataclasses.replace(ctx, forced=False), plan) is not None
+    except AttractorError:
+        return False
+
+
+# ---- the one commit path -------------------------------------------------------------------------
+
+def commit(program: ir.Program, index: int, rule: Rule, node: ir.Node, path, rw: Rewrite,
+           plan: Plan) -> tuple[ir.Program, Step]:
+    """Put the rewrite into the program and record the step.
+
+    A node of a loss is replaced where it stands (`path`); a constraint (not in any loss) is
+    removed from the program and its replacement added to player `index`'s loss, with the
+    sign of that player's sense.
+    """
+    player = program.players[index]
+    constraints = program.constraints
+    if isinstance(node, ir.Constraint):
+        new_loss = ir.Apply("add" if player.sense == "min" else "sub", (player.loss, rw.node))
+        constraints = tuple(c for c in constraints if c is not node)
+    else:
+        new_loss = replace_at(path, rw.node)
+    players = list(program.players)
+    players[index] = dataclasses.replace(player, loss=new_loss)
+    players.extend(rw.players)
+    for i, p in enumerate(players):   # new learnables owned by an existing player join its parameters
+        owned = tuple(d.name for d in rw.decls if isinstance(d, (ir.Param, ir.Net)) and d.owner == p.name
+                      and d.name not in p.params)
+        if owned:
+            players[i] = dataclasses.replace(p, params=p.params + owned)
+    program = dataclasses.replace(program, players=tuple(players), decls=program.decls + rw.decls,
+                                  constraints=constraints, auxiliary=program.auxiliary + rw.auxiliary)
+    introduces = tuple(decl_summary(d) for d in rw.decls) + tuple(
+        f"player {p.name} ({p.sense} over {', '.join(p.params)}): {show(p.loss)}" for p in rw.players)
+    before = constraint_text(node) if isinstance(node, ir.Constraint) else show(node)
+    options = tuple(sorted(plan.options.items())) if plan.is_forced(rule) else ()
+    step = Step(rule.name, rw.relation, player.name, before, show(rw.node), show(new_loss),
+                introduces, rw.conditions, rw.note, new_loss, node, options, rw.facts)
+    return program, step
+
+
+def constraint_text(c: ir.Constraint) -> str:
+    return f"subject to {show(c.lhs)} {c.op} {show(c.rhs)}"
+
+
+# ---- passes ----------------------------------------------------------------------------------------
+
+class RulePass:
+    """Apply a table of rules to every player's loss, outermost position first, until none
+    applies (a fixed point). `stage` (a key of STAGES) places the pass in the pipeline;
+    `covers_all` makes it stand aside unless it can take every node of its problem."""
+
+    covers_all = False
+
+    def __init__(self, name: str, rules: tuple[Rule, ...], stage: str):
+        self.name = name
+        self.rules = rules
+        self.stage = STAGES[stage]
+
+    def accepts(self, program: ir.Program, plan: Plan) -> bool:
+        if not self.covers_all or plan.forces_any(self.rules):
+            return True
+        rules = plan.enabled(self.rules)
+        if not rules:
+            return False
+        left = uncovered(rules, program, plan)
+        if left:
+            for problem in {r.problem for r in rules if r.problem}:
+                plan.passed_over[problem] = (self.name, left)
+        return not left
+
+    def apply(self, program: ir.Program, plan: Plan) -> tuple[ir.Program, list[Step]]:
+        steps: list[Step] = []
+        rules = plan.enabled(self.rules)
+        while True:
+            for index, player in enumerate(program.players):
+                hit = self.first(program, player, rules, plan)
+                if hit is not None:
+                    program, step = commit(program, index, *hit, plan)
+                    steps.append(step)
+                    break
+            else:
+                return program, steps
+
+    def first(self, program, player, rules, plan: Plan):
+        """The first (rule, node, path, rewrite) in the player's loss, outermost first."""
+        sense = 1 if player.sense == "min" else -1
+        for node, pol, path in positions(player.loss, program, sense):
+            for rule in rules:
+                rw = try_rule(rule, node, plan.context(program, player, rule, pol, path), plan)
+                if rw is not None:
+                    return rule, node, path, rw
+        return None
+
+
+# ---- the manager -----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Derivation:
+    objective: str
+    steps: tuple[Step, ...]
+
+
+def run_passes(program: ir.Program, passes, via: ir.RuleRef | None) -> tuple[ir.Program, Derivation]:
+    """Run the passes in order under one plan; refuse what is left intractable."""
+    plan = make_plan(passes, via)
+    objective = show(program.objective.expr)
+    steps: list[Step] = []
+    for p in passes:
+        if p.accepts(program, plan):
+            program, done = p.apply(program, plan)
+            steps.extend(done)
+    if via is not None and not any(s.rule == via.name for s in steps):
+        why = f": {plan.refusals[0][1].reason}" if plan.refusals else ""
+        raise AttractorError(f"rule {via.name} does not apply to this objective{why}", via.loc)
+    left = program_problems(program)
+    if left:
+        problem = left[0]
+        known = [r for p in passes for r in p.rules]
+        tried = sorted(r.name for r in known if r.problem == problem.kind)
+        tried_text = ", ".join(tried) if tried else "none exists yet"
+        what = show(problem.node) if not isinstance(problem.node, ir.Constraint) else "subject to ..."
+        raise AttractorError(f"intractable: {what}: {problem.reason}; rules tried: {tried_text}",
+                             problem.node.loc or program.objective.loc)
+    return program, Derivation(objective, tuple(steps))

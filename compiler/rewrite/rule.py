@@ -1,0 +1,189 @@
+"""What a rule is: the node types it matches, a pure match, a build, its relation and identity.
+
+    Rule("relax_l0", problem="nondiff", matches=(ir.Apply,), relation="~",
+         identity="norm0(w) ~ norm1(w)   (convex envelope on |w_i| <= 1)",
+         match=match_norm0, build=build_norm1)
+
+`rule(node, ctx)` returns a `Rewrite` (the rule applies), a `Refusal` (the node is of the
+rule's kind but the rule cannot take it, and says why) or None (not this rule's business).
+A rule never raises to decline: the pass manager turns a refusal of a forced rule into the one
+diagnostic. A rule may still raise `AttractorError` for a user error it finds while building
+(a bad option value, an underivable conjugate).
+
+Relations read `original RELATION rewritten`:
+    =      equal
+    <=     the rewritten objective is an upper bound (pointwise)
+    >=     a lower bound for every auxiliary value, equal at the sup (a game)
+    ~      a surrogate: no order
+    =+c    equal up to an additive constant that does not depend on any parameter
+    min<=  min original <= min rewritten, not pointwise (smoothing)
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from compiler import ir
+from compiler.ir.diagnostics import AttractorError, Loc
+
+RELATIONS = ("=", "<=", ">=", "~", "=+c", "min<=")
+
+
+@dataclass(frozen=True)
+class Option:
+    """A typed option of `via rule(...)`: a flag (`kind=bool`) or `key=value` of `kind`
+    int, float or str (a name), within [low, high] or among `choices`."""
+
+    name: str
+    kind: type = bool
+    doc: str = ""
+    low: float | None = None
+    high: float | None = None
+    choices: tuple = ()
+    low_open: bool = False
+
+    def read(self, rule: str, value: Any, loc: Loc | None) -> Any:
+        """The option's value, converted and checked; a diagnostic at `loc` otherwise."""
+        where = f"rule {rule}: option '{self.name}'"
+        if self.kind is object:   # TRANSITIONAL: untyped legacy option
+            return value
+        if self.kind is bool:
+            if value is True:
+                return True
+            raise AttractorError(f"{where} is a flag: write it alone, without a value", loc)
+        if value is True:
+            raise AttractorError(f"{where} needs a value ({self.name}=...)", loc)
+        if self.kind is str:
+            if not isinstance(value, str):
+                raise AttractorError(f"{where} takes a name, not {value!r}", loc)
+            out = value
+        elif self.kind is int:
+            if isinstance(value, str) or not float(value).is_integer():
+                raise AttractorError(f"{where} takes an integer, not {value}", loc)
+            out = int(value)
+        else:
+            if isinstance(value, str) or not math.isfinite(float(value)):
+                raise AttractorError(f"{where} takes a finite number, not {value}", loc)
+            out = float(value)
+        if self.choices and out not in self.choices:
+            raise AttractorError(f"{where} is one of {', '.join(map(str, self.choices))}, not {out}", loc)
+        below = self.low is not None and (out <= self.low if self.low_open else out < self.low)
+        if below or (self.high is not None and out > self.high):
+            lo = "-inf" if self.low is None else f"{self.low:g}"
+            hi = "inf" if self.high is None else f"{self.high:g}"
+            raise AttractorError(f"{where} must lie in {'(' if self.low_open else '['}{lo}, {hi}], not {out:g}", loc)
+        return out
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """The node is of the rule's kind, but the rule does not apply to it: `reason` says why."""
+
+    reason: str
+    loc: Loc | None = None
+
+
+@dataclass(frozen=True)
+class Rewrite:
+    """What a rule builds: the replacement and what it costs.
+
+    `relation` reads `original RELATION replacement`; left empty, it is the rule's. A rewrite
+    may introduce declarations (nets, params; `owner=` the player) and players; `game` marks
+    `>=` rewrites closed by a max player; `facts` are the named results the rule established
+    (read by certificates and explain, never recovered from text).
+    """
+
+    node: ir.Node
+    relation: str = ""
+    conditions: tuple[str, ...] = ()
+    decls: tuple[ir.Node, ...] = ()
+    players: tuple[ir.Player, ...] = ()
+    auxiliary: tuple = ()
+    game: bool = False
+    note: str = ""
+    facts: tuple = ()          # ((name, value), ...)
+
+
+@dataclass(frozen=True)
+class Context:
+    """Where a rule is tried: the program, the player whose loss holds the node, the node's
+    polarity (+1: the loss grows with it, -1: falls, 0: unknown), the typed options of
+    `via rule(...)` when this rule is forced, and the path from the node to the root."""
+
+    program: ir.Program
+    player: ir.Player
+    polarity: int = 1
+    options: dict = field(default_factory=dict)
+    forced: bool = False
+    path: tuple | None = None      # linked (parent path, parent, index); None at the root
+
+    def option(self, key: str, default=None):
+        return self.options.get(key, default)
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A rewrite rule: `match(node, ctx)` is pure and returns what `build(found, ctx)` needs
+    (or a Refusal, or None); `build` makes the Rewrite. `problem` is the analysis problem the
+    rule answers (compiler.analysis.problems; "" for optional rules): forcing a rule with `via`
+    disables every other rule of its problem."""
+
+    name: str
+    problem: str
+    matches: tuple[type, ...]
+    relation: str
+    identity: str
+    match: Callable[[ir.Node, Context], Any]
+    build: Callable[[Any, Context], Rewrite] | None
+    options: tuple[Option, ...] = ()
+    claims: Callable[[ir.Constraint, ir.Program], bool] | None = None
+
+    def __post_init__(self):
+        assert self.relation in RELATIONS, self.relation
+
+    def __call__(self, node: ir.Node, ctx: Context) -> Rewrite | Refusal | None:
+        if not isinstance(node, self.matches):
+            return None
+        found = self.match(node, ctx)
+        if found is None or isinstance(found, Refusal) or self.build is None:   # build None: TRANSITIONAL legacy rule
+            return found
+        rw = self.build(found, ctx)
+        return rw if rw.relation else _with_relation(rw, self.relation)
+
+    def option(self, name: str) -> Option | None:
+        return next((o for o in self.options if o.name == name), None)
+
+
+def _with_relation(rw: Rewrite, relation: str) -> Rewrite:
+    from dataclasses import replace
+    return replace(rw, relation=relation)
+
+
+@dataclass(frozen=True)
+class Step:
+    """One derivation step: the rule, the relation, the player, the matched node and what
+    replaced it, the loss after it, what it introduced, the side conditions and facts."""
+
+    rule: str
+    relation: str
+    player: str
+    before: str
+    after: str
+    result: str
+    introduces: tuple[str, ...] = ()
+    conditions: tuple[str, ...] = ()
+    note: str = ""
+    node: ir.Node | None = field(default=None, compare=False, repr=False)      # the loss after the step
+    matched: ir.Node | None = field(default=None, compare=False, repr=False)   # the node the rule matched
+    options: tuple = ()            # ((key, value), ...) the rule was given
+    facts: tuple = ()              # ((name, value), ...) the rule established
+
+    def fact(self, name: str, default=None):
+        return dict(self.facts).get(name, default)
+
+
+def legacy_rule(name: str, problem: str, fn, options=(), claims=None) -> Rule:
+    """TRANSITIONAL: an old-style rule function (node, ctx) -> Rewrite | None, raising to refuse."""
+    return Rule(name, problem, (ir.Node,), "~", "", fn, None,
+                tuple(Option(o, object) for o in options), claims)
