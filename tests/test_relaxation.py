@@ -12,8 +12,9 @@ from attractor import AttractorError, compile_file, compile_source
 from compiler.driver.check import certify
 from compiler.backend.defaults import training
 from compiler.driver.explain import explain
-from passes.relaxation import (LOGISTIC_LABEL, PROX_FUNCTIONS, S, V, T, below, convex_on, derive_prox, margin,
-                               step_surrogate, zero_one)
+from compiler.math.piecewise import (LOGISTIC_LABEL, PROX_FUNCTIONS, S, V, T, below, convex_on, derive_prox,
+                                      step_surrogate, zero_one)
+from passes.relaxation import margin
 
 ROOT = Path(__file__).resolve().parents[1]
 HEAD = "data x : real[30], y : real from breast_cancer\nparam w : real[30]\nparam b : real\n"
