@@ -12,7 +12,7 @@ import pytest
 from attractor import AttractorError, compile_file, compile_source
 from compiler.driver.api import estimators
 from compiler.driver.check import certify
-from passes.evolution import Smoothed
+from passes.evolution.nodes import Smoothed
 
 ROOT = Path(__file__).resolve().parents[1]
 HEAD = "data x : real[30], y : real from breast_cancer\nparam w : real[30]\nparam b : real\n"
@@ -81,7 +81,7 @@ def test_odd_population_without_antithetic_pairs_runs():
     prog = compile_source(HEAD + f"minimize {ZERO_ONE} via evolution_strategy(population=7, antithetic=false, shaping=none)\n"
                           "train steps=3\n")
     mod, data = prog.build(), prog.load_data()
-    params, history = mod.fit(data, steps=3, seed=0)
+    _, history = mod.fit(data, steps=3, seed=0)
     assert np.isfinite(history[-1]["theta"])
 
 
@@ -98,8 +98,8 @@ def test_sigma_schedule():
     prog = compile_source(HEAD + f"minimize {ZERO_ONE} via evolution_strategy(sigma=0.5, sigma_final=0.05)\ntrain steps=101\n")
     mod = prog.build()
     assert "decaying geometrically to 0.05" in prog.steps.steps[0].note
-    sigma = lambda batch: float(mod.es_sigma(0.5, 0.05, batch))  # noqa: E731
-    run = lambda t, total=101: {"#step": jnp.asarray(t), "#total": jnp.asarray(total)}  # noqa: E731
+    sigma = lambda batch: float(mod.es_sigma(0.5, 0.05, batch))
+    run = lambda t, total=101: {"#step": jnp.asarray(t), "#total": jnp.asarray(total)}
     assert sigma(run(0)) == pytest.approx(0.5)
     assert sigma(run(50)) == pytest.approx(np.sqrt(0.5 * 0.05), rel=1e-5)
     assert sigma(run(100)) == pytest.approx(0.05) == sigma({})
@@ -112,7 +112,7 @@ def test_gradient_estimate_is_unbiased_without_shaping():
     mod = compile_file(ROOT / "examples" / "es_zero_one.att").build()
     c = jnp.asarray([1.0, -2.0, 0.5])
     mu = jnp.zeros(3)
-    fitness = lambda p, key: 0.5 * jnp.sum(jnp.square(p["t"] - c))  # noqa: E731
+    fitness = lambda p, key: 0.5 * jnp.sum(jnp.square(p["t"] - c))
 
     def grad(key):
         k1, k2 = jax.random.split(key)

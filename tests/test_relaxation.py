@@ -9,12 +9,22 @@ import pytest
 import sympy as sp
 
 from attractor import AttractorError, compile_file, compile_source
-from compiler.driver.check import certify
 from compiler.backend.defaults import training
+from compiler.driver.check import certify
 from compiler.driver.explain import explain
-from compiler.math.piecewise import (LOGISTIC_LABEL, PROX_FUNCTIONS, S, V, T, below, convex_on, derive_prox,
-                                      step_surrogate, zero_one)
-from passes.relaxation import margin
+from compiler.math.piecewise import (
+    LOGISTIC_LABEL,
+    PROX_FUNCTIONS,
+    S,
+    T,
+    V,
+    below,
+    convex_on,
+    derive_prox,
+    step_surrogate,
+    zero_one,
+)
+from passes.relaxation.relax_step import margin
 
 ROOT = Path(__file__).resolve().parents[1]
 HEAD = "data x : real[30], y : real from breast_cancer\nparam w : real[30]\nparam b : real\n"
@@ -215,7 +225,7 @@ def exact_svm(X, y, C, tol=1e-10):
         a[j] -= y[j] * t
         g += t * (y[i] * qi - y[j] * qj)
     w = Z.T @ a
-    primal = lambda b: 0.5 * w @ w + C * np.maximum(0, 1 - y * (X @ w + b)).sum()  # noqa: E731
+    primal = lambda b: 0.5 * w @ w + C * np.maximum(0, 1 - y * (X @ w + b)).sum()
     return min(primal(b) for b in y - X @ w), a.sum() - 0.5 * w @ w
 
 
@@ -239,7 +249,7 @@ def test_lasso_matches_sklearn_with_the_same_support():
     params, _ = mod.fit(data, steps=mod.STEPS, seed=0)
     X, y = np.asarray(data["x"], np.float64), np.asarray(data["y"], np.float64)
     lam = 0.05
-    objective = lambda w: 0.5 * np.mean((X @ w - y) ** 2) + lam * np.abs(w).sum()  # noqa: E731
+    objective = lambda w: 0.5 * np.mean((X @ w - y) ** 2) + lam * np.abs(w).sum()
     reference = Lasso(alpha=lam, fit_intercept=False, tol=1e-12, max_iter=100_000).fit(X, y).coef_
     w = np.asarray(params["w"], np.float64)
     assert abs(objective(w) - objective(reference)) / objective(reference) < 1e-4

@@ -8,7 +8,7 @@ from compiler.frontend.checker import check
 from compiler.ir.diagnostics import AttractorError
 from compiler.frontend.parser import parse
 from compiler.rewrite.manager import check_direction
-from compiler.rewrite.rule import Context
+from compiler.rewrite.rule import Context, Refusal
 from compiler.ir.printer import show
 from compiler.rewrite.strategies import ancestors, positions
 
@@ -25,7 +25,7 @@ def _matches(program: ir.Program, node: ir.Node, rules) -> list[tuple[str, str]]
             except AttractorError as e:
                 out[rule.name] = f"refused: {e.message}"
                 continue
-            if rw is not None:
+            if rw is not None and not isinstance(rw, Refusal):
                 out[rule.name] = rw.relation
         return list(out.items())
     for player in program.players:
@@ -41,6 +41,7 @@ def _matches(program: ir.Program, node: ir.Node, rules) -> list[tuple[str, str]]
                     continue
                 try:
                     rw = rule(n, Context(program, player, pol, {}, False, path))
+                    rw = None if isinstance(rw, Refusal) else rw    # of the rule's kind, but not for it
                     if rw is not None:
                         check_direction(rule, rw, n, pol, program)
                 except AttractorError as e:
