@@ -1,7 +1,7 @@
 """What makes an objective intractable: the checker's classification of nodes.
 
 Each intractable node belongs to a *problem* (marginal, divergence, nondiff, estimator,
-constraint); rule families register the rules that answer each problem.
+plugin, constraint); rule families register the rules that answer each problem.
 """
 from __future__ import annotations
 
@@ -9,12 +9,13 @@ from dataclasses import dataclass
 
 from compiler import ir
 from compiler.ir.builtins import FUNCTIONS
+from compiler.ir.printer import show
 
 
 @dataclass(frozen=True)
 class Problem:
     node: ir.Node
-    kind: str          # marginal | divergence | nondiff | estimator | constraint
+    kind: str          # marginal | divergence | nondiff | estimator | plugin | constraint
     reason: str
 
 
@@ -56,6 +57,54 @@ def missing_latents(program: ir.Program, density: ir.Density) -> tuple[str, ...]
     return tuple(v for v in block.random_vars() if v in needed)
 
 
+# Positions in which a node's value enters linearly: an unbiased estimate there stays unbiased.
+LINEAR_IN_EVERY_ARGUMENT = {"add", "sub", "neg", "sum", "mean", "mul", "dot", "matmul", "stop", "diff"}
+
+
+def linear_arguments(n: ir.Node) -> tuple[ir.Node, ...] | None:
+    """The children of `n` in which it is linear (affine), or None if `n` is linear in all of
+    them. Sums, scalings and products (of independently drawn estimates, E[XY] = E[X]E[Y]) keep
+    an unbiased estimate unbiased; a quotient does in its numerator only; every other function
+    (log, exp, sqrt, powers, max, a comparison, a network, a distribution's parameter) does not."""
+    if isinstance(n, ir.Apply):
+        if n.fn in LINEAR_IN_EVERY_ARGUMENT:
+            return None
+        return n.args[:1] if n.fn == "div" else ()
+    if isinstance(n, (ir.Compare, ir.NetCall, ir.Dist, ir.Sym)):
+        return ()
+    if isinstance(n, ir.Expect):      # an average of its body; its source is where draws come from
+        return None if not isinstance(n.source, ir.Dist) else (n.body,)
+    return None
+
+
+def stochastic_expectation(program: ir.Program, n: ir.Node) -> bool:
+    """Is `n` an expectation the emitted code estimates from draws instead of computing it: one
+    under a distribution (Monte Carlo), or over the data set when training takes minibatches?"""
+    if not isinstance(n, ir.Expect):
+        return False
+    if isinstance(n.source, ir.DataSet):
+        return bool(program.train.option("batch"))
+    return True
+
+
+def plugin_expectation(program: ir.Program, n: ir.Node) -> ir.Expect | None:
+    """A stochastic expectation that enters `n` nonlinearly, through linear positions below it:
+    the value a one-draw (or one-minibatch) plug-in would put where f(E[...]) stands. f(mean of
+    draws) is a biased estimate of f(E[...]) for a nonlinear f (Jensen: E log X <= log E X)."""
+    linear = linear_arguments(n)
+    if linear is None:
+        return None
+    inside = [c for c in n.children() if not any(c is a for a in linear)]
+    stack = list(inside)
+    while stack:
+        m = stack.pop()
+        if stochastic_expectation(program, m):
+            return m
+        below = linear_arguments(m)
+        stack.extend(m.children() if below is None else below)
+    return None
+
+
 def problems(program: ir.Program, root: ir.Node) -> list[Problem]:
     """Intractable nodes in `root`, outermost first."""
     return [p for n in root.walk() if (p := node_problem(program, n)) is not None]
@@ -78,6 +127,11 @@ def node_problem(program: ir.Program, n: ir.Node) -> Problem | None:
     elif isinstance(n, ir.Expect) and not n.estimator and not isinstance(n.source, ir.DataSet) \
             and depends_on(n.source, program):
         return Problem(n, "estimator", "an expectation under a distribution that depends on the parameters needs a gradient estimator")
+    elif (inner := plugin_expectation(program, n)) is not None:
+        what = "a minibatch mean" if isinstance(inner.source, ir.DataSet) else "a Monte Carlo average of draws"
+        return Problem(n, "plugin", f"a nonlinear function of {show(inner)}, which is estimated by {what}, so one "
+                                    "estimate put inside it is biased (Jensen); bound it (E[log X] <= log E[X]: the "
+                                    "expectation outside the function) or compute the expectation exactly")
     return None
 
 
