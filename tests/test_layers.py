@@ -15,13 +15,6 @@ PACKAGES = ("compiler", "passes", "grammar", "attractor")
 LAYERS = {"ir": 0, "analysis": 1, "math": 1, "data": 1, "frontend": 2, "rewrite": 3, "backend": 4,
           "passes": 5, "driver": 6, "attractor": 7}
 
-# TEMPORARY: rule families still being converted into packages, whose modules may import the
-# driver (their certificates run compiled programs). Imports out of these modules are left out of
-# the cycle check too. Emptied when every family keeps its certificates in their own module.
-TEMPORARY_UPWARD: frozenset[str] = frozenset({
-    "passes.adversarial", "passes.evolution", "passes.relaxation", "passes.splitting", "passes.variational",
-})
-
 
 def modules() -> dict[str, Path]:
     found = {}
@@ -61,10 +54,6 @@ def imports(module: str) -> set[str]:
 
 
 GRAPH = {m: imports(m) for m in MODULES}
-
-
-def temporary(module: str) -> bool:
-    return any(module == f or module.startswith(f + ".") for f in TEMPORARY_UPWARD)
 
 
 def layer(module: str) -> int:
@@ -132,15 +121,16 @@ def test_the_modules_are_found():
 
 
 def test_no_import_cycle():
-    allowed = {m: {t for t in targets if not (temporary(m) and layer(t) > layer(m))} for m, targets in GRAPH.items()}
-    assert cycles(allowed) == []
+    assert cycles(GRAPH) == []
 
 
 def test_imports_go_down_the_layers():
-    upward = violations()
-    assert {(m, t) for m, t in upward if not temporary(m)} == set(), "imports that go up a layer"
-    fixed = {f for f in TEMPORARY_UPWARD if not any(m == f or m.startswith(f + ".") for m, _ in upward)}
-    assert fixed == set(), "these families import nothing above their layer: remove them from TEMPORARY_UPWARD"
+    assert violations() == set()
+
+
+def test_layers_order_the_stages():
+    assert layer("compiler.ir.nodes") < layer("compiler.rewrite.manager") < layer("passes.variational.jensen")
+    assert layer("passes.variational.certificates") == layer("compiler.driver.check")
 
 
 def test_the_cycle_finder_finds_cycles():
