@@ -12,6 +12,8 @@ import pytest
 from attractor import AttractorError, compile_file, compile_source
 from compiler.driver.api import estimators
 from compiler.driver.check import certify
+from compiler.rewrite.rule import Context, Rewrite
+from passes.evolution import evolution_strategy
 from passes.evolution.nodes import Smoothed
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -150,3 +152,24 @@ def test_default_optimizer_follows_the_search_scale():
     assert "training where the train line is silent: optimizer=adam(lr=0.25)" in prog.steps.steps[-1].note
     params, _ = prog.build().fit({}, seed=0)
     assert abs(float(params["a"]) - 3) < 0.5
+
+
+def test_rule_object_matches_a_whole_loss_with_a_kink():
+    typed = compile_source(HEAD + f"minimize {ZERO_ONE} + sumsq(w)\n").typed
+    player = typed.players[0]
+    rw = evolution_strategy.RULE(player.loss, Context(typed, player, 1, {}, False, None))
+    assert isinstance(rw, Rewrite) and rw.relation == "<=" and isinstance(rw.node, Smoothed)
+    assert dict(rw.facts)["params"] == ("w", "b") and dict(rw.training)["optimizer"] == ("adam", (("lr", 0.05),))
+    inner = player.loss.args[0]
+    assert evolution_strategy.RULE(inner, Context(typed, player, 1, {}, False, ((None, player.loss, 0)))) is None   # not the root
+    assert evolution_strategy.RULE(rw.node, Context(typed, player, 1, {}, False, None)) is None                     # already smoothed
+    smooth = compile_source(HEAD + "minimize sumsq(w - 1)\n").typed
+    assert evolution_strategy.RULE(smooth.players[0].loss, Context(smooth, smooth.players[0], 1, {}, False, None)) is None
+
+
+def test_typed_options_read_in_the_rules_words():
+    assert evolution_strategy.RULE.option("population").read("evolution_strategy", 8.0, None) == 8
+    assert evolution_strategy.RULE.option("antithetic").read("evolution_strategy", "false", None) is False
+    assert evolution_strategy.RULE.option("antithetic").read("evolution_strategy", True, None) is True
+    with pytest.raises(AttractorError, match="sigma must be a positive finite number, got -1"):
+        evolution_strategy.RULE.option("sigma").read("evolution_strategy", -1.0, None)

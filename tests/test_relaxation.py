@@ -9,6 +9,7 @@ import pytest
 import sympy as sp
 
 from attractor import AttractorError, compile_file, compile_source
+from compiler import ir
 from compiler.backend.defaults import training
 from compiler.driver.check import certify
 from compiler.driver.explain import explain
@@ -24,6 +25,8 @@ from compiler.math.piecewise import (
     step_surrogate,
     zero_one,
 )
+from compiler.rewrite.rule import Context, Refusal, Rewrite
+from passes.relaxation import proximal, relax_l0, relax_step
 from passes.relaxation.relax_step import margin
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -256,3 +259,61 @@ def test_lasso_matches_sklearn_with_the_same_support():
     assert set(np.flatnonzero(w)) == set(np.flatnonzero(reference))
     assert mod.objective(params, jax.random.PRNGKey(0), data) == pytest.approx(objective(w), rel=1e-5)  # with lam * norm1(w)
     assert mod.reports(params, jax.random.PRNGKey(0), data)["nonzeros"] == len(np.flatnonzero(reference))
+
+
+# ---- the rule objects, directly ---------------------------------------------------------------------
+
+def _typed(objective: str):
+    """The checked program (before any pass) and its one player."""
+    typed = compile_source(HEAD + f"minimize {objective}\ntrain steps=10\n").typed
+    return typed, typed.players[0]
+
+
+def _node(program, text: str):
+    return next(n for n in program.players[0].loss.walk() if str(n) == text)
+
+
+def test_relax_step_rule_matches_refuses_and_declines():
+    program, player = _typed(f"{ZERO_ONE} + sum(round(w)) + sumsq(w)")
+    ctx = Context(program, player, 1, {}, False, ())
+    bracket = _node(program, "[y * (dot(w, x) + b) <= 0]")
+    rw = relax_step.RULE(bracket, ctx)
+    assert isinstance(rw, Rewrite) and rw.relation == "<=" and str(rw.node) == "max(0, 1 - y * (dot(w, x) + b))"
+    assert dict(rw.facts)["surrogate"] == "hinge" and str(dict(rw.facts)["margin"]) == "y * (dot(w, x) + b)"
+    logistic = relax_step.RULE(bracket, Context(program, player, 1, {"logistic": True}, True, ()))
+    assert dict(logistic.facts)["surrogate"] == "logistic" and str(logistic.node).startswith(LOGISTIC_LABEL)
+    refused = relax_step.RULE(_node(program, "round(w)"), ctx)
+    assert isinstance(refused, Refusal) and "round(w) is not one" in refused.reason
+    assert relax_step.RULE(_node(program, "sumsq(w)"), ctx) is None                 # smooth: not its business
+    assert relax_step.RULE(program.players[0].loss, ctx) is None                     # a sum is not a node type it matches
+    assert relax_step.RULE.identity and relax_step.RULE.option("surrogate").kind is str
+
+
+def test_relax_step_rule_declines_a_bracket_without_parameters():
+    program, player = _typed("E[(x, y) ~ data] ([y <= 0] * softplus(-y * (dot(w, x) + b)))")
+    assert relax_step.RULE(_node(program, "[y <= 0]"), Context(program, player, 1, {}, False, ())) is None
+
+
+def test_relax_l0_rule_matches_refuses_and_declines():
+    program, player = _typed(f"sumsq(w) + norm0(w) + {ZERO_ONE}")
+    ctx = Context(program, player, 1, {}, False, ())
+    rw = relax_l0.RULE(_node(program, "norm0(w)"), ctx)
+    assert isinstance(rw, Rewrite) and (rw.relation, str(rw.node)) == ("~", "norm1(w)")
+    assert any("convex envelope" in c for c in rw.conditions)
+    refused = relax_l0.RULE(_node(program, "[y * (dot(w, x) + b) <= 0]"), ctx)
+    assert isinstance(refused, Refusal) and "norm0 only" in refused.reason
+    assert relax_l0.RULE(_node(program, "sumsq(w)"), ctx) is None
+    assert relax_l0.RULE.unmatched == "the objective has no norm0 term in its parameters"
+
+
+def test_proximal_rule_matches_weighted_penalties_of_the_players_parameters():
+    typed = compile_source("param w : real[3]\nminimize sumsq(w - 1) + 0.5 * norm1(w) + sumsq(w) / 4 + "
+                           "-1 * norm1(w)\n").typed
+    player = typed.players[0]
+    ctx = Context(typed, player, 1, {}, False, None)
+    rw = proximal.RULE(_node(typed, "0.5 * norm1(w)"), ctx)
+    assert isinstance(rw, Rewrite) and rw.relation == "=" and rw.prox == (("w", "norm1", ir.Num(0.5)),)
+    assert str(rw.node) == "proximal step w <- prox[0.5 * norm1](w)"
+    assert dict(proximal.RULE(_node(typed, "sumsq(w) / 4"), ctx).facts)["weight"] == 0.25
+    assert proximal.RULE(_node(typed, "-1 * norm1(w)"), ctx) is None               # a negative weight is not a penalty
+    assert proximal.RULE(_node(typed, "sumsq(w - 1)"), ctx) is None                # not of a parameter alone

@@ -20,7 +20,7 @@ def match(node: ir.Apply | ir.Compare, ctx: Context) -> ir.Apply | Refusal | Non
     if not (isinstance(node, ir.Apply) and node.fn == "norm0"):
         problem = node_problem(ctx.program, node)
         if problem is not None and problem.kind == "nondiff":
-            return Refusal(f"it relaxes norm0 only; {show(node)} is not one (relax_step relaxes 0-1 losses)")
+            return Refusal(f"it relaxes norm0 only, and {show(node)} is not one; relax_step relaxes 0-1 losses")
         return None
     return node if depends_on(node, ctx.program) else None
 

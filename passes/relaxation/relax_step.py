@@ -59,8 +59,8 @@ def match(node: ir.Node, ctx: Context) -> ZeroOne | Refusal | None:
     if found is None:
         problem = node_problem(ctx.program, node)
         if problem is not None and problem.kind == "nondiff":
-            return Refusal(f"it relaxes 0-1 losses [s <= 0], [s < 0], [s >= 0], [s > 0] and step(s); {show(node)} is "
-                           "not one (relax_step has no surrogate for it; evolution_strategy smooths any such term)")
+            return Refusal("it relaxes only 0-1 losses ([s <= 0], [s < 0], [s >= 0], [s > 0], step(s)), and "
+                           f"{show(node)} is not one; evolution_strategy smooths any such term")
         return None
     if not depends_on(node, ctx.program):
         return None
