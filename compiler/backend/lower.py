@@ -7,16 +7,14 @@ Generated code holds no user text but validated identifiers and numbers.
 """
 from __future__ import annotations
 
-import dataclasses
-import keyword
 import re
-from typing import Callable
+from collections.abc import Callable
 
 from compiler import ir
+from compiler.analysis.constants import const_value
 from compiler.analysis.problems import depends_on
 from compiler.ir.diagnostics import AttractorError
 from compiler.ir.printer import number, show
-from compiler.analysis.constants import const_value
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z_0-9]*$")
 SITE_MARK = "\x00"   # brackets a random site's placeholder until its scope is complete (Fn.body)
@@ -35,10 +33,13 @@ def key_literal(name: str) -> str:
 
 
 def num(v: float) -> str:
+    """A float literal that may stand as an operand anywhere: a negative number is parenthesised,
+    since Python reads `-2.0 ** 4.0` as -(2.0 ** 4.0) (`**` binds tighter than unary minus)."""
     text = number(float(v))
     if text in ("inf", "-inf", "nan"):
-        return {"inf": "jnp.inf", "-inf": "-jnp.inf", "nan": "jnp.nan"}[text]
-    return text if ("." in text or "e" in text) else text + ".0"
+        return {"inf": "jnp.inf", "-inf": "(-jnp.inf)", "nan": "jnp.nan"}[text]
+    text = text if ("." in text or "e" in text) else text + ".0"
+    return f"({text})" if text.startswith("-") else text
 
 
 class Fn:
@@ -52,8 +53,9 @@ class Fn:
     the scope is complete.
     """
 
-    def __init__(self, emitter: "Emitter", indent: int, env: dict[str, str], key: str | None,
-                 params: str = "params", lines: list[str] | None = None, sites: list[int] | None = None):
+    def __init__(self, emitter: Emitter, indent: int, env: dict[str, str], key: str | None,
+                 params: str = "params", lines: list[str] | None = None, sites: list[int] | None = None,
+                 noise: Noise | None = None):
         self.emitter = emitter
         self.indent = indent
         self.env = dict(env)
@@ -62,12 +64,16 @@ class Fn:
         self.lines: list[str] = [] if lines is None else lines
         self._sites = [0, emitter.scope_id()] if sites is None else sites
         self.known: dict[ir.Node, str] = {}
+        self.noise = noise   # where the scope takes its draws' standard noise as arguments instead of a key
+        self.capture: dict[str, str] | None = None   # a hoisted body: enclosing value -> its local name
+        self.own: set[str] = set()   # a hoisted body: the names it defines itself
 
     def emit(self, line: str) -> None:
         self.lines.append("    " * self.indent + line)
 
     def tmp(self, expr: str, hint: str = "t") -> str:
         name = self.emitter.fresh(hint)
+        self.own.add(name)
         self.emit(f"{name} = {expr}")
         return name
 
@@ -84,14 +90,78 @@ class Fn:
             return [pattern.sub(self.key, line) for line in self.lines]
         return [pattern.sub(lambda m: f"jax.random.fold_in({self.key}, {m.group(1)})", line) for line in self.lines]
 
-    def child(self, env: dict[str, str], key: str | None, params: str | None = None) -> "Fn":
-        """A nested function's body: its own lines and random sites, the enclosing names visible."""
-        return Fn(self.emitter, self.indent + 1, {**self.env, **env}, key, params or self.params)
+    def child(self, env: dict[str, str], key: str | None, params: str | None = None, noise: Noise | None = None,
+              hoistable: bool = False) -> Fn:
+        """A nested function's body: its own lines and random sites, the enclosing names visible.
 
-    def view(self, env: dict[str, str] | None = None, params: str | None = None) -> "Fn":
-        """The same scope (lines, key, random sites) with its own environment and parameters."""
-        return Fn(self.emitter, self.indent, dict(self.env if env is None else env), self.key,
-                  params or self.params, self.lines, self._sites)
+        Python allows 100 indentation levels: a `hoistable` body (written with `define`) more than
+        HOIST_INDENT levels deep becomes a module-level function instead, which receives the
+        values of the enclosing names in one tuple, `captured`, unpacked on its first line."""
+        if hoistable and noise is None and params is None and self.indent + 1 >= HOIST_INDENT:
+            return self._hoisted_child(env, key)
+        return Fn(self.emitter, self.indent + 1, {**self.env, **env}, key, params or self.params, noise=noise)
+
+    def _hoisted_child(self, env: dict[str, str], key: str | None) -> Fn:
+        inner = Fn(self.emitter, 1, {}, key)
+        inner.capture, inner.own = {}, set(env.values())
+        inner.env = inner._captured_env({**self.env, **env})
+        inner.params = inner._captured(self.params)
+        return inner
+
+    def _captured(self, value: str) -> str:
+        """In a hoisted body: the local name of an enclosing value (its own names stay)."""
+        if value in self.own:
+            return value
+        if value not in self.capture:
+            self.capture[value] = self.emitter.fresh("c")
+            self.own.add(self.capture[value])
+        return self.capture[value]
+
+    def _captured_env(self, env: dict[str, str]) -> dict[str, str]:
+        return {k: v if k.startswith("#") else self._captured(v) for k, v in env.items()}   # '#...': literals
+
+    def view(self, env: dict[str, str] | None = None, params: str | None = None) -> Fn:
+        """The same scope (lines, key, random sites, noise) with its own environment and parameters."""
+        out = Fn(self.emitter, self.indent, dict(self.env if env is None else env), self.key,
+                 params or self.params, self.lines, self._sites, self.noise)
+        if self.capture is not None:   # a view of a hoisted body reads enclosing values through its captures
+            out.capture, out.own = self.capture, self.own
+            out.env, out.params = out._captured_env(out.env), out._captured(out.params)
+        return out
+
+
+class Noise:
+    """The standard noise a batched scope takes as arguments: (argument, kind, shape) for each
+    draw, kind a `jax.random` sampler (normal, laplace, uniform). The caller supplies each with
+    a leading axis over the examples or draws it maps over."""
+
+    def __init__(self, emitter: Emitter):
+        self.emitter = emitter
+        self.args: list[tuple[str, str, tuple[int, ...]]] = []
+
+    def take(self, kind: str, shape: tuple[int, ...]) -> str:
+        name = self.emitter.fresh(f"{kind}_noise")
+        self.args.append((name, kind, tuple(shape)))
+        return name
+
+
+HOIST_INDENT = 40   # nested functions deeper than this move to the module level (Python's limit: 100)
+
+
+def define(scope: Fn, inner: Fn, name: str, args: list[str]) -> None:
+    """Write `def name(args)` whose body is `inner` (a `child` of `scope`): nested in `scope`, or,
+    for a hoisted body, at module level as `name_N(captured, batch, *args)`, `name` bound in
+    `scope` to a lambda passing it the enclosing values."""
+    if inner.capture is None:
+        scope.emit(f"def {name}({', '.join(args)}):")
+        scope.lines.extend(inner.body())
+        return
+    em = scope.emitter
+    impl = em.fresh(name + "_")
+    outer, local = list(inner.capture), list(inner.capture.values())
+    em.hoisted += ["", "", f"def {impl}({', '.join(['captured', 'batch'] + args)}):",
+                   "    (" + "".join(v + ", " for v in local) + ") = captured"] + inner.body()
+    scope.emit(f"{name} = lambda *args: {impl}((" + "".join(v + ", " for v in outer) + "), batch, *args)")
 
 
 LOWER: dict[type, Callable] = {}
@@ -106,16 +176,48 @@ def lowers(*types):
     return register
 
 
+MAX_HEIGHT = 24   # operator levels an emitted expression may nest before it is bound to a temporary
+
+
 class Emitter:
+    """Lowers IR to Python expressions.
+
+    Every Python name a lowering introduces comes from `fresh`, one allocator for the whole
+    module: a name is never handed out twice, whatever the user's names (a data variable `x_4`
+    and a latent `v_x` once both became `v_x_4`). Expressions stay shallow: where an expression
+    would nest more than MAX_HEIGHT operator levels (a sum of thousands of terms, calls nested
+    hundreds deep), the subexpression is bound to a temporary, so no emitted line meets Python's
+    parser limits (200 nested parentheses, the compiler's recursion limit).
+    """
+
     def __init__(self, program: ir.Program):
         self.program = program
         self.counter = 0
         self.scopes = 0
         self.value_mode = False   # lowering the objective's value: a surrogate lowers to what it stands for
+        self.taken: set[str] = set()
+        self._heights: list[int] = []
+        self.hoisted: list[str] = []   # module-level functions: bodies nested too deep (`define`)
 
     def fresh(self, hint: str) -> str:
-        self.counter += 1
-        return f"{hint}{self.counter}"
+        """A Python name not handed out before: `hint` followed by a counter (after '_' when
+        `hint` ends in a digit, so `a1` + 3 cannot meet `a` + 13)."""
+        sep = "_" if hint[-1:].isdigit() else ""
+        while True:
+            self.counter += 1
+            name = f"{hint}{sep}{self.counter}"
+            if name not in self.taken:
+                self.taken.add(name)
+                return name
+
+    def binder(self, name: str) -> str:
+        """The parameter name of a per-example function for data variable `name`: `v_name`
+        where no other name took it, otherwise a fresh one."""
+        preferred = "v_" + ident(name)
+        if preferred in self.taken:
+            return self.fresh(preferred + "_")
+        self.taken.add(preferred)
+        return preferred
 
     def scope_id(self) -> int:
         self.scopes += 1
@@ -127,7 +229,16 @@ class Emitter:
         handler = LOWER.get(type(node))
         if handler is None:
             raise AttractorError(f"cannot lower {type(node).__name__}: {show(node)} (a rule should have rewritten it)", node.loc)
-        return handler(self, node, fn)
+        self._heights.append(0)
+        try:
+            text = handler(self, node, fn)
+        finally:
+            height = self._heights.pop() + 1
+        if height >= MAX_HEIGHT:
+            text, height = fn.tmp(text), 1
+        if self._heights:
+            self._heights[-1] = max(self._heights[-1], height)
+        return text
 
 
 # ---- leaves and arithmetic ---------------------------------------------------------------
@@ -217,6 +328,7 @@ def _let(em: Emitter, node: ir.Let, fn: Fn) -> str:
 @lowers(ir.Sym)
 def _sym(em: Emitter, node: ir.Sym, fn: Fn) -> str:
     import sympy
+
     from compiler.math.distributions import RUNTIME_FUNCTIONS, to_jax_source
     expr = sympy.sympify(node.expr, locals=RUNTIME_FUNCTIONS)
     by_name = {str(s): s for s in expr.free_symbols}
@@ -265,6 +377,32 @@ def dist_sample(em: Emitter, dist: ir.Dist, key: str, fn: Fn) -> str:
     return f"{fam.lower()}_sample({key}, {p1}, {p2}, {shape})"
 
 
+# family -> (jax.random sampler of its standard noise, the runtime function mapping noise to a draw)
+NOISE_DRAWS = {"Normal": ("normal", "location_scale_from_noise"), "Laplace": ("laplace", "location_scale_from_noise"),
+               "LogNormal": ("normal", "lognormal_from_noise"), "Uniform": ("uniform", "uniform_from_noise"),
+               "Bernoulli": ("uniform", "bernoulli_{}_from_noise")}
+
+
+def dist_draw(em: Emitter, dist: ir.Dist, scope: Fn, fn: Fn) -> str:
+    """A draw of `dist` (parameters lowered in `fn`, a view of `scope`): from the scope's noise
+    where it is batched, else keyed by a fresh random site of the scope."""
+    if scope.noise is None:
+        return dist_sample(em, dist, scope.subkey(), fn)
+    kind, _ = NOISE_DRAWS[dist.family]
+    return from_noise(em, dist, scope.noise.take(kind, dist.shape), fn)
+
+
+def from_noise(em: Emitter, dist: ir.Dist, noise: str, fn: Fn) -> str:
+    """A draw of `dist` from its standard noise, the Python name `noise` (NOISE_DRAWS)."""
+    _, transform = NOISE_DRAWS[dist.family]
+    a = _dist_args(em, dist, fn)
+    if dist.family == "Bernoulli":
+        which = "logits" if "logits" in a else "probs"
+        return f"{transform.format(which)}({noise}, {a[which]})"
+    p1, p2 = (a["loc"], a["scale"]) if "loc" in a else (a["low"], a["high"])
+    return f"{transform}({noise}, {p1}, {p2})"
+
+
 def _block(em: Emitter, name: str) -> ir.Block:
     return em.program.decl(name)
 
@@ -298,20 +436,9 @@ def _density(em: Emitter, node: ir.Density, fn: Fn) -> str:
 
 
 def block_sample(em: Emitter, sample: ir.Sample, fn: Fn) -> dict[str, str]:
-    """Ancestral sampling of a block: returns Python names of every variable drawn."""
-    block = _block(em, sample.model)
-    out = {}
-    for line in block.lines:
-        if line.name in fn.env and line.name in sample.given:
-            continue
-        if isinstance(line, ir.Tilde):
-            value = dist_sample(em, line.dist, fn.subkey(), fn)
-        else:
-            value = em.lower(line.value, fn)
-        name = fn.tmp(value, ident(line.name) + "_")
-        fn.env[line.name] = name
-        out[line.name] = name
-    return out
+    """Ancestral sampling of a block in `fn`: the Python names of every variable drawn."""
+    drawn = _draw_block(em, sample, fn, [fn])
+    return {name: fn.env[name] for name in drawn}
 
 
 # ---- expectations ------------------------------------------------------------------------------
@@ -327,49 +454,219 @@ DRAWS_AXIS = "#draws"   # env key: the vmap axis of the innermost expectation wi
 
 @lowers(ir.Expect)
 def _expect(em: Emitter, node: ir.Expect, fn: Fn) -> str:
-    if isinstance(node.source, ir.DataSet):
-        return _data_expect(em, node, fn)
-    return _sample_expect(em, node, fn)
+    """An expectation on its own: a group of one (`lower_together`)."""
+    if not _mergeable(node):
+        raise AttractorError(f"cannot draw from {show(node.source)}", node.loc)
+    lower_group = _data_group if isinstance(node.source, ir.DataSet) else _sample_group
+    return lower_group(em, [(fn, node)], fn)[0]
 
 
-def _data_expect(em: Emitter, node: ir.Expect, fn: Fn) -> str:
-    keyed = needs_key(node.body)
+_THROUGH = (ir.Apply, ir.Compare, ir.NetCall, ir.Sym, ir.Surrogate)   # lowered in the caller's scope, binding nothing
+
+
+def outer_expectations(node: ir.Node) -> list[ir.Expect]:
+    """The expectations of `node` reached through `_THROUGH` nodes only, left to right."""
+    out, stack = [], [node]
+    while stack:
+        n = stack.pop()
+        if isinstance(n, ir.Expect):
+            out.append(n)
+        elif isinstance(n, _THROUGH):
+            stack.extend(reversed(n.children()))
+    return out
+
+
+def _header(e: ir.Expect) -> tuple:
+    return (e.source, e.binder, e.estimator, e.samples)
+
+
+def _mergeable(e: ir.Expect) -> bool:
+    return type(e) is ir.Expect and isinstance(e.source, (ir.DataSet, ir.Dist, ir.Sample))
+
+
+def lower_together(em: Emitter, members: list[tuple[Fn, ir.Node]]) -> list[str]:
+    """Python expressions for each (view, node), the views being views of one scope: the
+    expectations the nodes share (same source, binder, estimator and number of draws) are
+    lowered once, in order of first appearance, as one function returning every member's body."""
+    groups: dict[tuple, list[tuple[Fn, ir.Expect]]] = {}
+    for fn, node in members:
+        for e in outer_expectations(node):
+            if _mergeable(e) and e not in fn.known:
+                group = groups.setdefault(_header(e), [])
+                if not any(f is fn and x == e for f, x in group):
+                    group.append((fn, e))
+    scope = members[0][0]
+    for header, group in groups.items():
+        lower_group = _data_group if isinstance(header[0], ir.DataSet) else _sample_group
+        for (fn, e), value in zip(group, lower_group(em, group, scope)):
+            fn.known[e] = value
+    return [em.lower(node, fn) for fn, node in members]
+
+
+def batchable(node: ir.Node, em: Emitter) -> bool:
+    """Can the draws in `node` take their standard noise as arguments: every random source an
+    expectation over a distribution or a block whose families map noise to draws (NOISE_DRAWS),
+    no nested expectation over the data, no family's own random node?"""
+    for n in node.walk():
+        if type(n) in RANDOM_NODES:
+            return False
+        if isinstance(n, ir.Expect):
+            if not _mergeable(n) or isinstance(n.source, ir.DataSet):
+                return False
+            if isinstance(n.source, ir.Dist):
+                dists = [n.source]
+            else:
+                dists = [line.dist for line in _block(em, n.source.model).lines if isinstance(line, ir.Tilde)]
+            if not all(d.family in NOISE_DRAWS for d in dists):
+                return False
+    return True
+
+
+def _mapped_scope(em: Emitter, body_nodes: list[ir.Node], scope: Fn, env: dict[str, str]) -> tuple[Fn, str | None]:
+    """The scope of a function mapped over examples or draws, `body_nodes` what it computes: it
+    takes the standard noise of its draws as arguments where they allow it (`batchable`) and the
+    caller can supply them, else a key (None: it draws nothing)."""
+    if not any(needs_key(b) for b in body_nodes):
+        return scope.child(env, None, hoistable=True), None
+    if (scope.key is not None or scope.noise is not None) and all(batchable(b, em) for b in body_nodes):
+        return scope.child(env, None, noise=Noise(em)), None
+    return scope.child(env, "key", hoistable=True), "key"
+
+
+def _mapped_noise(inner: Fn, scope: Fn, size: str) -> list[str]:
+    """The arguments the caller passes for a mapped function's noise: `size` draws of each,
+    taken from the caller's own noise or drawn at once from one of its keys."""
+    out = []
+    for _, kind, shape in inner.noise.args:
+        if scope.noise is not None:
+            out.append(scope.noise.take(kind, (int(size),) + shape))
+        else:
+            out.append(f"jax.random.{kind}({scope.subkey()}, ({size}, {''.join(f'{d}, ' for d in shape)}))")
+    return out
+
+
+def _data_group(em: Emitter, group: list[tuple[Fn, ir.Expect]], scope: Fn) -> list[str]:
+    """E[x ~ data] of every member: one vmap over the batch returning each member's body. The
+    draws inside, independent across examples, take noise drawn for the whole batch at once
+    (one `normal(key, (B, d))`) where they can, else one key per example."""
+    binder = group[0][1].binder
+    bound = {v: em.binder(v) for v in binder}
+    inner, key = _mapped_scope(em, [e.body for _, e in group], scope, bound)
+    views = [inner.view(env={**fn.env, **bound}, params=fn.params) for fn, _ in group]
+    bodies = lower_together(em, [(view, e.body) for view, (_, e) in zip(views, group)])
+    inner.emit("return " + _tuple_of(bodies))
     name = em.fresh("per_example")
-    inner = fn.child({v: f"v_{ident(v)}" for v in node.binder}, "key" if keyed else None)
-    inner.emit(f"return {em.lower(node.body, inner)}")
-    args = (["key"] if keyed else []) + [f"v_{ident(v)}" for v in node.binder]
-    fn.emit(f"def {name}({', '.join(args)}):")
-    fn.lines.extend(inner.body())
-    mapped = [f"batch[{key_literal(v)}]" for v in node.binder]
-    if keyed:
-        mapped.insert(0, f"jax.random.split({fn.subkey()}, batch[{key_literal(node.binder[0])}].shape[0])")
+    noise = [arg for arg, _, _ in inner.noise.args] if inner.noise else []
+    define(scope, inner, name, ([key] if key else []) + noise + list(bound.values()))
+    size = f"batch[{key_literal(binder[0])}].shape[0]"
+    mapped = [f"batch[{key_literal(v)}]" for v in binder]
+    if key:
+        mapped.insert(0, f"jax.random.split({scope.subkey()}, {size})")
+    elif inner.noise and inner.noise.args:
+        if scope.noise is not None:
+            raise AttractorError("internal: an expectation over the data inside a batched scope", group[0][1].loc)
+        mapped = _mapped_noise(inner, scope, size) + mapped
     values = f"jax.vmap({name})({', '.join(mapped)})"
-    if node.reduce == "sum":
-        return f'(batch["#n"] * jnp.mean({values}, axis=0))'
-    return f"jnp.mean({values}, axis=0)"
-
-
-def _sample_expect(em: Emitter, node: ir.Expect, fn: Fn) -> str:
-    """One draw (or `samples` draws, averaged); a score-function draw carries no gradient."""
-    name = em.fresh("draw")
-    inner = fn.child({}, "key")
-    if node.samples > 1:   # collectives over the draws (jax.lax.all_gather) name this vmap axis
-        inner.env[DRAWS_AXIS] = f'"{name}"'
-    src = node.source
-    if isinstance(src, ir.Dist):
-        drawn = {node.binder[0]: inner.tmp(dist_sample(em, src, inner.subkey(), inner), ident(node.binder[0]) + "_")}
-    elif isinstance(src, ir.Sample):
-        drawn = block_sample(em, src, inner)
+    if len(group) == 1:
+        outs = [values]
     else:
-        raise AttractorError(f"cannot draw from {show(src)}", node.loc)
-    for v in node.binder:
-        value = drawn[v]
-        if node.estimator == "score_function":
-            value = inner.tmp(f"jax.lax.stop_gradient({value})", ident(v) + "_")
-        inner.env[v] = value
-    inner.emit(f"return {em.lower(node.body, inner)}")
-    fn.emit(f"def {name}(key):")
-    fn.lines.extend(inner.body())
-    if node.samples > 1:
-        return f"jnp.mean(jax.vmap({name}, axis_name={inner.env[DRAWS_AXIS]})(jax.random.split({fn.subkey()}, {node.samples})), axis=0)"
-    return f"{name}({fn.subkey()})"
+        out = scope.tmp(values, "per_examples")
+        outs = [f"{out}[{i}]" for i in range(len(group))]
+    return [f'(batch["#n"] * jnp.mean({out}, axis=0))' if e.reduce == "sum" else f"jnp.mean({out}, axis=0)"
+            for out, (_, e) in zip(outs, group)]
+
+
+def _tuple_of(values: list[str]) -> str:
+    """One value as itself, several as a tuple."""
+    return values[0] if len(values) == 1 else "(" + "".join(f"{v}, " for v in values) + ")"
+
+
+def _sample_group(em: Emitter, group: list[tuple[Fn, ir.Expect]], scope: Fn) -> list[str]:
+    """E[z ~ source] of every member: one draw function returning each member's body; with
+    several draws, mapped over independent noise (or keys), averaged; a score-function draw
+    carries no gradient."""
+    first = group[0][1]
+    name = em.fresh("draw")
+    if first.samples > 1:
+        inner, key = _mapped_scope(em, [e for _, e in group], scope, {})
+    elif scope.noise is not None:
+        inner, key = scope.child({}, None, noise=scope.noise), None   # its noise: the enclosing function's arguments
+    else:
+        inner, key = scope.child({}, "key", hoistable=True), "key"
+    extra = {DRAWS_AXIS: f'"{name}"'} if first.samples > 1 else {}
+    views = [inner.view(env={**fn.env, **extra}, params=fn.params) for fn, _ in group]
+    src = first.source
+    if isinstance(src, ir.Dist):
+        _draw(em, first.binder[0], src, inner, views)
+    else:
+        _draw_block(em, src, inner, views)
+    for view in views:
+        for v in first.binder:
+            if v not in view.env:
+                raise AttractorError(f"{show(src)} does not draw '{v}'", first.loc)
+            if first.estimator == "score_function":
+                view.env[v] = view.tmp(f"jax.lax.stop_gradient({view.env[v]})", ident(v) + "_")
+    bodies = lower_together(em, [(view, e.body) for view, (_, e) in zip(views, group)])
+    inner.emit("return " + _tuple_of(bodies))
+    own_noise = inner.noise is not None and inner.noise is not scope.noise
+    args = [key] if key else ([a for a, _, _ in inner.noise.args] if own_noise else [])
+    define(scope, inner, name, args)
+    if first.samples > 1:
+        mapped = [f"jax.random.split({scope.subkey()}, {first.samples})"] if key else _mapped_noise(inner, scope, str(first.samples))
+        call = f"jax.vmap({name}, axis_name=\"{name}\")({', '.join(mapped)})"
+        value = f"jax.tree.map(lambda a: jnp.mean(a, axis=0), {call})" if len(group) > 1 else f"jnp.mean({call}, axis=0)"
+    else:
+        value = f"{name}({scope.subkey() if key else ''})"
+    if len(group) == 1:
+        return [value]
+    out = scope.tmp(value, "draws" if first.samples > 1 else "drawn")
+    return [f"{out}[{i}]" for i in range(len(group))]
+
+
+def _same_everywhere(em: Emitter, node: ir.Node, views: list[Fn]) -> bool:
+    """Does `node` have one value in every view: no parameters, no randomness, the names it
+    reads bound to the same values?"""
+    if depends_on(node, em.program) or needs_key(node):
+        return False
+    return all(len({view.env.get(n) for view in views}) == 1 for n in ir.free_names(node))
+
+
+def _draw(em: Emitter, name: str, dist: ir.Dist, scope: Fn, views: list[Fn]) -> None:
+    """Bind `name` ~ dist in every view: one draw when the distribution is the same in all,
+    else one per view from the same key or noise (common random numbers)."""
+    hint = ident(name) + "_"
+    if _same_everywhere(em, dist, views):
+        value = scope.tmp(dist_draw(em, dist, scope, views[0]), hint)
+        for view in views:
+            view.env[name] = value
+        return
+    if scope.noise is None:
+        key = scope.tmp(scope.subkey(), "k")
+        for view in views:
+            view.env[name] = view.tmp(dist_sample(em, dist, key, view), hint)
+        return
+    kind, _ = NOISE_DRAWS[dist.family]
+    noise = scope.noise.take(kind, dist.shape)
+    for view in views:
+        view.env[name] = view.tmp(from_noise(em, dist, noise, view), hint)
+
+
+def _draw_block(em: Emitter, sample: ir.Sample, scope: Fn, views: list[Fn]) -> list[str]:
+    """Ancestral sampling of a block in every view, lines that are the same everywhere once;
+    returns the names of the variables drawn."""
+    block = em.program.decl(sample.model)
+    drawn = []
+    for line in block.lines:
+        if line.name in sample.given and all(line.name in view.env for view in views):
+            continue
+        drawn.append(line.name)
+        if isinstance(line, ir.Tilde):
+            _draw(em, line.name, line.dist, scope, views)
+        elif _same_everywhere(em, line.value, views):
+            value = scope.tmp(em.lower(line.value, views[0]), ident(line.name) + "_")
+            for view in views:
+                view.env[line.name] = value
+        else:
+            for view in views:
+                view.env[line.name] = view.tmp(em.lower(line.value, view), ident(line.name) + "_")
+    return drawn

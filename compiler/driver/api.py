@@ -140,7 +140,7 @@ class CompiledProgram:
         from compiler.backend.emit import emit_module
         where = Path(self.filename)
         return emit_module(self.program, self.title, dynamics or self.dynamics,
-                           str(where.resolve().parent) if where.exists() else None)
+                           str(where.resolve().parent) if where.exists() else None, tuple(self.steps.steps))
 
     def build(self, dynamics: str | None = None) -> types.ModuleType:
         """Import the emitted module (the very source `--emit jax` writes)."""

@@ -14,9 +14,21 @@ from compiler.ir.builtins import DYNAMICS
 from compiler.ir.diagnostics import AttractorError
 
 
+MAX_STEPS = 2**31 - 1   # steps are an int32 on the device
+MAX_SEED = 2**32 - 1    # jax.random.PRNGKey takes a 32-bit seed
+
+
+class _ArgumentParser(argparse.ArgumentParser):
+    """argparse with the project's diagnostics: `attractor: error: ...` and exit code 1."""
+
+    def error(self, message: str):
+        self.print_usage(sys.stderr)
+        self.exit(1, f"{self.prog}: error: {message}\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="attractor", description="A compiler for machine-learning objectives.")
-    sub = ap.add_subparsers(dest="command", required=True)
+    ap = _ArgumentParser(prog="attractor", description="A compiler for machine-learning objectives.")
+    sub = ap.add_subparsers(dest="command", required=True, parser_class=_ArgumentParser)
 
     c = sub.add_parser("compile", help="parse, rewrite and print or emit a program")
     c.add_argument("file")
@@ -28,18 +40,19 @@ def _parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("run", help="compile and train; print the result")
     r.add_argument("file")
-    r.add_argument("--steps", type=int)
-    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--steps")
+    r.add_argument("--seed", default="0")
     r.add_argument("--data", help="rebind the data, e.g. 'npz(\"file.npz\")'")
     r.add_argument("--dynamics", choices=DYNAMICS)
     r.add_argument("--via")
     r.add_argument("--json", action="store_true")
     r.add_argument("--plot")
     r.add_argument("--samples")
+    r.add_argument("--force", action="store_true", help="run even where the memory estimate exceeds this machine's")
 
     k = sub.add_parser("check", help="numerical certificates of every recorded relation")
     k.add_argument("file")
-    k.add_argument("--seed", type=int, default=0)
+    k.add_argument("--seed", default="0")
     k.add_argument("--via")
 
     e = sub.add_parser("explain", help="the rules that match, and the alternatives not taken")
@@ -48,11 +61,56 @@ def _parser() -> argparse.ArgumentParser:
     f = sub.add_parser("field", help="Jacobian eigenvalues of the vector field")
     f.add_argument("file")
     f.add_argument("--at", default="init", help="init, final, or name=value,... for scalar parameters")
-    f.add_argument("--steps", type=int)
-    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--steps")
+    f.add_argument("--seed", default="0")
     f.add_argument("--dynamics", choices=DYNAMICS)
     f.add_argument("--plot")
     return ap
+
+
+def _whole_number(args, option: str, low: int, high: int) -> None:
+    """`--steps` / `--seed`: a whole number in [low, high], checked before anything runs."""
+    attr = option.lstrip("-")
+    text = getattr(args, attr, None)
+    if text is None:
+        return
+    try:
+        value = int(str(text).strip(), 10)
+    except ValueError:
+        raise AttractorError(f"{option} must be a whole number, got {text!r}", None, option) from None
+    if not low <= value <= high:
+        raise AttractorError(f"{option} must be from {low} to {high}, got {value}", None, option)
+    setattr(args, attr, value)
+
+
+def output_path(path: str, option: str, program: str | None = None) -> Path:
+    """Where an output file goes, checked before any work: not the program itself, not a
+    folder, in a folder that exists and can be written."""
+    out = Path(path)
+    if program is not None and out.exists() and out.resolve() == Path(program).resolve():
+        raise AttractorError(f"the output {path} is the program file itself; choose another name", None, option)
+    if out.is_dir() or str(path).endswith(("/", os.sep)):
+        raise AttractorError(f"{path} is a folder; give a file name", None, option)
+    parent = out.parent if str(out.parent) else Path(".")
+    if not parent.is_dir():
+        raise AttractorError(f"the folder {parent} does not exist", None, option)
+    if not os.access(parent, os.W_OK):
+        raise AttractorError(f"the folder {parent} is not writable", None, option)
+    return out
+
+
+def write_atomically(path: Path, option: str, write) -> None:
+    """`write(temporary_path)`, then rename it over `path`: a failed write (a full disk, an
+    interrupt) leaves any earlier file whole. The temporary keeps `path`'s suffix."""
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except OSError as e:
+        raise AttractorError(f"cannot write {path}: {e.strerror or e}", None, option) from None
+    finally:
+        if tmp.exists():
+            tmp.unlink()
 
 
 def _compile(args) -> CompiledProgram:
@@ -60,14 +118,17 @@ def _compile(args) -> CompiledProgram:
 
 
 def cmd_compile(args) -> int:
+    out = output_path(args.output, "-o", args.file) if args.output else None
     prog = _compile(args)
     if args.emit:
         source = prog.emit()
-        if args.output:
-            Path(args.output).write_text(source)
+        if out is not None:
+            write_atomically(out, "-o", lambda tmp: tmp.write_text(source))
         else:
             sys.stdout.write(source)
         return 0
+    if out is not None:
+        raise AttractorError("-o writes the emitted module: use it with --emit jax", None, "-o")
     view = {"ir": prog.ir, "derivation": prog.derivation, "field": prog.field}[args.show]
     if args.format == "json":
         print(view.to_json())
@@ -106,6 +167,8 @@ class ProgressBar:
 
 
 def cmd_run(args) -> int:
+    samples = output_path(args.samples, "--samples", args.file) if args.samples else None
+    plot = output_path(args.plot, "--plot", args.file) if args.plot else None
     prog = _compile(args)
     if not args.json:
         print(prog.derivation_text(), file=sys.stderr)
@@ -123,15 +186,14 @@ def cmd_run(args) -> int:
             import jax
             report_history.append({"step": done, **mod.reports(params, jax.random.PRNGKey(0), data)})
 
-    started = time.perf_counter()
     params, history = mod.fit(data, steps, args.seed, callback=callback)
-    seconds = time.perf_counter() - started
-    result = mod.summary(params, data, steps, seconds, args.seed)
-    if args.samples:
-        _save_samples(mod, params, args.samples, args.seed)
-    if args.plot:
+    seconds, compile_seconds = (history[-1]["seconds"], history[-1]["compile_seconds"]) if history else (0.0, None)
+    result = mod.summary(params, data, steps, seconds, args.seed, compile_seconds)
+    if samples is not None:
+        _save_samples(mod, params, samples, args.seed)
+    if plot is not None:
         from compiler.driver.plot import plot_run
-        plot_run(args.plot, history, report_history, mod, params, data)
+        write_atomically(plot, "--plot", lambda tmp: plot_run(str(tmp), history, report_history, mod, params, data))
     if args.json:
         print(json.dumps(result))
     else:
@@ -147,8 +209,14 @@ def _save_samples(mod, params, path, seed) -> None:
     import numpy as np
     if not hasattr(mod, "sample"):
         raise AttractorError("--samples needs a sampler in the program", None, "--samples")
-    draws = mod.sample(params, jax.random.PRNGKey(seed + 2), 2000)
-    np.save(path, np.asarray(draws))
+    draws = np.asarray(mod.sample(params, jax.random.PRNGKey(seed + 2), 2000))
+    if path.suffix != ".npy":   # np.save's own convention
+        path = path.with_name(path.name + ".npy")
+
+    def write(tmp):
+        with open(tmp, "wb") as handle:
+            np.save(handle, draws)
+    write_atomically(path, "--samples", write)
 
 
 def cmd_check(args) -> int:
@@ -168,6 +236,7 @@ def cmd_check(args) -> int:
 
 def cmd_explain(args) -> int:
     from compiler.driver.explain import explain
+    compile_file_text(args.file)
     print(explain(args.file))
     return 0
 
@@ -178,12 +247,29 @@ def cmd_field(args) -> int:
     return 0
 
 
+def compile_file_text(path: str) -> str:
+    """The text of a program file, or the diagnostic compile_file gives (missing, a folder, not UTF-8)."""
+    try:
+        return Path(path).read_text()
+    except OSError as e:
+        raise AttractorError(f"cannot read file: {e.strerror}", None, str(path)) from None
+    except UnicodeDecodeError:
+        raise AttractorError("the file is not UTF-8 text", None, str(path)) from None
+
+
 COMMANDS = {"compile": cmd_compile, "run": cmd_run, "check": cmd_check, "explain": cmd_explain, "field": cmd_field}
 
 
 def main(argv=None) -> int:
+    for stream in (sys.stdout, sys.stderr):   # an ASCII-only terminal gets escapes, not a UnicodeEncodeError
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     args = _parser().parse_args(argv)
     try:
+        _whole_number(args, "--steps", 0, MAX_STEPS)
+        _whole_number(args, "--seed", 0, MAX_SEED)
+        if getattr(args, "plot", None) and args.command == "field":
+            output_path(args.plot, "--plot", args.file)
         return COMMANDS[args.command](args)
     except AttractorError as e:
         print(str(e), file=sys.stderr)

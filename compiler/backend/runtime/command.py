@@ -1,0 +1,77 @@
+"""The command line of an emitted module: `python module.py [--steps N] [--seed S] [--json]`
+trains on the program's data as `attractor run` does. Bad arguments and unreadable data end
+with one line on stderr and exit code 2, never a traceback."""
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from compiler.backend.runtime.program import STEPS, load_data
+from compiler.backend.runtime.training import MAX_STEPS, fit, summary
+from compiler.data.datasets import DatasetError
+
+MAX_SEED = 2**63 - 2   # seed + 1 (the evaluation key) is still a 64-bit signed integer
+
+
+def text_of(codes):
+    """Text stored as code points (file names: no user text in the source)."""
+    return "".join(map(chr, codes))
+
+
+def data_folder(program_dir):
+    """Where relative data paths start: the program's folder where it exists, else this file's."""
+    if program_dir and Path(program_dir).is_dir():
+        return Path(program_dir)
+    return Path(__file__).resolve().parent
+
+
+def fail(message):
+    """One line on stderr, exit code 2."""
+    sys.stderr.write(f"error: {message}\n")
+    sys.exit(2)
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse whose errors are one line and exit code 2."""
+
+    def error(self, message):
+        fail(message)
+
+
+def whole_number(low, high):
+    """An argparse type: an integer from `low` to `high`."""
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{value} is not between {low} and {high}")
+        return value
+    return parse
+
+
+def progress_bar(done, total, record, params):
+    width = 30
+    filled = int(width * done / max(total, 1))
+    text = " ".join(f"{k}={v:.4g}" for k, v in record.items())
+    sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} {text}")
+    sys.stderr.flush()
+    if done >= total:
+        sys.stderr.write("\n")
+
+
+def main(argv=None):
+    parser = OneLineParser(description=(__doc__ or "").splitlines()[0] if __doc__ else None)
+    parser.add_argument("--steps", type=whole_number(0, MAX_STEPS), default=STEPS)
+    parser.add_argument("--seed", type=whole_number(0, MAX_SEED), default=0)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    try:
+        data = load_data()
+    except DatasetError as e:
+        fail(e)
+    params, history = fit(data, args.steps, args.seed, callback=None if args.json else progress_bar)
+    seconds, compile_seconds = (history[-1]["seconds"], history[-1]["compile_seconds"]) if history else (0.0, None)
+    result = summary(params, data, args.steps, seconds, args.seed, compile_seconds)
+    print(json.dumps(result) if args.json else result)

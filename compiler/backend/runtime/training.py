@@ -1,0 +1,349 @@
+"""The training loop of an emitted module: the vector field, optimiser steps, `fit`, `summary`.
+
+Parameters are a dict name -> array; player p moves PLAYERS[p]. The field is
+v = (-grad_theta1 L1, +-grad_theta2 L2, ...): minus the gradient for a minimising player, plus
+for a maximising one; an optimiser step of each moving player along its part of v is one step of
+the dynamics. `train_steps` runs many steps as one jitted `fori_loop`; `fit` calls it in chunks.
+"""
+import time
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from compiler.backend.runtime.program import (
+    BACKTRACK,
+    BATCH,
+    COSINE,
+    DATA_SHAPES,
+    DATA_VARS,
+    IS_ESTIMATE,
+    JOINT,
+    LIPSCHITZ_STEP,
+    LOSSES,
+    LR,
+    MAIN_PLAYER,
+    MOVING,
+    OBJECTIVE,
+    OPTIMIZER,
+    PLAYERS,
+    PROX,
+    REPORTS,
+    SENSES,
+    STEPS,
+    TAIL_AVERAGE,
+    UPDATES,
+    init,
+    step,
+)
+from compiler.backend.runtime.prox import PROX_MAPS, PROX_TERMS
+
+# Data parallelism: a mesh over every local device; batches are split along it, parameters
+# and optimiser state are replicated (multi-host: call jax.distributed.initialize() first).
+MESH = jax.sharding.Mesh(np.array(jax.devices()), ("data",))
+BATCH_SHARDING = jax.sharding.NamedSharding(MESH, jax.sharding.PartitionSpec("data"))
+REPLICATED = jax.sharding.NamedSharding(MESH, jax.sharding.PartitionSpec())
+MAX_STEPS = 2**31 - 1   # step counts are int32 on the device
+
+
+def shard_batch(batch):
+    """Split every data array of the batch over the devices (when its size allows)."""
+    n = len(MESH.devices.flat)
+    return {k: jax.lax.with_sharding_constraint(v, BATCH_SHARDING) if k in DATA_VARS and v.shape[0] % n == 0 else v
+            for k, v in batch.items()}
+
+
+def own(tree, player):
+    """The entries of `tree` for the parameters `player` moves."""
+    return {k: tree[k] for k in PLAYERS[player]}
+
+
+def negate(tree):
+    return jax.tree.map(lambda x: -x, tree)
+
+
+def losses(params, key, batch):
+    """Every player's loss."""
+    return {p: f(params, key, batch) for p, f in LOSSES.items()}
+
+
+def player_field(player, params, key, batch):
+    """-grad (min) or +grad (max) of a player's loss in its own parameters, and the loss."""
+    def f(mine):
+        return LOSSES[player]({**params, **mine}, key, batch)
+    value, grad = jax.value_and_grad(f)(own(params, player))
+    sign = -1.0 if SENSES[player] == "min" else 1.0
+    return jax.tree.map(lambda g: sign * g, grad), value
+
+
+def separate_field_and_losses(params, key, batch):
+    """The field, each moving player's gradient taken of its own loss, and every loss."""
+    v, values = {}, {}
+    for p in PLAYERS:
+        if PLAYERS[p]:
+            vp, values[p] = player_field(p, params, key, batch)
+            v.update(vp)
+        else:
+            values[p] = LOSSES[p](params, key, batch)
+    return v, values
+
+
+def joint_field_and_losses(params, key, batch):
+    """One gradient of sum_p sign_p L_p(ctx[p]) through JOINT, ctx[p] the parameters with player
+    p's own ones as the variables: each player differentiates its loss in its own parameters
+    only, the others enter at their values (still traced, so Jacobians of the field keep the
+    cross terms)."""
+    def signed_total(mine):
+        values = JOINT({p: {**params, **mine[p]} if p in mine else params for p in PLAYERS}, key, batch)
+        return sum(values[p] if SENSES[p] == "min" else -values[p] for p in mine), values
+    grads, values = jax.grad(signed_total, has_aux=True)({p: own(params, p) for p in MOVING})
+    return {k: g for p in MOVING for k, g in negate(grads[p]).items()}, values
+
+
+def field_and_losses(params, key, batch):
+    """The field and every player's loss: with several moving players through JOINT (the draws
+    they share made once), else each player's gradient of its own loss."""
+    if JOINT is None:
+        return separate_field_and_losses(params, key, batch)
+    else:
+        return joint_field_and_losses(params, key, batch)
+
+
+def field(params, key, batch):
+    """The vector field v = (-grad_theta1 L1, +-grad_theta2 L2, ...) over all moving parameters."""
+    return field_and_losses(params, key, batch)[0]
+
+
+def init_state(params, total=STEPS):
+    """Parameters, optimiser states, the step number and the number of steps of the run
+    (schedules follow it); in a game or an estimate, the tail average of the iterates."""
+    return {"params": params, "opt": {p: OPTIMIZER.init(own(params, p)) for p in MOVING},
+            "step": jnp.zeros((), jnp.int32), "total": jnp.asarray(total, jnp.int32),
+            **({"average": params} if TAIL_AVERAGE else {})}
+
+
+def tail_average(state):
+    """Polyak-Ruppert tail averaging for games and estimates: `average` follows the iterate
+    until the last tenth of the run, then is the running mean of the iterates since. At a
+    constant step, simultaneous play circles or hovers about a stable equilibrium (the last
+    iterate of a bilinear game never converges), and a critic hovers about its optimum; the
+    mean of the iterates does not."""
+    n = state["step"] - (state["total"] - state["total"] // 10)
+    weight = 1.0 / jnp.maximum(n, 1).astype(jnp.float32)
+    average = jax.tree.map(lambda a, x: a + weight * (x - a), state["average"], state["params"])
+    return {**state, "average": average}
+
+
+def apply_prox(new, step_size):
+    """x <- prox_{step_size * weight * g}(x) for each parameter with a proximal term g."""
+    for name, (kind, weight) in PROX.items():
+        if name in new:
+            new[name] = PROX_MAPS[kind](new[name], step_size * weight)
+    return new
+
+
+def update_player(state, player, v, key, batch):
+    """One optimiser step of `player` along its field, then its proximal maps."""
+    mine = own(state["params"], player)
+    opt = state["opt"][player]
+    if COSINE:
+        opt = opt._replace(hyperparams={**opt.hyperparams, "learning_rate": cosine_lr(state["step"], state["total"])})
+    updates, opt = OPTIMIZER.update(negate(own(v, player)), opt, mine)
+    new = dict(optax.apply_updates(mine, updates))
+    if PROX:
+        new = apply_prox(new, taken_lr(opt))
+    if BACKTRACK:
+        new, opt = backtrack(state["params"], player, mine, new, opt, key, batch)
+    return {**state, "params": {**state["params"], **new}, "opt": {**state["opt"], player: opt}}
+
+
+def backtrack(params, player, mine, new, opt, key, batch):
+    """Keep a step of 1/L only if it does not raise the objective (with its proximal terms);
+    otherwise stay and halve the step: L estimated at the start may grow along the way."""
+    sign = 1.0 if SENSES[player] == "min" else -1.0
+
+    def value(ps):
+        full = {**params, **ps}
+        return sign * LOSSES[player](full, key, batch) + sum(
+            weight * PROX_TERMS[kind](full[name]) for name, (kind, weight) in PROX.items() if name in ps)
+    before, after = value(mine), value(new)
+    keep = jnp.isfinite(after) & (after <= before + 1e-6 * jnp.abs(before))
+    new = jax.tree.map(lambda a, b: jnp.where(keep, a, b), new, mine)
+    lr = opt.hyperparams["learning_rate"]
+    opt = opt._replace(hyperparams={**opt.hyperparams, "learning_rate": jnp.where(keep, lr, 0.5 * lr)})
+    return new, opt
+
+
+def closed_form_updates(state, key, batch):
+    """UPDATES after the players' steps, in order, each seeing the parameters set before it."""
+    params = dict(state["params"])
+    for name, f in UPDATES:
+        params[name] = jnp.broadcast_to(jnp.asarray(f(params, key, batch), params[name].dtype), params[name].shape)
+    return {**state, "params": params}
+
+
+def cosine_lr(step, total):
+    """LR decayed to 0 along half a cosine over the `total` steps of the run."""
+    frac = jnp.clip(step / jnp.maximum(total, 1), 0.0, 1.0)
+    return jnp.asarray(LR * 0.5 * (1.0 + jnp.cos(jnp.pi * frac)), jnp.float32)
+
+
+def taken_lr(opt):
+    """The size of the step just taken: set from the data (LIPSCHITZ_STEP) or the schedule, else LR."""
+    return opt.hyperparams["learning_rate"] if LIPSCHITZ_STEP or COSINE else LR
+
+
+def tree_norm(tree):
+    return jnp.sqrt(sum(jnp.sum(jnp.square(x)) for x in jax.tree.leaves(tree)))
+
+
+def largest_curvature(loss, mine, key, iters):
+    """The largest eigenvalue of the Hessian of `loss` at `mine`, by power iteration on
+    Hessian-vector products."""
+    grad = jax.grad(loss)
+
+    def hvp(v):
+        return jax.jvp(grad, (mine,), (v,))[1]
+
+    def power(_, v):
+        hv = hvp(v)
+        return jax.tree.map(lambda x: x / jnp.maximum(tree_norm(hv), 1e-30), hv)
+    start = jax.tree.map(lambda x: jax.random.normal(key, jnp.shape(x)), mine)
+    top = jax.jit(lambda v: jax.lax.fori_loop(0, iters, power, v))(start)
+    return tree_norm(hvp(top)) / jnp.maximum(tree_norm(top), 1e-30)
+
+
+def lipschitz_step(state, data, iters=100):
+    """Every player's step set to 1/L, L the largest eigenvalue of the Hessian of its loss at
+    the current parameters over the whole data set."""
+    batch, key, params = full_batch(data), jax.random.PRNGKey(0), state["params"]
+    opts = dict(state["opt"])
+    for p in MOVING:
+        loss = partial(player_loss, p, params, key, batch)
+        lipschitz = largest_curvature(loss, own(params, p), key, iters)
+        opts[p] = opts[p]._replace(hyperparams={**opts[p].hyperparams, "learning_rate": 1.0 / jnp.maximum(lipschitz, 1e-6)})
+    return {**state, "opt": opts}
+
+
+def player_loss(player, params, key, batch, mine):
+    """`player`'s loss as a function of its own parameters `mine`."""
+    return LOSSES[player]({**params, **mine}, key, batch)
+
+
+def minibatch(data, key, size):
+    """`size` examples drawn uniformly with replacement (size None: the whole data set), and
+    the data set's size `#n` (a sum over the data is n times the mean)."""
+    n = data[DATA_VARS[0]].shape[0] if DATA_VARS else 1
+    if size is None:
+        return {**data, "#n": jnp.asarray(n, jnp.float32)}
+    idx = jax.random.randint(key, (size,), 0, n)
+    return {**{k: data[k][idx] for k in DATA_VARS}, "#n": jnp.asarray(n, jnp.float32)}
+
+
+@partial(jax.jit, static_argnums=(4,))
+def train_steps(state, key, data, length, batch_size):
+    """`length` steps of the dynamics (a traced count: one compilation serves every length),
+    and each player's loss averaged over them. Step t draws from fold_in(key, t), so a run
+    does not depend on how it is cut into calls."""
+    def body(_, carry):
+        state, total = carry
+        kb, ks = jax.random.split(jax.random.fold_in(key, state["step"]))
+        state, values = step(state, ks, minibatch(data, kb, batch_size))
+        if TAIL_AVERAGE:
+            state = tail_average(state)
+        return state, jax.tree.map(lambda a, b: a + jnp.mean(b), total, values)
+    zeros = {p: jnp.zeros((), jnp.float32) for p in PLAYERS}
+    state, total = jax.lax.fori_loop(0, length, body, (state, zeros))
+    return state, jax.tree.map(lambda t: t / jnp.maximum(length, 1), total)
+
+
+def as_data(data):
+    """The data variables as float32 arrays, checked against the program's declarations: each
+    present, shaped (n, *declared shape), all with the same n > 0 (a ValueError otherwise)."""
+    arrays = {}
+    for name in DATA_VARS:
+        if name not in data:
+            raise ValueError(f"the data have no variable '{name}' (variables given: {', '.join(map(str, data)) or 'none'})")
+        array = np.asarray(data[name], np.float32)
+        if array.ndim == 0 or array.shape[1:] != tuple(DATA_SHAPES[name]):
+            want = "(n, " + ", ".join(map(str, DATA_SHAPES[name])) + ")" if DATA_SHAPES[name] else "(n,)"
+            raise ValueError(f"data variable '{name}' has shape {array.shape}, expected {want}")
+        arrays[name] = array
+    rows = {name: array.shape[0] for name, array in arrays.items()}
+    if len(set(rows.values())) > 1:
+        raise ValueError(f"the data variables have different numbers of examples ({rows})")
+    if 0 in rows.values():
+        raise ValueError("the data have no examples")
+    return {k: jnp.asarray(v) for k, v in arrays.items()}
+
+
+def check_steps(steps):
+    """`steps`, a whole number from 0 to MAX_STEPS (a ValueError otherwise)."""
+    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or not 0 <= steps <= MAX_STEPS:
+        raise ValueError(f"steps must be a whole number from 0 to {MAX_STEPS}, got {steps!r}")
+    return int(steps)
+
+
+def fit(data, steps=STEPS, seed=0, batch_size=BATCH, callback=None, chunk=None, seconds_per_call=0.25):
+    """Train from init(seed) for `steps` steps; returns (params, history).
+
+    The steps run on the device in calls of `chunk` steps, or (chunk=None) of as many as take
+    about `seconds_per_call`, so that the host (progress, history) costs nothing per step.
+    `train_steps` is traced and compiled once before the first step: each history entry has
+    `seconds` (training time so far, compilation excluded) and `compile_seconds`.
+    """
+    steps = check_steps(steps)
+    data = as_data(data)
+    key = jax.random.PRNGKey(seed)
+    key, k_init = jax.random.split(key)
+    state = jax.device_put(init_state(init(k_init), steps), REPLICATED)
+    if LIPSCHITZ_STEP:
+        state = lipschitz_step(state, data)
+    started = time.perf_counter()
+    run = train_steps.lower(state, key, data, jnp.asarray(1, jnp.int32), batch_size).compile()
+    compile_seconds = time.perf_counter() - started
+    history, done, seconds, length = [], 0, 0.0, chunk or 1
+    while done < steps:
+        length = min(length, steps - done)
+        t = time.perf_counter()
+        state, values = run(state, key, data, jnp.asarray(length, jnp.int32))
+        record = {p: float(v) for p, v in values.items()}
+        elapsed = time.perf_counter() - t
+        done, seconds = done + length, seconds + elapsed
+        history.append({"step": done, "seconds": seconds, "compile_seconds": compile_seconds, **record})
+        if callback is not None:
+            callback(done, steps, record, state["params"])
+        if chunk is None:
+            length = max(1, min(10 * length, int(length * seconds_per_call / max(elapsed, 1e-6))))
+    return state["average" if TAIL_AVERAGE else "params"], history
+
+
+def full_batch(data):
+    return minibatch(as_data(data), None, None)
+
+
+def objective(params, key, data):
+    """The compiled objective at `params`, over the whole data set, with the terms its
+    proximal maps apply."""
+    value = OBJECTIVE(params, key, full_batch(data))
+    if PROX:
+        value = value + sum(weight * PROX_TERMS[kind](params[name]) for name, (kind, weight) in PROX.items()
+                            if name in PLAYERS[MAIN_PLAYER])
+    return float(value)
+
+
+def reports(params, key, data):
+    """Each report at `params`, over the whole data set."""
+    batch = full_batch(data)
+    return {name: float(f(params, key, batch)) for name, f in REPORTS.items()}
+
+
+def summary(params, data, steps, seconds, seed=0, compile_seconds=None):
+    """What a run reports (SPEC section 9.2): `seconds` is the training time without compilation,
+    `compile_seconds` the tracing and compilation."""
+    key = jax.random.PRNGKey(seed + 1)
+    value = objective(params, key, data)
+    return {"steps": steps, "seconds_per_step": seconds / max(steps, 1), "compile_seconds": compile_seconds,
+            "objective": value, "reports": reports(params, key, data), "estimate": value if IS_ESTIMATE else None}
