@@ -11,9 +11,15 @@ import numpy as np
 import pytest
 
 from attractor import AttractorError, compile_file, compile_source
+from compiler import ir
 from compiler.driver.check import certify
-from compiler.ir.printer import program_text
-from passes.lagrangian import exact_ball_least_squares, exact_sum_least_squares
+from compiler.ir.printer import program_text, show
+from compiler.rewrite.rule import Context, Rewrite
+from passes.lagrangian import LAGRANGIAN
+from passes.lagrangian.certificates import (
+    exact_ball_least_squares,
+    exact_sum_least_squares,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = "param w : real[2]\nminimize sumsq(w - 3)\nsubject to sumsq(w) <= 1\n"
@@ -82,7 +88,7 @@ def test_maximisation_flips_the_multiplier_player():
     prog = compile_source("param w : real[2]\nmaximize -sumsq(w - 3)\nsubject to sumsq(w) <= 1\n")
     theta, mult = prog.program.players
     assert mult.sense == "min" and str(theta.loss).startswith("-sumsq(w - 3) - (")
-    mod, _, params = _fit(prog, {})
+    _, _, params = _fit(prog, {})
     np.testing.assert_allclose(np.asarray(params["w"]), [2 ** -0.5, 2 ** -0.5], atol=1e-3)
     assert float(params["lambda_1"]) == pytest.approx(3 * 2 ** 0.5 - 1, abs=1e-2)   # 2(w - 3) + 2 lambda w = 0
 
@@ -93,13 +99,51 @@ def test_no_constraint_no_step():
         compile_source("param w : real[2]\nminimize sumsq(w - 3) via lagrangian\n")
 
 
+# ---- the rule object: match and non-match --------------------------------------------------------
+
+def _context(source: str, **options) -> Context:
+    typed = compile_source(source).typed
+    return Context(typed, typed.players[0], options=options, forced=bool(options))
+
+
+def test_rule_rewrites_a_constraint_into_its_multiplier_term():
+    ctx = _context(KKT)
+    vector, reversed_, equality = ctx.program.constraints
+    rw = LAGRANGIAN(vector, ctx)
+    assert isinstance(rw, Rewrite) and rw.relation == "="
+    assert show(rw.node) == "sum(lambda_1 * s_1) + 0.5 * sumsq(s_1) with s_1 = max(w - 1, -lambda_1)"
+    (decl,) = rw.decls
+    assert (decl.name, decl.shape, decl.owner) == ("lambda_1", (2,), "multipliers")
+    assert [r.name for r in rw.reports] == ["lambda_1_max"]
+    assert rw.facts[:3] == (("kind", "ineq"), ("expr", rw.facts[1][1]), ("multiplier", "lambda_1"))
+    assert show(dict(rw.facts)["expr"]) == "w - 1"
+    assert show(LAGRANGIAN(reversed_, ctx).node) == "lambda_2 * s_2 + 0.5 * s_2^2 with s_2 = max(a - 1, -lambda_2)"
+    eq = LAGRANGIAN(equality, ctx)
+    assert dict(eq.facts)["kind"] == "eq" and eq.decls[0].name == "nu_3"
+    for rho, term in ((0.0, "lambda_2 * (a - 1)"), (4.0, "lambda_2 * s_2 + 2 * s_2^2 with s_2 = max(a - 1, -lambda_2 / 4)")):
+        forced = _context(KKT, rho=rho)
+        assert show(LAGRANGIAN(forced.program.constraints[1], forced).node) == term
+
+
+def test_rule_matches_only_constraints():
+    ctx = _context(SMALL)
+    assert LAGRANGIAN(ctx.player.loss, ctx) is None
+    assert LAGRANGIAN(ir.Ref("w", "param"), ctx) is None
+    assert LAGRANGIAN.matches == (ir.Constraint,) and LAGRANGIAN.problem == "constraint"
+    assert [o.name for o in LAGRANGIAN.options] == ["rho"] and LAGRANGIAN.option("rho").kind is float
+
+
+def test_rule_declares_its_identity():
+    assert LAGRANGIAN.relation == "=" and "max_{λ >= 0, ν}" in LAGRANGIAN.identity and "\n" not in LAGRANGIAN.identity
+
+
 # ---- numbers: exact optima -------------------------------------------------------------------
 
 def test_constrained_example_reaches_the_exact_optimum():
     """`attractor run --json` as written: objective within 1e-3 of the exact constrained least
     squares (bisection on the multiplier), violation <= 1e-3, multiplier reported."""
     r = subprocess.run([sys.executable, "-m", "compiler", "run", str(ROOT / "examples" / "constrained.att"), "--json"],
-                       capture_output=True, text=True)
+                       check=False, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     result = json.loads(r.stdout.strip().splitlines()[-1])
     data = compile_file(ROOT / "examples" / "constrained.att").load_data()
@@ -128,7 +172,7 @@ def test_exact_solvers_agree_with_scipy():
     from scipy.optimize import minimize
     rng = np.random.default_rng(3)
     X, y = rng.normal(size=(30, 3)), rng.normal(size=30) + 2
-    f = lambda w: np.mean((X @ w - y) ** 2)  # noqa: E731
+    f = lambda w: np.mean((X @ w - y) ** 2)
     for exact, cons in ((exact_ball_least_squares(X, y, 0.1), {"type": "ineq", "fun": lambda w: 0.1 - w @ w}),
                         (exact_sum_least_squares(X, y, 2.0), {"type": "eq", "fun": lambda w: np.sum(w) - 2.0})):
         ref = minimize(f, np.zeros(3), constraints=[cons], method="SLSQP", options={"ftol": 1e-14, "maxiter": 500})
@@ -162,8 +206,8 @@ def test_pointwise_certificate_finds_feasible_points_for_equalities():
     ("param w : real\nminimize w^2\nsubject to w + 1 < w + 1\n", 3, 1, "same expression, so it can never hold"),
     ("param w : real\nminimize w^2 via lagrangian(rho=-1)\nsubject to w >= 1\n", 2, 18, "rho=...) needs a number >= 0"),
     ("param w : real\nminimize w^2 via lagrangian(mu=1)\nsubject to w >= 1\n", 2, 18, "has no option 'mu'"),
-    ("data x : real from gaussian(mean=0, std=1, n=100)\nparam m : real\nmodel q:\n    x ~ Normal(m, 1) : real\n"
-     "estimate KL(data || q)\nsubject to m <= 1\n", 6, 1, "an estimate has none"),
+    (("data x : real from gaussian(mean=0, std=1, n=100)\nparam m : real\nmodel q:\n    x ~ Normal(m, 1) : real\n"
+      "estimate KL(data || q)\nsubject to m <= 1\n"), 6, 1, "an estimate has none"),
 ])
 def test_diagnostics(source, line, col, message):
     with pytest.raises(AttractorError) as e:

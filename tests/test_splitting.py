@@ -11,7 +11,12 @@ import numpy as np
 import pytest
 
 from attractor import AttractorError, compile_file, compile_source
+from compiler import ir
 from compiler.driver.check import certify
+from compiler.ir.printer import show
+from compiler.rewrite.rule import Context, Refusal, Rewrite
+from compiler.rewrite.strategies import positions
+from passes.splitting import HALF_QUADRATIC
 
 ROOT = Path(__file__).resolve().parents[1]
 HEAD = "data x : real[20], y : real from piecewise_regression(n=100, d=20, segments=3, noise=0.1, seed=2)\nparam w : real[20]\n"
@@ -119,6 +124,58 @@ def test_a_bare_smooth_fit_term_is_left_to_the_x_step():
     assert _steps(prog) == [("half_quadratic", "~", "0.3 * norm1(diff(w))", "0.3 * norm1(z) + beta / 2 * sumsq(diff(w) - z)")]
 
 
+# ---- the rule object: match, refusal and non-match ----------------------------------------------
+
+def _at(source: str, term: str):
+    """The rule applied to the node printed `term` of the first player's loss, in its place."""
+    typed = compile_source(source).typed
+    player = typed.players[0]
+    node, pol, path = next((n, pol, path) for n, pol, path in positions(player.loss, typed) if show(n) == term)
+    return HALF_QUADRATIC(node, Context(typed, player, pol, {}, True, path))
+
+
+def test_rule_splits_a_weighted_term_of_a_linear_map():
+    rw = _at(HEAD + f"minimize {FIT} + 0.3 * norm1(diff(w))\n", "0.3 * norm1(diff(w))")
+    assert isinstance(rw, Rewrite) and rw.relation == "~"
+    assert show(rw.node) == "0.3 * norm1(z) + beta / 2 * sumsq(diff(w) - z)"
+    assert [(d.name, d.shape) for d in rw.decls] == [("z", (19,)), ("beta", ())]
+    facts = dict(rw.facts)
+    assert (facts["z"], facts["beta"], facts["g"], show(facts["weight"]), show(facts["map"])) == \
+        ("z", "beta", "norm1", "0.3", "diff(w)")
+
+
+def test_rule_splits_a_box_constraint():
+    typed = compile_source(HEAD + f"minimize {FIT}\n" + BOX).typed
+    (box,) = typed.constraints
+    rw = HALF_QUADRATIC(box, Context(typed, typed.players[0], 1, {}, True, None))
+    assert show(rw.node) == "beta / 2 * sumsq(diff(w) - z)"
+    assert dict(rw.facts)["g"] == "box" and show(dict(rw.facts)["lo"]) == "-0.2"
+    assert HALF_QUADRATIC.claims(box, typed)
+
+
+@pytest.mark.parametrize("objective, term, reason", [
+    (f"{FIT} + 0.1 * norm1(w * w)", "0.1 * norm1(w * w)", "the argument w * w of norm1 is not an affine map of w"),
+    (f"{FIT} + 0.1 * norm2(diff(w))", "norm2(diff(w))", "norm2(diff(w)) has no known proximal map"),
+    (f"{FIT} + exp(0.1 * norm1(diff(w)))", "0.1 * norm1(diff(w))", "does not enter the loss linearly"),
+    (f"{FIT} + -0.1 * norm1(diff(w))", "-0.1 * norm1(diff(w))", "the weight -0.1 of norm1(diff(w)) is not positive"),
+])
+def test_rule_refuses_with_the_reason(objective, term, reason):
+    out = _at(HEAD + f"minimize {objective}\n", term)
+    assert isinstance(out, Refusal) and reason in out.reason, out
+
+
+def test_rule_does_not_match_other_terms():
+    source = "param w : real[6]\nminimize sumsq(w - 1) + 0.3 * norm1(diff(w))\n"
+    assert _at(source, "sumsq(w - 1)") is None                       # a bare smooth fit term
+    assert _at(source, "w - 1") is None                              # not a reduction
+    typed = compile_source(HEAD + f"minimize {FIT}\nsubject to sumsq(w) <= 1\n").typed
+    (ball,) = typed.constraints
+    assert not HALF_QUADRATIC.claims(ball, typed)
+    assert isinstance(HALF_QUADRATIC(ball, Context(typed, typed.players[0], 1, {}, True, None)), Refusal)
+    assert HALF_QUADRATIC.matches == (ir.Apply, ir.Constraint) and HALF_QUADRATIC.relation == "~"
+    assert [o.name for o in HALF_QUADRATIC.options] == ["beta", "growth", "beta_max"]
+
+
 # ---- certificates ------------------------------------------------------------------------------
 
 def test_certificates_pass():
@@ -158,7 +215,7 @@ def test_exact_solver_matches_scipy_on_a_smooth_reformulation():
 
 def test_fused_lasso_example_reaches_the_exact_optimum():
     r = subprocess.run([sys.executable, "-m", "compiler", "run", str(ROOT / "examples" / "fused_lasso.att"), "--json"],
-                       capture_output=True, text=True)
+                       check=False, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     result = json.loads(r.stdout.strip().splitlines()[-1])
     prog = compile_file(ROOT / "examples" / "fused_lasso.att")
