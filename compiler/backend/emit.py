@@ -17,7 +17,6 @@ from compiler.backend.defaults import training
 from compiler.backend.inline import Library
 from compiler.backend.joint import joint_function
 from compiler.backend.lower import (
-    RUNTIME_PARTS,
     SITE_MARK,
     Emitter,
     Fn,
@@ -238,7 +237,7 @@ class ModuleWriter:
         program = "\n".join(self.program_part())
         if SITE_MARK in program:
             raise AttractorError("internal: a random site was left unresolved in the emitted module")
-        library = Library(runtime.MODULES, dict(RUNTIME_PARTS), runtime.PROGRAM)
+        library = Library(runtime.MODULES, runtime.PROGRAM)
         entries = ENTRIES + (("sample",) if "def sample(" in program else ())
         imports, definitions = library.closure(program, entries)
         rule = "# " + "-" * 98

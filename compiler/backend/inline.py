@@ -160,17 +160,15 @@ def fold(text: str, constants: dict[str, object]) -> str:
 # ---- the library -----------------------------------------------------------------------------------
 
 class Library:
-    """The runtime's units and imports, from module names and (for families not yet converted)
-    source texts keyed by a label."""
+    """The runtime's units and imports, read from the modules named."""
 
-    def __init__(self, modules: list[str], texts: dict[str, str] | None = None, program_module: str | None = None):
+    def __init__(self, modules: list[str], program_module: str | None = None):
         self.units: dict[str, Unit] = {}
         self.imports: dict[str, str] = {}     # name -> the import statement binding it
         self.program_names: set[str] = set()  # imported from the program interface
         self.attached: dict[str, list[str]] = {}
-        sources = [(m, module_source(m)) for m in modules] + sorted((texts or {}).items())
-        for index, (name, text) in enumerate(sources):
-            self._add(index, name, text, program_module)
+        for index, name in enumerate(modules):
+            self._add(index, name, module_source(name), program_module)
 
     def _add(self, index: int, module: str, text: str, program_module: str | None) -> None:
         lines = text.splitlines(keepends=True)

@@ -165,7 +165,6 @@ def define(scope: Fn, inner: Fn, name: str, args: list[str]) -> None:
 
 
 LOWER: dict[type, Callable] = {}
-RUNTIME_PARTS: dict[str, str] = {}   # name -> source of runtime helpers a family's lowering calls
 
 
 def lowers(*types):
