@@ -4,15 +4,78 @@ Every error is an `AttractorError` at the location of the offending text.
 """
 from __future__ import annotations
 
-import keyword
+import math
 from dataclasses import dataclass, field
 
 from compiler import ir
-from compiler.ir.builtins import (ARITHMETIC, DISTRIBUTIONS, DIVERGENCES, DYNAMICS, FUNCTIONS,
-                               OPTIMIZERS, RESERVED, TRAIN_OPTIONS)
+from compiler.ir.builtins import (
+    ARITHMETIC,
+    DISTRIBUTIONS,
+    DIVERGENCES,
+    DYNAMICS,
+    FUNCTIONS,
+    OPTIMIZERS,
+    RESERVED,
+    TRAIN_OPTIONS,
+)
 from compiler.ir.diagnostics import AttractorError, Loc
 
 Shape = tuple[int, ...]
+
+FLOAT32_MAX = 3.4028234663852886e38
+MAX_COUNT = 2**31 - 1   # steps, batch and samples are int32 on the device
+
+# optimizer option -> (test, the range it states); lr is checked for every optimizer
+OPTIMIZER_RANGES = {
+    "lr": (lambda v: 0 < v <= FLOAT32_MAX, "a positive finite number"),
+    "b1": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "b2": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "decay": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "eps": (lambda v: 0 < v <= FLOAT32_MAX, "a positive number"),
+    "momentum": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "weight_decay": (lambda v: 0 <= v <= FLOAT32_MAX, "a finite number >= 0"),
+    "nesterov": (lambda v: v in (0, 1), "0 or 1"),
+}
+
+
+def fold(fn: str, args: list[float], loc: Loc | None) -> float:
+    """The value of arithmetic (or a scalar function) on constants, in double precision; an
+    operation without a real, finite, float32-representable value is an error at `loc`
+    (`(-8)^(1/3)`, `1 / 0`, `10^39`, `log(0)`): run in float32 it would be NaN or infinite."""
+    try:
+        if fn == "add":
+            value = args[0] + args[1]
+        elif fn == "sub":
+            value = args[0] - args[1]
+        elif fn == "mul":
+            value = args[0] * args[1]
+        elif fn == "neg":
+            value = -args[0]
+        elif fn == "div":
+            if args[1] == 0:
+                raise AttractorError("division by zero in a constant expression", loc)
+            value = args[0] / args[1]
+        elif fn == "pow":
+            base, power = args
+            if base < 0 and not float(power).is_integer():
+                raise AttractorError(f"({base:g})^{power:g} has no real value: a negative number to a "
+                                     f"non-integer power", loc)
+            if base == 0 and power < 0:
+                raise AttractorError(f"0^{power:g} divides by zero", loc)
+            value = math.pow(base, power)
+        elif fn in ("log", "sqrt"):
+            if args[0] < 0 or (fn == "log" and args[0] == 0):
+                raise AttractorError(f"{fn}({args[0]:g}) has no real, finite value", loc)
+            value = math.log(args[0]) if fn == "log" else math.sqrt(args[0])
+        elif fn == "exp":
+            value = math.exp(args[0])
+        else:
+            raise ValueError(fn)
+    except OverflowError:
+        value = math.inf
+    if not abs(value) <= FLOAT32_MAX:
+        raise AttractorError("this constant expression overflows: its value is beyond float32's range (3.4e38)", loc)
+    return value
 
 
 def broadcast(a: Shape, b: Shape, loc: Loc | None, what: str = "operands") -> Shape:
@@ -37,7 +100,7 @@ class Scope:
 
     names: dict[str, tuple[str, Shape]] = field(default_factory=dict)
 
-    def bind(self, **items: tuple[str, Shape]) -> "Scope":
+    def bind(self, **items: tuple[str, Shape]) -> Scope:
         return Scope({**self.names, **items})
 
 
@@ -49,6 +112,8 @@ class Checker:
         self.const_shapes: dict[str, Shape] = {}
         self.blocks: dict[str, ir.Block] = {}
         self.var_shapes: dict[tuple[str, str], Shape] = {}   # (block, var) -> shape
+        self.folded: dict[int, tuple[ir.Node, float]] = {}   # id(checked scalar node) -> (node, its constant value)
+        self.const_values: dict[str, float] = {}
 
     # ---- entry point -------------------------------------------------------------
     def check(self) -> ir.Program:
@@ -67,6 +132,8 @@ class Checker:
                 value, shape = self.expr(s.value, Scope())
                 self._no_params(value, s.value.loc, "a constant")
                 self.const_shapes[s.name] = shape
+                if id(value) in self.folded:
+                    self.const_values[s.name] = self.folded[id(value)][1]
                 decls.append(ir.Const(s.name, value, loc=s.loc))
             elif isinstance(s, ir.Param):
                 init = None
@@ -294,6 +361,8 @@ class Checker:
             if key in ("steps", "batch", "samples"):
                 if not isinstance(value, float) or value != int(value) or value < 1:
                     raise AttractorError(f"train option {key} must be a positive integer", loc)
+                if value > MAX_COUNT:
+                    raise AttractorError(f"train option {key} must be at most {MAX_COUNT} (2^31 - 1), got {value:g}", loc)
                 value = int(value)
             elif key == "optimizer":
                 name, kwargs = (value, ()) if isinstance(value, str) else value
@@ -304,8 +373,11 @@ class Checker:
                         raise AttractorError(f"{name} has no option '{k}'; its options are {', '.join(OPTIMIZERS[name])}", loc)
                     if not isinstance(v, float):
                         raise AttractorError(f"{name} option {k} must be a number", loc)
-                if dict(kwargs).get("lr", 1.0) <= 0:
-                    raise AttractorError("the learning rate must be positive", loc)
+                    test, stated = OPTIMIZER_RANGES[k]
+                    if not test(v):
+                        if k == "lr":
+                            raise AttractorError(f"the learning rate must be positive and finite, got {v:g}", loc)
+                        raise AttractorError(f"{name} option {k} must be {stated}, got {v:g}", loc)
                 value = (name, tuple(kwargs))
             elif key == "dynamics":
                 if value not in DYNAMICS:
@@ -322,21 +394,25 @@ class Checker:
     def expr(self, node: ir.Node, scope: Scope) -> tuple[ir.Node, Shape]:
         loc = node.loc
         if isinstance(node, ir.Num):
+            self.folded[id(node)] = (node, node.value)
             return node, ()
         if isinstance(node, ir.Ref):
-            return self.ref(node, scope)
+            out = self.ref(node, scope)
+            if out[0].kind == "const" and node.name in self.const_values:
+                self.folded[id(out[0])] = (out[0], self.const_values[node.name])
+            return out
         if isinstance(node, ir.DataSet):
             raise AttractorError("'data' is a distribution, not a value: use it as E[x ~ data] ...", loc)
         if isinstance(node, ir.Apply) and node.fn in ARITHMETIC:
             args = [self.expr(a, scope) for a in node.args]
             if node.fn == "neg":
-                return ir.Apply("neg", (args[0][0],), loc=loc), args[0][1]
+                return self._folded(ir.Apply("neg", (args[0][0],), loc=loc)), args[0][1]
             (a, sa), (b, sb) = args
             if node.fn == "matmul":
                 shape = self._matmul(sa, sb, loc)
             else:
                 shape = broadcast(sa, sb, loc)
-            return ir.Apply(node.fn, (a, b), loc=loc), shape
+            return self._folded(ir.Apply(node.fn, (a, b), loc=loc)), shape
         if isinstance(node, ir.Compare):
             (a, sa), (b, sb) = self.expr(node.lhs, scope), self.expr(node.rhs, scope)
             return ir.Compare(node.op, a, b, loc=loc), broadcast(sa, sb, loc, "the two sides of the comparison")
@@ -345,6 +421,13 @@ class Checker:
         if isinstance(node, ir.Call):
             return self.call(node, scope)
         raise AttractorError("unsupported expression", loc)
+
+    def _folded(self, node: ir.Apply) -> ir.Apply:
+        """Record the value of arithmetic on constants (checking it is real and finite: `fold`)."""
+        values = [self.folded.get(id(a)) for a in node.args]
+        if node.fn != "matmul" and all(v is not None for v in values):
+            self.folded[id(node)] = (node, fold(node.fn, [v for _, v in values], node.loc))
+        return node
 
     def ref(self, node: ir.Ref, scope: Scope) -> tuple[ir.Node, Shape]:
         name, loc = node.name, node.loc
@@ -432,7 +515,7 @@ class Checker:
         if call.bar == "||":
             raise AttractorError(f"'||' separates the two sides of a divergence; a density is written {b.name}(x | z)", call.loc)
         if call.keys:
-            raise AttractorError(f"a density takes variables, not keyword arguments", call.loc)
+            raise AttractorError("a density takes variables, not keyword arguments", call.loc)
         names = []
         for a in call.args:
             if not isinstance(a, ir.Ref):
@@ -494,7 +577,8 @@ class Checker:
             if len(shapes[0]) != 1 or shapes[0][0] < 2:
                 raise AttractorError(f"diff takes a vector of length at least 2, got {show_shape(shapes[0])}", loc)
             shape = (shapes[0][0] - 1,)
-        return ir.Apply(name, tuple(a for a, _ in args), loc=loc), shape
+        out = ir.Apply(name, tuple(a for a, _ in args), loc=loc)
+        return (self._folded(out) if name in ("log", "sqrt", "exp") else out), shape
 
     def net_call(self, node: ir.Call, net: ir.Net, scope: Scope) -> tuple[ir.Node, Shape]:
         if node.keys or node.bar:

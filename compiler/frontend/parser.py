@@ -1,16 +1,20 @@
 """Source text → untyped IR, with a Lark LALR parser and a transformer per grammar rule."""
 from __future__ import annotations
 
-import ast
 import dataclasses
 import functools
 from importlib import resources
 
 from lark import Lark, Token, v_args
-from lark.visitors import Transformer_NonRecursive
-from lark.exceptions import (UnexpectedCharacters, UnexpectedEOF,
-                             UnexpectedInput, UnexpectedToken, VisitError)
+from lark.exceptions import (
+    UnexpectedCharacters,
+    UnexpectedEOF,
+    UnexpectedInput,
+    UnexpectedToken,
+    VisitError,
+)
 from lark.indenter import DedentError, Indenter
+from lark.visitors import Transformer_NonRecursive
 
 from compiler import ir
 from compiler.ir.diagnostics import AttractorError, Loc
@@ -25,7 +29,7 @@ class _Indenter(Indenter):
     tab_len = 8
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _lark() -> Lark:
     text = resources.files("grammar").joinpath("attractor.lark").read_text()
     return Lark(text, parser="lalr", postlex=_Indenter(), propagate_positions=True,
@@ -41,8 +45,56 @@ def _loc(x) -> Loc | None:
     return Loc(meta.line, meta.column)
 
 
+FLOAT32_MAX = 3.4028234663852886e38   # the largest finite float32: programs run in float32
+FLOAT32_TINY = 1.1754943508222875e-38   # the smallest normal float32 (XLA flushes smaller ones to 0)
+
+
 def _number(tok: Token) -> float:
-    return float(tok)
+    """A numeric literal, refused where float32 cannot hold it: beyond ±3.4e38 it is infinite
+    (`1e39`, `1e999`, a 400-digit integer), below 1.2e-38 it is flushed to zero."""
+    value = float(tok)
+    if not value <= FLOAT32_MAX:
+        raise AttractorError(f"the number {_abbreviate(tok)} is too large: float32 holds at most 3.4e38", _loc(tok))
+    if 0 < value < FLOAT32_TINY:
+        raise AttractorError(f"the number {_abbreviate(tok)} is too small: float32 rounds it to 0 "
+                             f"(its smallest normal number is 1.2e-38); write 0 if that is meant", _loc(tok))
+    return value
+
+
+def _abbreviate(text: str) -> str:
+    text = str(text)
+    return text if len(text) <= 24 else f"{text[:10]}...{text[-6:]} ({len(text)} characters)"
+
+
+ESCAPES = {"\\": "\\", '"': '"', "'": "'", "n": "\n", "t": "\t"}
+
+
+def unescape(tok: Token) -> str:
+    """The text of a quoted string, read by the language's own escapes: \\\\ \\" \\' \\n \\t (SPEC §2);
+    any other backslash is an error at its column (strings are never evaluated as Python)."""
+    body, out, i = str(tok)[1:-1], [], 0
+    while i < len(body):
+        ch = body[i]
+        if ch == "\\":
+            nxt = body[i + 1] if i + 1 < len(body) else ""
+            if nxt not in ESCAPES:
+                raise AttractorError(f"unknown escape '\\{nxt}' in a string; the escapes are \\\\ \\\" \\' \\n \\t",
+                                     Loc(tok.line, tok.column + 1 + i))
+            out.append(ESCAPES[nxt])
+            i += 2
+        else:
+            out.append(ch)
+            i += 1
+    return "".join(out)
+
+
+def _no_repeats(pairs, what: str, locs) -> None:
+    """A key given twice in a key=value list is an error (it would silently keep the last)."""
+    seen = set()
+    for (key, _), loc in zip(pairs, locs):
+        if key in seen:
+            raise AttractorError(f"{what} '{key}' is given twice", loc)
+        seen.add(key)
 
 
 @v_args(meta=True)
@@ -107,7 +159,11 @@ class _Build(Transformer_NonRecursive):
         return (str(c[0]),)
 
     def binder_tuple(self, meta, c):
-        return tuple(str(t) for t in c)
+        names = [str(t) for t in c]
+        for i, t in enumerate(c):
+            if names[i] in names[:i]:
+                raise AttractorError(f"'{t}' is bound twice in E[({', '.join(names)}) ~ ...]", _loc(t))
+        return tuple(names)
 
     def call(self, meta, c):
         name, arglist = c
@@ -147,7 +203,7 @@ class _Build(Transformer_NonRecursive):
         return (str(c[0]), c[1])
 
     def src_string(self, meta, c):
-        return ast.literal_eval(str(c[0]))
+        return unescape(c[0])
 
     def src_kwarg(self, meta, c):
         return (str(c[0]), c[1])
@@ -162,7 +218,9 @@ class _Build(Transformer_NonRecursive):
     def net_decl(self, meta, c):
         name, kind, *rest = c
         widths = tuple(int(t) for t in rest if isinstance(t, Token) and t.type == "INT")
-        options = dict(t for t in rest if isinstance(t, tuple))
+        pairs = [t for t in rest if isinstance(t, tuple)]
+        _no_repeats(pairs, "mlp option", [_loc(meta)] * len(pairs))
+        options = dict(pairs)
         if str(kind) != "mlp":
             raise AttractorError(f"unknown network kind '{kind}'; the language has mlp(widths; act=...)", _loc(kind))
         unknown = set(options) - {"act"}
@@ -194,6 +252,7 @@ class _Build(Transformer_NonRecursive):
     def source_call(self, meta, c):
         args = tuple(a for a in c[1:] if a is not None and not isinstance(a, tuple))
         kwargs = tuple(a for a in c[1:] if isinstance(a, tuple))
+        _no_repeats(kwargs, f"{c[0]} argument", [_loc(c[0])] * len(kwargs))
         return ir.Source(str(c[0]), args, kwargs, loc=_loc(c[0]))
 
     def divergence_decl(self, meta, c):
@@ -217,6 +276,10 @@ class _Build(Transformer_NonRecursive):
 
     def guide_block(self, meta, c):
         name, latents, given, *lines = c
+        names = list(latents) + list(given or ())
+        twice = next((n for i, n in enumerate(names) if n in names[:i]), None)
+        if twice is not None:
+            raise AttractorError(f"'{twice}' appears twice in the header of guide {name}: each variable is named once", _loc(name))
         return ir.Block("guide", str(name), tuple(lines), latents, given or (), loc=_loc(name))
 
     # ---- objective and friends
@@ -242,7 +305,9 @@ class _Build(Transformer_NonRecursive):
         return ir.Report(str(c[0]), c[1], loc=_loc(c[0]))
 
     def train_call(self, meta, c):
-        return (str(c[0]), tuple(a for a in c[1:] if a is not None))
+        kwargs = tuple(a for a in c[1:] if a is not None)
+        _no_repeats(kwargs, f"{c[0]} option", [_loc(c[0])] * len(kwargs))
+        return (str(c[0]), kwargs)
 
     def train_opt(self, meta, c):
         return (str(c[0]), c[1], _loc(c[0]))
@@ -312,7 +377,7 @@ def parse(text: str) -> list[ir.Node]:
         return _Build().transform(tree)
     except UnexpectedInput as e:
         raise _syntax_error(e) from None
-    except DedentError as e:
+    except DedentError:
         line = _dedent_line(text)
         raise AttractorError("unindent does not match any outer indentation level", line) from None
     except VisitError as e:
