@@ -1,7 +1,8 @@
 """The variational family: jensen, analytic_kl, reparameterize, score_function.
 
-Per rule: a golden test of the printed rewrite, a non-match, the numerical certificate;
-then the bad-input diagnostics and the two examples (vae.att, sbn.att).
+Per rule: direct match / non-match / refusal tests of the rule object, a golden test of the
+printed rewrite (more in tests/golden/<rule>/), a non-match, the numerical certificate; then the
+bad-input diagnostics and the two examples (vae.att, sbn.att).
 """
 from pathlib import Path
 
@@ -12,8 +13,14 @@ import pytest
 from scipy import stats
 
 from attractor import AttractorError, compile_file, compile_source
-from compiler.driver.check import CERTIFICATES, certify
-from passes import variational
+from compiler import ir
+from compiler.driver.check import certify
+from compiler.frontend.checker import check
+from compiler.frontend.parser import parse
+from compiler.rewrite.rule import Context, Refusal, Rewrite
+from compiler.rewrite.strategies import positions
+from passes.variational import RULES, analytic_kl, jensen, reparameterize, score_function
+from passes.variational.certificates import CERTIFICATES, certify_vimco
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
@@ -45,7 +52,64 @@ def draws(mod, params, n=4000):
     return jax.jit(jax.vmap(lambda k: grad(params, k, batch)))(keys)
 
 
+OBSERVED = "data x : real from gaussian(n=50)\nparam m : real\nmodel p:\n    x ~ Normal(m, 1)\n" \
+    "minimize E[x ~ data] -log p(x)\n"      # no latent: log p(x) is a density
+BERNOULLI = "param a : real[3]\nminimize E[z ~ Bernoulli(logits=a)] sumsq(z)\n"
+
+
+def site(source: str, pick, options: dict | None = None) -> tuple[ir.Node, Context]:
+    """The first node (outermost) of the typed program's loss for which `pick` holds, and the
+    Context a pass would try a rule in there (forced, with `options`, when options are given)."""
+    program = check(parse(source))
+    player = program.players[0]
+    for node, polarity, path in positions(player.loss, program):
+        if pick(node):
+            return node, Context(program, player, polarity, options or {}, options is not None, path)
+    raise AssertionError(f"no such node in {source!r}")
+
+
+def is_apply(fn: str):
+    return lambda n: isinstance(n, ir.Apply) and n.fn == fn
+
+
+def under_law(n: ir.Node) -> bool:
+    return isinstance(n, ir.Expect) and not isinstance(n.source, ir.DataSet)
+
+
+def test_every_rule_declares_its_matches_relation_identity_and_options():
+    assert [r.name for r in RULES] == ["jensen", "analytic_kl", "reparameterize", "score_function"]
+    for rule in RULES:
+        assert rule.matches and rule.identity and rule.unmatched
+    assert [(o.name, o.kind, o.low) for o in jensen.RULE.options] == [("iwae", int, 1), ("hidden", int, 1)]
+    assert [(o.name, o.kind) for o in score_function.RULE.options] == [("samples", int), ("baseline", str)]
+    assert score_function.RULE.option("baseline").choices == ("leave_one_out", "none")
+
+
 # ---- jensen ---------------------------------------------------------------------------------------
+
+def test_jensen_rule_matches_a_marginal_likelihood():
+    node, ctx = site(SMALL, is_apply("neg"))
+    rw = jensen.RULE(node, ctx)
+    assert isinstance(rw, Rewrite) and rw.relation == "<="
+    assert dict(rw.facts) == {"bound": "elbo", "iwae": 1, "guide": "q_p", "automatic_guide": True,
+                              "latents": ("z",), "observed": ("x",)}
+    assert [d.name for d in rw.decls] == ["q_p_z_loc", "q_p_z_scale", "q_p"]
+    node, ctx = site(SMALL, is_apply("neg"), {"iwae": 4})
+    assert dict(jensen.RULE(node, ctx).facts)["bound"] == "iwae"
+    node, ctx = site(SMALL.replace("minimize E[x ~ data] -log p(x)", "maximize E[x ~ data] log p(x)"), is_apply("log"))
+    assert jensen.RULE(node, ctx).relation == ">="
+
+
+def test_jensen_rule_does_not_match_a_density_or_another_node():
+    node, ctx = site(OBSERVED, is_apply("neg"))
+    assert jensen.RULE(node, ctx) is None                                   # log p(x) is a density here
+    node, ctx = site(SMALL, lambda n: isinstance(n, ir.Expect))
+    assert jensen.RULE(node, ctx) is None                                   # not a node type it declares
+    joint = SMALL.replace("-log p(x)", "E[z ~ Normal(0, 1)] -log p(x, z)")
+    node, ctx = site(joint, is_apply("neg"))
+    assert jensen.RULE(node, ctx) is None                                   # the joint density is tractable
+
+
 
 def test_jensen_golden_vae():
     prog = compile_file(EXAMPLES / "vae.att")
@@ -78,8 +142,7 @@ def test_jensen_lower_bound_when_maximising():
 def test_jensen_does_not_match_a_tractable_density():
     joint = SMALL.replace("minimize E[x ~ data] -log p(x)", "minimize E[x ~ data] E[z ~ Normal(0, 1)] -log p(x, z)")
     assert "jensen" not in rules(compile_source(joint))
-    observed = "data x : real from gaussian(n=50)\nparam m : real\nmodel p:\n    x ~ Normal(m, 1)\nminimize E[x ~ data] -log p(x)\n"
-    assert rules(compile_source(observed)) == []
+    assert rules(compile_source(OBSERVED)) == []
 
 
 def test_jensen_certificate_on_ppca_and_program():
@@ -99,17 +162,50 @@ def test_elbo_is_below_exact_log_likelihood_after_training():
     exact = -np.mean(stats.norm.logpdf(x, b, np.sqrt(w**2 + 1)))
     bound = np.mean(np.asarray(jax.vmap(lambda k: mod.LOSSES["theta"](params, k, mod.full_batch(data)))(
         jax.random.split(jax.random.PRNGKey(1), 200))))
-    assert exact <= bound < exact + 0.1            # the amortised Gaussian guide is nearly exact here (gap 0.01-0.09 over seeds at Adam 0.05)
+    # the amortised Gaussian guide is nearly exact here (gap 0.01-0.09 over seeds at Adam 0.05)
+    assert exact <= bound < exact + 0.1
     best = -np.mean(stats.norm.logpdf(x, x.mean(), x.std()))
     assert exact < best + 0.05                      # and the model reached the maximum likelihood
 
 
 # ---- analytic_kl ----------------------------------------------------------------------------------
 
+WRITTEN_ELBO = "E[z ~ q(z | x)] (log q(z | x) - log p(x, z))"
+
+
+def test_analytic_kl_rule_matches_a_log_ratio_with_a_closed_form():
+    node, ctx = site(GUIDED.replace("-log p(x)", WRITTEN_ELBO), under_law)
+    rw = analytic_kl.RULE(node, ctx)
+    assert isinstance(rw, Rewrite) and rw.relation == "="
+    assert dict(rw.facts) == {"closed": ("z",), "sampled": (), "pairs": (("Normal", "Normal"),)}
+
+
+def test_analytic_kl_rule_refuses_without_a_closed_form_and_ignores_other_expectations():
+    laplace = GUIDED.replace("-log p(x)", WRITTEN_ELBO).replace("    z ~ Normal(0, 1)", "    z ~ Laplace(0, 1)") \
+        .replace("z ~ Normal(a * x + c, softplus(s))", "z ~ Uniform(a, a + 1)")
+    node, ctx = site(laplace, under_law)
+    refusal = analytic_kl.RULE(node, ctx)
+    assert isinstance(refusal, Refusal) and "no latent of guide q has a closed-form KL" in refusal.reason
+    node, ctx = site(GUIDED.replace("-log p(x)", WRITTEN_ELBO), lambda n: isinstance(n, ir.Expect))
+    assert analytic_kl.RULE(node, ctx) is None                              # the expectation over the data
+    node, ctx = site(GUIDED.replace("-log p(x)", "E[z ~ q(z | x)] square(z)"), under_law)
+    assert analytic_kl.RULE(node, ctx) is None                              # no log-ratio in the body
+
+
+def test_analytic_kl_skips_an_infinite_kl():
+    """Normal guide, Uniform prior: KL = +inf (supp q is not inside supp p); the log-ratio stays (no crash)."""
+    uniform = GUIDED.replace("-log p(x)", WRITTEN_ELBO).replace("    z ~ Normal(0, 1)", "    z ~ Uniform(0, 1)")
+    node, ctx = site(uniform, under_law)
+    assert isinstance(analytic_kl.RULE(node, ctx), Refusal)
+    assert rules(compile_source(uniform)) == ["reparameterize"]
+
+
+
 def test_analytic_kl_golden_vae_and_sbn():
     vae, sbn = compile_file(EXAMPLES / "vae.att"), compile_file(EXAMPLES / "sbn.att")
     assert steps(vae)[1] == ("analytic_kl", "=", "E[z ~ q(z | x)] (log q(z | x) - log p(x, z))",
-                             "(E[z ~ Normal(loc_z, scale_z) : real[8]] -log p(x | z) + KL[Normal || Normal](loc_z, scale_z, 0, 1 : real[8])"
+                             "(E[z ~ Normal(loc_z, scale_z) : real[8]] -log p(x | z) + "
+                             "KL[Normal || Normal](loc_z, scale_z, 0, 1 : real[8])"
                              " with scale_z = softplus(enc_sd(x))) with loc_z = enc_mu(x)")
     assert steps(sbn)[1][3] == ("E[z ~ Bernoulli(logits=logits_z) : real[16]] -log p(x | z) + "
                                 "KL[Bernoulli || Bernoulli](logits_z, 0 : real[16]) with logits_z = enc(x)")
@@ -119,7 +215,8 @@ def test_analytic_kl_golden_vae_and_sbn():
 def test_analytic_kl_does_not_match_a_hierarchical_prior():
     """z has a closed form (neither law reads a latent); u's prior reads z, so its log-ratio stays."""
     hier = SMALL.replace("    x ~ Normal(w * z + b, 1)", "    u ~ Normal(z, 1)\n    x ~ Normal(w * u + b, 1)")
-    prog = compile_source(hier.replace("model p:", "guide q(z, u | x):\n    z ~ Normal(x, 1)\n    u ~ Normal(z, 1)\nmodel p:"))
+    guide = "guide q(z, u | x):\n    z ~ Normal(x, 1)\n    u ~ Normal(z, 1)\n"
+    prog = compile_source(hier.replace("model p:", guide + "model p:"))
     step = next(s for s in prog.steps.steps if s.rule == "analytic_kl")
     assert step.after == ("E[(z, u) ~ q(z, u | x)] (-log p(x | z, u) + (log q(u | z) - log p(u | x, z)))"
                           " + KL[Normal || Normal](x, 1, 0, 1)")
@@ -156,12 +253,31 @@ def test_closed_form_matches_the_monte_carlo_objective():
 
 # ---- reparameterize --------------------------------------------------------------------------------
 
+def test_reparameterize_rule_matches_a_moving_reparameterisable_law():
+    node, ctx = site("param mu : real\nminimize E[z ~ Normal(mu, 1)] square(z - 2)\n", under_law)
+    rw = reparameterize.RULE(node, ctx)
+    assert isinstance(rw, Rewrite) and rw.relation == "="
+    assert dict(rw.facts) == {"families": ("Normal",)}
+
+
+def test_reparameterize_rule_refuses_a_discrete_law_or_a_step_and_ignores_a_fixed_law():
+    node, ctx = site(BERNOULLI, under_law)
+    refusal = reparameterize.RULE(node, ctx)
+    assert isinstance(refusal, Refusal) and "z ~ Bernoulli has no reparameterisation" in refusal.reason
+    node, ctx = site("param mu : real\nminimize E[z ~ Normal(mu, 1)] [z > 1]\n", under_law)
+    assert "not differentiable in the draws" in reparameterize.RULE(node, ctx).reason
+    node, ctx = site("param a : real\nminimize E[z ~ Normal(0, 1)] square(z - a)\n", under_law)
+    assert reparameterize.RULE(node, ctx) is None
+
+
+
 def test_reparameterize_golden_vae_and_sampler():
     vae = compile_file(EXAMPLES / "vae.att")
     assert steps(vae)[2] == ("reparameterize", "=", "E[z ~ Normal(loc_z, scale_z) : real[8]] -log p(x | z)",
                              "E[eps_z ~ Normal(0, 1) : real[8]] (-log p(x | z) with z = loc_z + scale_z * eps_z)")
     declared = compile_source(GUIDED.replace("-log p(x)", "E[z ~ q(z | x)] (-log p(x, z) + log q(z | x))"))
-    assert steps(declared)[0][3] == "E[eps_z ~ Normal(0, 1)] (-log p(x, z) + log q(z | x) with z = a * x + c + softplus(s) * eps_z)"
+    assert steps(declared)[0][3] == ("E[eps_z ~ Normal(0, 1)] (-log p(x, z) + log q(z | x) "
+                                     "with z = a * x + c + softplus(s) * eps_z)")
     gan = compile_source("net gen : mlp(2, 8, 2)\nsampler g:\n    eps ~ Normal(0, 1) : real[2]\n    x = gen(eps)\n"
                          "minimize E[x ~ g] sumsq(x - 1)\n")
     assert steps(gan) == [("reparameterize", "=", "E[x ~ g(x)] sumsq(x - 1)",
@@ -179,7 +295,7 @@ def test_reparameterize_transform_is_derived(family, law, after):
 
 
 def test_reparameterize_does_not_match_discrete_fixed_or_rough():
-    assert rules(compile_source("param a : real[3]\nminimize E[z ~ Bernoulli(logits=a)] sumsq(z)\n")) == ["score_function"]
+    assert rules(compile_source(BERNOULLI)) == ["score_function"]
     assert rules(compile_source("param a : real\nminimize E[z ~ Normal(0, 1)] square(z - a)\n")) == []
     assert rules(compile_source("param mu : real\nminimize E[z ~ Normal(mu, 1)] [z > 1]\n")) == ["score_function"]
 
@@ -193,13 +309,35 @@ def test_reparameterize_certificate_every_family():
 
 # ---- score_function ----------------------------------------------------------------------------------
 
+def test_score_function_rule_matches_a_law_without_reparameterisation():
+    node, ctx = site(BERNOULLI, under_law)
+    rw = score_function.RULE(node, ctx)
+    assert isinstance(rw, Rewrite) and rw.relation == "="
+    assert dict(rw.facts) == {"baseline": "leave_one_out", "samples": 4}
+    node, ctx = site(BERNOULLI, under_law, {"baseline": "none"})
+    assert dict(score_function.RULE(node, ctx).facts)["baseline"] == "none"
+
+
+def test_score_function_rule_leaves_a_smooth_reparameterisable_law_unless_forced():
+    src = "param mu : real\nminimize E[z ~ Normal(mu, 1)] square(z - 2)\n"
+    node, ctx = site(src, under_law)
+    assert "the pathwise gradient applies" in score_function.RULE(node, ctx).reason
+    node, ctx = site(src, under_law, {"samples": 8})
+    assert dict(score_function.RULE(node, ctx).facts) == {"baseline": "leave_one_out", "samples": 8}
+    node, ctx = site("param a : real\nminimize E[z ~ Normal(0, 1)] square(z - a)\n", under_law, {})
+    assert score_function.RULE(node, ctx) is None                            # a fixed law: not an estimator's business
+
+
+
 def test_score_function_golden_sbn():
     sbn = compile_file(EXAMPLES / "sbn.att")
     assert steps(sbn)[2] == ("score_function", "=", "E[z ~ Bernoulli(logits=logits_z) : real[16]] -log p(x | z)",
                              "E[z ~ Bernoulli(logits=logits_z) : real[16] x4] (stop(f - loo_mean[draws](f)) * "
-                             "(log Bernoulli(logits=logits_z)[z] - stop(log Bernoulli(logits=logits_z)[z])) + f with f = -log p(x | z))")
-    assert sbn.spec_json()["field"]["players"][0]["estimators"]["E[z ~ Bernoulli(logits=logits_z) : real[16]]"] == "score_function"
-    iwae = compile_file(EXAMPLES / "sbn.att", via="jensen(iwae=3)")       # a guide density in the body: labelled by the guide
+                             "(log Bernoulli(logits=logits_z)[z] - stop(log Bernoulli(logits=logits_z)[z])) + f "
+                             "with f = -log p(x | z))")
+    estimators = sbn.spec_json()["field"]["players"][0]["estimators"]
+    assert estimators["E[z ~ Bernoulli(logits=logits_z) : real[16]]"] == "score_function"
+    iwae = compile_file(EXAMPLES / "sbn.att", via="jensen(iwae=3)")       # a guide density in the body: labelled by it
     assert "(log q(z | x) - stop(log q(z | x)))" in steps(iwae)[1][3]
 
 
@@ -257,8 +395,9 @@ def test_vimco_for_an_importance_weighted_bound_is_unbiased():
     """IWAE (K = 2) with Bernoulli latents: the certificate enumerates all pairs of draws."""
     prog = compile_file(EXAMPLES / "sbn.att", via="jensen(iwae=2)")
     assert "2 * stop(f - loo_logmeanexp[draws](" in steps(prog)[1][3]
-    assert any("VIMCO" in c for c in prog.steps.steps[1].conditions)     # so `attractor check` runs this one
-    result = variational._certify_vimco(seed=0)
+    assert any("VIMCO" in c for c in prog.steps.steps[1].conditions)
+    assert prog.steps.steps[1].fact("baseline") == "vimco"                # so `attractor check` runs this one
+    result = certify_vimco(seed=0)
     assert result.passed, result
 
 
@@ -276,12 +415,14 @@ BAD = [
      8, 9, "shape mismatch: parameters of Normal and the declared type"),
     (HEAD + "model p:\n    z ~ Normal(0, -1) : real[2]\n    x ~ Normal(dec(z), 1)\nminimize E[x ~ data] -log p(x)\n",
      5, 19, "Normal's scale must be positive, got -1"),
-    (HEAD + "model p:\n    z ~ Normal(0, 1) : real[2]\n    y ~ Normal(dec(z), 1)\nminimize E[y ~ Normal(0, 1) : real[4]] -log p(y)\n",
+    (HEAD + "model p:\n    z ~ Normal(0, 1) : real[2]\n    y ~ Normal(dec(z), 1)\n"
+     "minimize E[y ~ Normal(0, 1) : real[4]] -log p(y)\n",
      7, 45, "'y' is not observed"),
     (HEAD + "model p:\n    z ~ Bernoulli(logits=0) : real[2]\n    x ~ Normal(dec(z), 1)\n"
      "guide q(z | x):\n    z ~ Normal(enc(x), 1)\nminimize E[x ~ data] -log p(x)\n",
      8, 9, "guide q draws 'z' from Normal (support the real line), but model p's 'z' is Bernoulli (support {0, 1})"),
-    (HEAD + MODEL + "guide q(z, x | x):\n    z ~ Normal(enc(x), 1)\n    x ~ Normal(0, 1) : real[4]\nminimize E[x ~ data] -log p(x)\n",
+    (HEAD + MODEL + "guide q(z, x):\n    z ~ Normal(0, 1) : real[2]\n    x ~ Normal(0, 1) : real[4]\n"
+     "minimize E[x ~ data] -log p(x)\n",
      7, 7, "guide q draws 'x', which model p observes"),
     (HEAD + MODEL + "minimize E[x ~ data] log p(x)\n", 7, 22, "rule jensen refused: it would substitute a lower bound"),
     (HEAD + MODEL + "minimize E[x ~ data] -log p(x) via jensen(iwae=0)\n", 7, 36, "needs a whole number K >= 1"),

@@ -1,0 +1,30 @@
+"""The variational rule family: Jensen bounds on marginal likelihoods, closed-form KL terms,
+and the gradient estimators of expectations under distributions that depend on the parameters.
+
+    jensen          -log p(x) <= E_q[log q(z | x) - log p(x, z)]                      (<=; >= for log p(x))
+                    gap KL(q(z | x) || p(z | x)); iwae=K: log p(x) >= E[log (1/K) sum_k p(x, z_k)/q(z_k | x)]
+    analytic_kl     E_q[log q(z | x) - log p(x, z)] = KL(q(z | x) || p(z)) - E_q[log p(x | z)]   (=)
+    reparameterize  E[w ~ F_psi] f(w) = E[eps ~ base] f(T_psi(eps)), T derived by SymPy             (=)
+    score_function  grad E[w ~ q_psi] f(w) = E[(f(w) - b) grad log q_psi(w) + grad f(w)]            (=)
+
+The estimator rules rewrite `E[v ~ D] f` by inlining the sampler of D (`sampling.inline`), so
+the printed form is the estimator itself. Score terms S enter as the surrogate
+`stop(f - b) * (S - stop(S)) + f`: its value is f and its gradient is ∇f + (f - b)∇S, unbiased
+for ∇E[f] whenever the baseline b does not depend on the draw (leave-one-out over K draws; VIMCO
+inside an importance-weighted bound).
+
+    nodes.py            LogProb, OverDraws, ClosedKL and their lowering
+    jensen.py           the rule jensen; guides.py: the declared guide checked, or an automatic one
+    analytic_kl.py      the rule analytic_kl
+    sampling.py         what an expectation draws, and its sampler inlined (both estimator rules)
+    reparameterize.py   the rule reparameterize
+    score_function.py   the rule score_function
+    certificates.py     each relation measured on random instances (loaded by `check` only)
+"""
+from compiler.rewrite.manager import RulePass
+from passes.variational import analytic_kl, jensen, reparameterize, score_function
+
+RULES: tuple = (jensen.RULE, analytic_kl.RULE, reparameterize.RULE, score_function.RULE)
+PASSES: tuple = (RulePass("jensen", (jensen.RULE,), "jensen"),
+                 RulePass("analytic_kl", (analytic_kl.RULE,), "analytic_kl"),
+                 RulePass("estimators", (reparameterize.RULE, score_function.RULE), "estimators"))

@@ -1,0 +1,99 @@
+"""Node types the variational family introduces, each with its lowering to JAX.
+
+* `LogProb`: log F(v; args) of a distribution, summed over its event (the score terms of
+  `score_function`);
+* `OverDraws`: a reduction across the K draws of an expectation with K > 1 samples
+  (`logmeanexp` of the importance-weighted bound, the leave-one-out baselines);
+* `ClosedKL`: KL(q || p) in closed form, a SymPy expression summed over the event (`analytic_kl`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from compiler import ir
+from compiler.backend.lower import DRAWS_AXIS, Emitter, Fn, dist_logprob, lowers
+from compiler.ir.diagnostics import AttractorError
+from compiler.ir.printer import show
+from compiler.math.latex import latex
+
+
+@dataclass(frozen=True)
+class LogProb(ir.Node):
+    """log F(value; args) of a distribution, summed over its event; `label` is how it prints
+    (the density of the block line it came from, e.g. `q(z | x)`)."""
+
+    dist: ir.Dist
+    value: ir.Node
+    label: str = ""
+
+    def printed(self) -> tuple[str, int]:
+        return f"log {self.label or show(self.dist) + '[' + show(self.value) + ']'}", 3
+
+    def latexed(self) -> str:
+        return rf"\log {latex(self.dist)}\left[{latex(self.value)}\right]"
+
+
+@lowers(LogProb)
+def _lower_logprob(em: Emitter, node: LogProb, fn: Fn) -> str:
+    return dist_logprob(em, node.dist, fn.tmp(em.lower(node.value, fn), "v"), fn)
+
+
+@dataclass(frozen=True)
+class OverDraws(ir.Node):
+    """A reduction of `value` (v) across the K draws of the innermost expectation with K > 1
+    samples, evaluated at every draw k: `loo_mean` the mean of v over the other draws,
+    `logmeanexp` log (1/K) sum_j exp v_j, `loo_logmeanexp` the same with v_k replaced by
+    the mean of the others (VIMCO's baseline)."""
+
+    op: str
+    value: ir.Node
+
+    def printed(self) -> tuple[str, int]:
+        return f"{self.op}[draws]({show(self.value)})", 5
+
+    def latexed(self) -> str:
+        return rf"\operatorname{{{self.op.replace('_', '-')}}}_{{k}}\left({latex(self.value)}\right)"
+
+
+@lowers(OverDraws)
+def _lower_over_draws(em: Emitter, node: OverDraws, fn: Fn) -> str:
+    axis = fn.env.get(DRAWS_AXIS)
+    if axis is None:
+        raise AttractorError(f"{node.op}[draws] needs an enclosing expectation with several draws", node.loc)
+    v = fn.tmp(em.lower(node.value, fn), "v")
+    every = fn.tmp(f"jax.lax.all_gather({v}, {axis})", "draws")
+    k = f"{every}.shape[0]"
+    if node.op == "logmeanexp":
+        return f"(jax.nn.logsumexp({every}, axis=0) - jnp.log({k}))"
+    others = fn.tmp(f"(jnp.sum({every}, axis=0) - {v}) / ({k} - 1)", "others")
+    if node.op == "loo_mean":
+        return others
+    mine = f"jax.lax.axis_index({axis})"
+    return f"(jax.nn.logsumexp({every}.at[{mine}].set({others}), axis=0) - jnp.log({k}))"
+
+
+@dataclass(frozen=True)
+class ClosedKL(ir.Node):
+    """KL(q_family(args_q) || p_family(args_p)) summed over an event of `shape`: `form` is the
+    elementwise SymPy closed form, broadcast to the event."""
+
+    q_family: str
+    p_family: str
+    form: ir.Sym
+    shape: tuple[int, ...]
+
+    def printed(self) -> tuple[str, int]:
+        args = ", ".join(show(a) for a in self.form.args)
+        event = f" : real[{', '.join(map(str, self.shape))}]" if self.shape else ""
+        return f"KL[{self.q_family} || {self.p_family}]({args}{event})", 5
+
+    def latexed(self) -> str:
+        args = ", ".join(latex(a) for a in self.form.args)
+        pair = rf"\mathrm{{{self.q_family}}} \,\|\, \mathrm{{{self.p_family}}}"
+        return rf"\mathrm{{KL}}\left[{pair}\right]\left({args}\right)"
+
+
+@lowers(ClosedKL)
+def _lower_closed_kl(em: Emitter, node: ClosedKL, fn: Fn) -> str:
+    shape = "(" + "".join(f"{d}, " for d in node.shape) + ")"
+    return f"jnp.sum(jnp.broadcast_to({em.lower(node.form, fn)}, {shape}))"
