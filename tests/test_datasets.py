@@ -334,13 +334,38 @@ def test_npz_inconsistent_or_empty(tmp_path):
     ("1,2,3\n4,5\n",
      r"line 2 has 2 column\(s\), but the program declares x : real\[2\], y : real = 3"),
     ("1,2\n3,4\n", r"line 1 has 2 column\(s\)"),
-    ("x0,x1,y\n1,2,3\n4,oops,6\n", "line 3 contains a non-number: '4,oops,6'"),
+    ("x0,x1,y\n1,2,3\n4,oops,6\n", "line 3 column 2: 'oops' is not a decimal number"),
+    ("1,oops,3\n4,5,6\n", "line 1 column 2: 'oops' is not a decimal number"),   # not silently a header
+    ("1_000,2,3\n", "line 1 column 1: '1_000' is not a decimal number"),
+    ("1,nan,3\n", "'nan' is not a decimal number"),
+    ("1,2,inf\n", "'inf' is not a decimal number"),
+    ("1,2,1e39\n", "line 1 column 3: 1e39 is infinite in float32"),
+    ("1,2,3\n4,5,6,7\n", r"line 2 has 4 column\(s\)"),
     ("x0,x1,y\n", "no data rows"),
     ("", "no data rows"),
 ])
 def test_csv_errors(tmp_path, text, match):
     (tmp_path / "d.csv").write_text(text)
     raises(match, "csv", [("x", (2,)), ("y", ())], "d.csv", base_dir=tmp_path)
+
+
+@pytest.mark.parametrize("array, match", [
+    (np.array([[1 + 2j, 0]]), "is complex"),
+    (np.array([[1.0, np.nan]]), r"entry \[0, 1\] = nan is not a number"),
+    (np.array([[np.inf, 0.0]]), r"entry \[0, 0\] = inf is infinite in float32"),
+    (np.array([[1e39, 0.0]]), "is infinite in float32"),
+])
+def test_npz_values_are_real_and_finite(tmp_path, array, match):
+    np.savez(tmp_path / "d.npz", x=array)
+    raises(match, "npz", [("x", (2,))], "d.npz", base_dir=tmp_path)
+
+
+def test_file_errors_name_the_resolved_path(tmp_path):
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "d.csv").write_text("1,nan\n")
+    with pytest.raises(DatasetError) as e:
+        load("csv", ["../d.csv"], {}, [("x", (2,))], tmp_path / "sub")
+    assert str(tmp_path.resolve() / "d.csv") in str(e.value) and ".." not in str(e.value)
 
 
 def test_csv_not_text(tmp_path):

@@ -16,6 +16,7 @@ import inspect
 import math
 import numbers
 import pathlib
+import re
 import zipfile
 
 import numpy as np
@@ -275,8 +276,11 @@ def piecewise_regression(
 # ---------------------------------------------------------------- files
 
 
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
 def _resolve(source, path, base_dir):
-    full = base_dir / pathlib.Path(path).expanduser()
+    full = (base_dir / pathlib.Path(path).expanduser()).resolve()
     if not full.is_file():
         raise DatasetError(f"{source}: file not found: {full}")
     return full
@@ -316,24 +320,40 @@ def npz(variables, base_dir, /, path: str):
                 f"npz: array '{name}' in {full} has shape {array.shape}, "
                 f"expected {expected} for {name} : {_type(shape)}"
             )
+        if np.iscomplexobj(array):
+            raise DatasetError(f"npz: array '{name}' in {full} is complex ({array.dtype}); the data are real numbers")
         if not np.issubdtype(array.dtype, np.number) and array.dtype != bool:
             raise DatasetError(f"npz: array '{name}' in {full} is not numeric ({array.dtype})")
+        _check_finite(f"npz: array '{name}' in {full}", array)
         data[name] = array.astype(np.float32)
     return _check_rows("npz", data)
 
 
+def _check_finite(where, array):
+    """Data are finite float32 numbers: NaN, infinities and values beyond ±3.4e38 (infinite in
+    float32) are refused, naming the first such entry."""
+    values = np.asarray(array, dtype=np.float64)
+    bad = ~(np.abs(values) <= FLOAT32_MAX)
+    if bad.any():
+        index = tuple(int(i) for i in np.argwhere(bad)[0])
+        what = "is not a number" if np.isnan(values[index]) else "is infinite in float32"
+        raise DatasetError(f"{where}: entry {list(index)} = {float(values[index])!r} {what}; the data must be finite")
+
+
+_NUMBER = re.compile(r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?")
+
+
 def _is_number(field):
-    try:
-        float(field)
-    except ValueError:
-        return False
-    return True
+    """A decimal number as the language writes one (no '1_000', no 'nan' or 'inf', no hex)."""
+    return _NUMBER.fullmatch(field.strip()) is not None
 
 
 def csv(variables, base_dir, /, path: str):
     """A numeric comma-separated file: the variables' flattened columns in declaration order.
 
-    A first line containing non-numbers is taken as a header and skipped.
+    A first line of names only (no field a number) is a header and skipped; a line mixing
+    numbers and text, a field that is not a decimal number (`1_000`, `nan`, `inf`), a value
+    infinite in float32 or a line with another number of columns is an error naming the line.
     """
     full = _resolve("csv", path, base_dir)
     try:
@@ -341,7 +361,7 @@ def csv(variables, base_dir, /, path: str):
             rows = [(number, row) for number, row in enumerate(_csv.reader(handle), 1) if row]
     except (OSError, UnicodeDecodeError, _csv.Error) as exc:
         raise DatasetError(f"csv: cannot read {full} ({exc})") from None
-    if rows and not all(_is_number(field) for field in rows[0][1]):
+    if rows and not any(_is_number(field) for field in rows[0][1]):
         rows = rows[1:]
     if not rows:
         raise DatasetError(f"csv: {full} contains no data rows")
@@ -354,12 +374,18 @@ def csv(variables, base_dir, /, path: str):
                 f"csv: {full} line {number} has {len(row)} column(s), but the program declares "
                 f"{_declared(variables)} = {expected} column(s)"
             )
-        try:
-            values[i] = [float(field) for field in row]
-        except ValueError:
+        column = next((c for c, field in enumerate(row, 1) if not _is_number(field)), None)
+        if column is not None:
             raise DatasetError(
-                f"csv: {full} line {number} contains a non-number: {','.join(row)!r}"
-            ) from None
+                f"csv: {full} line {number} column {column}: {row[column - 1]!r} is not a decimal number"
+            )
+        fields = [float(field) for field in row]
+        column = next((c for c, v in enumerate(fields, 1) if not abs(v) <= FLOAT32_MAX), None)
+        if column is not None:
+            raise DatasetError(
+                f"csv: {full} line {number} column {column}: {row[column - 1]} is infinite in float32 (beyond 3.4e38)"
+            )
+        values[i] = fields
     data, start = {}, 0
     for (name, shape), size in zip(variables, sizes):
         data[name] = values[:, start:start + size].reshape(len(rows), *shape)
