@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 from compiler import ir
 from compiler.analysis.problems import node_problem, program_problems
+from compiler.ir.budget import time_budget
 from compiler.ir.diagnostics import AttractorError
 from compiler.ir.printer import decl_summary, show
 from compiler.rewrite.rule import Context, Refusal, Rewrite, Rule, Step
@@ -111,7 +112,7 @@ def check_direction(rule: Rule, rw: Rewrite, node: ir.Node, polarity: int, progr
 def try_rule(rule: Rule, node: ir.Node, ctx: Context, plan: Plan) -> Rewrite | None:
     """The rule's rewrite of `node`, direction-checked; a refusal of the forced rule at a node
     of its problem is the diagnostic, any other refusal means 'not here'."""
-    out = rule(node, ctx)
+    out = _run_rule(rule, node, ctx)
     if isinstance(out, Refusal):
         if ctx.forced:
             found = node_problem(ctx.program, node)
@@ -123,6 +124,31 @@ def try_rule(rule: Rule, node: ir.Node, ctx: Context, plan: Plan) -> Rewrite | N
     if out is not None:
         check_direction(rule, out, node, ctx.polarity, ctx.program)
     return out
+
+
+RULE_SECONDS = 20.0   # the time budget of one rule on one node (SymPy can run for minutes)
+
+
+def _run_rule(rule: Rule, node: ir.Node, ctx: Context):
+    """`rule(node, ctx)` under RULE_SECONDS; an overrun, or the rule's mathematics failing on the
+    node (SymPy recursing without end on floor(u), a complex value where a real one is
+    needed), is a diagnostic naming the rule and the node, at the user's divergence definition
+    where the node is one."""
+    try:
+        with time_budget(RULE_SECONDS, "overrun"):
+            return rule(node, ctx)
+    except AttractorError as e:
+        if e.message != "overrun":
+            raise
+        why = f"did not finish within {RULE_SECONDS:g} s; simplify the expression or force another rule with 'via'"
+    except (RecursionError, ArithmeticError, TypeError, ValueError) as e:
+        why = f"failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'no message'}"
+    text = show(node)
+    text = text if len(text) <= 80 else text[:77] + "..."
+    loc = node.loc or ctx.program.objective.loc
+    if isinstance(node, ir.Divergence) and isinstance(ctx.program.decl(node.kind), ir.DivergenceDef):
+        loc = ctx.program.decl(node.kind).body.loc or loc
+    raise AttractorError(f"rule {rule.name} on {text} {why}", loc) from None
 
 
 def uncovered(rules: tuple[Rule, ...], program: ir.Program, plan: Plan) -> list[ir.Node]:

@@ -1,0 +1,55 @@
+"""Time budgets for compile work that may not finish (SymPy on a user's expression, a rule).
+
+`time_budget(seconds, message, loc)` runs a block under a wall-clock limit and turns an overrun
+into `AttractorError(message, loc)`. It uses the interval timer (SIGALRM) of the main thread:
+no thread, no process, nothing to clean up. Off the main thread, or where the platform has no
+SIGALRM, the block runs without a budget. Budgets nest: an inner one never outlives the outer
+one, and leaving it restores what remained of the outer.
+"""
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+import time
+
+from compiler.ir.diagnostics import AttractorError, Loc
+
+
+class _Overrun(BaseException):
+    """Raised by the alarm; a BaseException so that library code catching Exception (SymPy
+    does) cannot swallow it."""
+
+
+_deadlines: list[float] = []   # absolute deadlines of the budgets now open, outermost first
+
+
+def _available() -> bool:
+    return hasattr(signal, "SIGALRM") and threading.current_thread() is threading.main_thread()
+
+
+def _on_alarm(signum, frame):
+    raise _Overrun
+
+
+@contextlib.contextmanager
+def time_budget(seconds: float, message: str, loc: Loc | None = None):
+    if not _available() or seconds <= 0:
+        yield
+        return
+    deadline = time.monotonic() + seconds
+    if _deadlines:
+        deadline = min(deadline, _deadlines[-1])
+    previous = signal.signal(signal.SIGALRM, _on_alarm)
+    _deadlines.append(deadline)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, max(deadline - time.monotonic(), 1e-3))
+        yield
+    except _Overrun:
+        raise AttractorError(message, loc) from None
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        _deadlines.pop()
+        signal.signal(signal.SIGALRM, previous)
+        if _deadlines:   # the outer budget goes on with what is left of it
+            signal.setitimer(signal.ITIMER_REAL, max(_deadlines[-1] - time.monotonic(), 1e-3))
