@@ -1,24 +1,29 @@
-"""passes/adversarial.py: classifier_ratio, conjugate, denoising_score — golden IR, non-matches,
-certificates, the f-GAN table as oracle for the derived conjugates, estimate objectives, the
+"""passes/adversarial/: classifier_ratio, conjugate, denoising_score — golden IR, direct matches
+and refusals of each rule, typed options, certificates, the f-GAN table as oracle for the derived conjugates, estimate objectives, the
 examples of SPEC §6, and the diagnostics for bad input."""
+import importlib
 import json
 from pathlib import Path
 
 import jax
-import mpmath
 import jax.numpy as jnp
+import mpmath
 import numpy as np
 import pytest
 import sympy as sp
 
 from attractor import AttractorError, compile_file, compile_source
 from compiler import ir
+from compiler.backend import runtime
 from compiler.backend.lower import Emitter, Fn
 from compiler.driver.check import certify
 from compiler.driver.cli import main
-from compiler.backend.emit import RUNTIME
-from compiler.rewrite.manager import Context
-from passes.adversarial import classifier_ratio, conjugate, denoising_score
+from compiler.rewrite.rule import Context, Refusal
+from passes.adversarial import certificates
+from passes.adversarial import conjugate as conjugate_rule
+from passes.adversarial.classifier_ratio import RULE as CLASSIFIER_RATIO
+from passes.adversarial.conjugate import RULE as CONJUGATE
+from passes.adversarial.denoising_score import RULE as DENOISING_SCORE
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
@@ -67,11 +72,14 @@ def test_classifier_ratio_linear_critic():
 
 
 def test_classifier_ratio_does_not_match_other_divergences():
+    """KL is a divergence, but not one a classifier gives: a refusal naming the rule that
+    does (the manager drops it unless the rule is forced); a block reference is not its business."""
     prog = compile_source(MODEL_Q + "estimate KL(data || q)\n")
     ctx = Context(prog.typed, prog.typed.players[0], 1)
     node = prog.typed.objective.expr
-    assert classifier_ratio(node, ctx) is None
-    assert classifier_ratio(node.q, ctx) is None
+    refusal = CLASSIFIER_RATIO(node, ctx)
+    assert isinstance(refusal, Refusal) and refusal.reason.endswith("not KL; conjugate handles KL")
+    assert CLASSIFIER_RATIO(node.q, ctx) is None
     assert prog.steps.steps[0].rule == "conjugate"
 
 
@@ -87,7 +95,7 @@ def test_conjugate_golden():
 
 
 def test_conjugate_of_a_user_divergence():
-    prog, s = step(SAMPLER + "divergence hel(r) = (sqrt(r) - 1)^2\nminimize hel(data || g) via conjugate(hidden=16)\n")
+    _, s = step(SAMPLER + "divergence hel(r) = (sqrt(r) - 1)^2\nminimize hel(data || g) via conjugate(hidden=16)\n")
     assert s.after == "E[x ~ data] T_hel(critic(x)) - E[x ~ data] E[x ~ g(x)] fstarT_hel(critic(x))"
     assert "net critic : mlp(1, 16, 16, 1; act=tanh)" in s.introduces
     assert "f(1) = 0" in s.conditions and "T_hel(v) = f'(u) at u = exp(2*v) = 1 - exp(-v) maps the critic's output onto dom f*" in s.conditions
@@ -131,17 +139,27 @@ def test_conjugate_nonsaturating_refuses_a_moving_p():
 
 def test_nonsaturating_certificate_can_fail():
     """A generator loss that pushes Q away from P (the saturating sign flipped) fails."""
-    import passes.adversarial as adv
-    away = adv._nonsaturating_certificate("conjugate", lambda q, p, q0: adv._integral(q * np.log(p / q0)), seed=0)
-    toward = adv._nonsaturating_certificate("conjugate", lambda q, p, q0: -adv._integral(q * np.log(p / q0)), seed=0)
+    away = certificates.nonsaturating_certificate(
+        "conjugate", lambda q, p, q0: certificates._integral(q * np.log(p / q0)), seed=0)
+    toward = certificates.nonsaturating_certificate(
+        "conjugate", lambda q, p, q0: -certificates._integral(q * np.log(p / q0)), seed=0)
     assert toward.passed and not away.passed
 
 
 def test_conjugate_does_not_match_fisher_or_other_nodes():
     prog = compile_source(NORMAL_P + "minimize Fisher(data || p)\n")
     ctx = Context(prog.typed, prog.typed.players[0], 1)
-    assert conjugate(prog.typed.objective.expr, ctx) is None
-    assert conjugate(ir.Num(1.0), ctx) is None
+    refusal = CONJUGATE(prog.typed.objective.expr, ctx)
+    assert isinstance(refusal, Refusal) and refusal.reason == "Fisher is not an f-divergence: denoising_score handles it"
+    assert CONJUGATE(ir.Num(1.0), ctx) is None
+
+
+def runtime_namespace() -> dict:
+    """What an emitted module's code sees: jax, jnp, np and the runtime (compiler.backend.runtime)."""
+    namespace = {"jax": jax, "jnp": jnp, "np": np}
+    for module in runtime.MODULES:
+        namespace.update(vars(importlib.import_module(module)))
+    return namespace
 
 
 def lowered(program, sym):
@@ -149,9 +167,8 @@ def lowered(program, sym):
     em = Emitter(program)
     fn = Fn(em, 1, {"v": "v"}, None)
     value = em.lower(ir.Sym(sym.label, sym.expr, sym.symbols, (ir.Ref("v"),)), fn)
-    namespace = {"jax": jax, "jnp": jnp, "np": np}
-    exec(RUNTIME, namespace)
-    exec("def f(v):\n" + "\n".join(fn.lines) + f"\n    return {value}\n", namespace)
+    namespace = runtime_namespace()
+    exec("def f(v):\n" + "\n".join(fn.lines) + f"\n    return {value}\n", namespace)   # noqa: S102 (emitted code)
     return namespace["f"]
 
 
@@ -211,8 +228,7 @@ def test_emitted_conjugates_of_user_generators(generator):
 def test_runtime_wright_omega():
     """The emitted runtime's W(e^z) against mpmath, float32, from z = −60 to 1e4, and its
     derivative ω/(1 + ω) against finite differences in float64 of mpmath."""
-    namespace = {"jax": jax, "jnp": jnp, "np": np}
-    exec(RUNTIME, namespace)
+    namespace = runtime_namespace()
     omega = jax.jit(namespace["wright_omega"])
     z = np.concatenate([np.linspace(-60, 60, 241), [1e3, 1e4]])
     exact = np.array([float(mpmath.lambertw(mpmath.exp(x)).real) for x in z])
@@ -281,7 +297,9 @@ def test_denoising_value_matches_its_expectation():
 def test_denoising_score_does_not_match_other_divergences():
     prog = compile_source(MODEL_Q + "estimate KL(data || q)\n")
     ctx = Context(prog.typed, prog.typed.players[0], 1)
-    assert denoising_score(prog.typed.objective.expr, ctx) is None
+    refusal = DENOISING_SCORE(prog.typed.objective.expr, ctx)
+    assert isinstance(refusal, Refusal) and refusal.reason == "denoising_score rewrites Fisher divergences, not KL"
+    assert DENOISING_SCORE(prog.typed.objective.expr.q, ctx) is None
 
 
 # ---- certificates ----------------------------------------------------------------------------------------
@@ -312,17 +330,17 @@ def test_certificates_pass(src, via, rules):
 
 
 def test_certificate_detects_a_wrong_bound(monkeypatch):
-    """A certificate that cannot fail proves nothing: with a wrong f* (too small by 0.1) the
-    bound exceeds the divergence and the check fails."""
-    import passes.adversarial as adv
-    prog = compile_source(MODEL_Q + "estimate KL(data || q)\n")
-    right = adv.conjugate_parts
+    """A certificate that cannot fail proves nothing: with a wrong f* (too small by 0.1) in the
+    conjugate the rule derives (and records as a fact), the bound exceeds the divergence and
+    the check fails."""
+    right = conjugate_rule.conjugate_parts
 
     def wrong(program, node):
         c, conditions = right(program, node)
         import dataclasses
         return dataclasses.replace(c, fstar_of_activation=c.fstar_of_activation - sp.Rational(1, 10)), conditions
-    monkeypatch.setattr(adv, "conjugate_parts", wrong)
+    monkeypatch.setattr(conjugate_rule, "conjugate_parts", wrong)
+    prog = compile_source(MODEL_Q + "estimate KL(data || q)\n")
     results = certify(prog, seed=0)
     assert not results[0].passed
 
@@ -395,8 +413,8 @@ def test_score_matching_energy_is_low_on_the_ring():
     params, history = mod.fit(prog.load_data(), steps=1500, seed=0)
     assert history[-1]["theta"] < history[0]["theta"]
     angles = np.arange(8) * np.pi / 4
-    ring = lambda shift: 2 * np.stack([np.cos(angles + shift), np.sin(angles + shift)], 1).astype(np.float32)  # noqa: E731
-    energy = lambda x: np.asarray(mod.mlp(params["energy"], jnp.asarray(x), "relu")[..., 0])  # noqa: E731
+    ring = lambda shift: 2 * np.stack([np.cos(angles + shift), np.sin(angles + shift)], 1).astype(np.float32)
+    energy = lambda x: np.asarray(mod.mlp(params["energy"], jnp.asarray(x), "relu")[..., 0])
     centres, between = energy(ring(0.0)), energy(ring(np.pi / 8))
     assert np.max(centres) < np.mean(between) and np.mean(between) - np.mean(centres) > 3.0
 
@@ -444,20 +462,21 @@ BAD = [
      5, 21, "model p is a Gibbs (unnormalised) model, which cannot be sampled"),
     ("data x : real[2] from ring8(n=10)\nnet energy : mlp(2, 8, 1)\nmodel p:\n    x ~ Gibbs(energy)\nminimize JS(data, p)\n",
      5, 19, "cannot be sampled"),
-    ("data x : real[2] from ring8(n=10)\nnet gen : mlp(2, 8, 3)\nsampler g:\n    eps ~ Normal(0, 1) : real[2]\n    x = gen(eps)\n"
-     "minimize JS(data, g)\n", 5, 5, "'x' has shape real[3] in sampler g, but the data declare it real[2]"),
+    ("data x : real[2] from ring8(n=10)\nnet gen : mlp(2, 8, 3)\nsampler g:\n    eps ~ Normal(0, 1) : real[2]\n"
+     + "    x = gen(eps)\nminimize JS(data, g)\n", 5, 5, "'x' has shape real[3] in sampler g, but the data declare it real[2]"),
     (SAMPLER + "minimize Fisher(data || g)\n", 6, 25, "sampler g has no density"),
     ("data x : real from gaussian(n=10)\nmodel p:\n    z ~ Normal(0, 1) : real\n    x ~ Normal(z, 1) : real\nminimize Fisher(data || p)\n",
      5, 25, "integral over its latent z"),
     (NORMAL_P + "minimize Fisher(p || data)\n", 5, 17, "the first side must be the data"),
     (MODEL_Q + "estimate KL(data || q) via classifier_ratio\n", 4, 10, "classifier_ratio gives JS and GAN divergences, not KL; conjugate"),
     (NORMAL_P + "minimize Fisher(data || p) via conjugate\n", 5, 10, "Fisher is not an f-divergence"),
-    (SAMPLER + "minimize JS(data, g) via classifier_ratio(critic=deep)\n", 6, 10, "critic must be mlp or linear"),
-    (SAMPLER + "minimize JS(data, g) via classifier_ratio(hidden=0.5)\n", 6, 10, "hidden must be a positive integer"),
-    (SAMPLER + "minimize Hellinger2(data || g) via conjugate(act=cubic)\n", 6, 10, "act must be one of relu"),
-    (NORMAL_P + "minimize Fisher(data || p) via denoising_score(sigma=0)\n", 5, 10, "sigma must be a positive number"),
+    # typed options are read, in the rule's words, where `via` names the rule
+    (SAMPLER + "minimize JS(data, g) via classifier_ratio(critic=deep)\n", 6, 26, "critic must be mlp or linear"),
+    (SAMPLER + "minimize JS(data, g) via classifier_ratio(hidden=0.5)\n", 6, 26, "hidden must be a positive integer"),
+    (SAMPLER + "minimize Hellinger2(data || g) via conjugate(act=cubic)\n", 6, 36, "act must be one of relu"),
+    (NORMAL_P + "minimize Fisher(data || p) via denoising_score(sigma=0)\n", 5, 32, "sigma must be a positive number"),
     ("data x : real[2] from ring8(n=10)\nnet energy : mlp(2, 8, 1)\nmodel p:\n    x ~ Gibbs(energy)\n"
-     "minimize Fisher(data || p) via denoising_score(hyvarinen)\n", 5, 10, "zero almost everywhere for the relu net energy"),
+     + "minimize Fisher(data || p) via denoising_score(hyvarinen)\n", 5, 10, "zero almost everywhere for the relu net energy"),
 ]
 
 

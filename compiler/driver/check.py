@@ -6,30 +6,32 @@ derivation used, once per rule. A step whose rule has no certificate fails the c
 """
 from __future__ import annotations
 
-from typing import Callable
+import importlib
+from collections.abc import Callable
 
+import passes
 from compiler.rewrite.certificate import Certificate
 
-CERTIFICATES: dict[str, Callable] = {}   # TRANSITIONAL registry, filled by @certificate in passes/*.py
 
-
-def certificate(rule: str):
-    """TRANSITIONAL: register fn as the certificate of `rule`."""
-    def register(fn):
-        CERTIFICATES[rule] = fn
-        return fn
-    return register
+def family_certificates() -> dict[str, Callable]:
+    """Every rule's certificate, by rule: `CERTIFICATES` of passes/<family>/certificates.py
+    for each family in `passes.FAMILIES` (loaded here only, never by the compiler)."""
+    table: dict[str, Callable] = {}
+    for family in passes.FAMILIES:
+        table.update(importlib.import_module(f"passes.{family}.certificates").CERTIFICATES)
+    return table
 
 
 def certify(prog, seed: int = 0) -> list[Certificate]:
     """Run the certificate of every rule the derivation used, once per rule."""
+    certificates = family_certificates()
     out: list[Certificate] = []
     seen: set[str] = set()
     for step in prog.steps.steps:
         if step.rule in seen:
             continue
         seen.add(step.rule)
-        fn = CERTIFICATES.get(step.rule)
+        fn = certificates.get(step.rule)
         if fn is None:
             out.append(Certificate(step.rule, f"relation {step.relation}", "no certificate is registered for this rule", False))
             continue
