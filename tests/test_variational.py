@@ -313,7 +313,7 @@ def test_score_function_rule_matches_a_law_without_reparameterisation():
     node, ctx = site(BERNOULLI, under_law)
     rw = score_function.RULE(node, ctx)
     assert isinstance(rw, Rewrite) and rw.relation == "="
-    assert dict(rw.facts) == {"baseline": "leave_one_out", "samples": 4}
+    assert dict(rw.facts) == {"baseline": "leave_one_out", "samples": 4, "families": ("Bernoulli",)}
     node, ctx = site(BERNOULLI, under_law, {"baseline": "none"})
     assert dict(score_function.RULE(node, ctx).facts)["baseline"] == "none"
 
@@ -323,7 +323,8 @@ def test_score_function_rule_leaves_a_smooth_reparameterisable_law_unless_forced
     node, ctx = site(src, under_law)
     assert "the pathwise gradient applies" in score_function.RULE(node, ctx).reason
     node, ctx = site(src, under_law, {"samples": 8})
-    assert dict(score_function.RULE(node, ctx).facts) == {"baseline": "leave_one_out", "samples": 8}
+    assert dict(score_function.RULE(node, ctx).facts) == {"baseline": "leave_one_out", "samples": 8,
+                                                          "families": ("Normal",)}       # forced: scored too
     node, ctx = site("param a : real\nminimize E[z ~ Normal(0, 1)] square(z - a)\n", under_law, {})
     assert score_function.RULE(node, ctx) is None                            # a fixed law: not an estimator's business
 

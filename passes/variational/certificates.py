@@ -19,11 +19,10 @@ import numpy as np
 import sympy as sp
 from scipy import integrate, stats
 
-from compiler import ir
 from compiler.driver.api import compile_source
 from compiler.ir.diagnostics import AttractorError
 from compiler.math.distributions import PARAMETERS, to_jax_source
-from compiler.rewrite.certificate import Certificate
+from compiler.rewrite.certificate import Certificate, derivation_steps
 from passes.variational.nodes import ClosedKL
 from passes.variational.sampling import REPARAMETERIZABLE
 
@@ -224,17 +223,19 @@ def _check_gradient(rule: str, what: str, estimates: dict, exact: dict) -> Certi
                        worst)
 
 
-def _families(prog, allowed) -> list[str]:
-    found = {n.family for n in prog.typed.walk() if isinstance(n, ir.Dist) and n.family in allowed}
+def _families(prog, rule: str, allowed) -> list[str]:
+    """The families the rule's steps drew (their `families` fact) that have a test instance;
+    the first instance if none has."""
+    found = {f for s in derivation_steps(prog) if s.rule == rule for f in s.fact("families", ()) if f in allowed}
     return sorted(found) or [allowed[0]]
 
 
 def certify_reparameterize(prog, step, seed: int) -> list[Certificate]:
-    """For each reparameterisable family of the program: the pathwise gradient of
+    """For each family the rule drew pathwise (Normal, Laplace, LogNormal, Uniform): the pathwise gradient of
     E[z ~ F(a, exp b)] f(z) at random (a, b) against finite differences of the quadrature value."""
     rng = np.random.default_rng(seed)
     out = []
-    for family in _families(prog, REPARAMETERIZABLE):
+    for family in _families(prog, "reparameterize", REPARAMETERIZABLE):
         a, b = rng.uniform(-0.5, 0.5), rng.uniform(-0.7, 0.2)
         mod = _module(_instance_source(family), via="reparameterize")
         params = {"a": jnp.asarray(a, jnp.float32), "b": jnp.asarray(b, jnp.float32)}
@@ -271,7 +272,7 @@ def certify_score_function(prog, step, seed: int) -> list[Certificate]:
     VIMCO form when the program uses it."""
     rng = np.random.default_rng(seed)
     out = []
-    for family in _families(prog, tuple(SCORE_INSTANCES)):
+    for family in _families(prog, "score_function", tuple(SCORE_INSTANCES)):
         source, draw = SCORE_INSTANCES[family]
         mod = _module(source, via="score_function")
         params = {k: jnp.asarray(v, jnp.float32) for k, v in draw(rng).items()}
@@ -279,7 +280,7 @@ def certify_score_function(prog, step, seed: int) -> list[Certificate]:
         keys = jax.random.split(jax.random.PRNGKey(seed), 10000)
         estimates = _gradients(mod, params, mod.full_batch({}), keys)
         out.append(_check_gradient("score_function", f"score-function ({family})", estimates, exact))
-    if any(s.fact("baseline") == "vimco" for s in prog.steps.steps if s.rule == "score_function"):
+    if any(s.fact("baseline") == "vimco" for s in derivation_steps(prog) if s.rule == "score_function"):
         out.append(certify_vimco(seed))
     return out
 

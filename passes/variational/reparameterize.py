@@ -20,7 +20,7 @@ def match_pathwise(node: ir.Expect, ctx: Context) -> Draws | Refusal | None:
         return None
     rough = sorted(name for name, kind in draws.kinds.items() if kind == "score")
     if rough:
-        laws = ", ".join(f"{name} ~ {_family(draws, name)}" for name in rough)
+        laws = ", ".join(f"{name} ~ {draws.family(name)}" for name in rough)
         verb = "has" if len(rough) == 1 else "have"
         return Refusal(f"{laws} {verb} no reparameterisation (no differentiable x = T(epsilon) of fixed noise)",
                        node.loc)
@@ -29,18 +29,13 @@ def match_pathwise(node: ir.Expect, ctx: Context) -> Draws | Refusal | None:
     return draws
 
 
-def _family(draws: Draws, name: str) -> str:
-    return next(line.dist.family for line in draws.lines if line.name == name)
-
-
 def build_pathwise(draws: Draws, ctx: Context) -> Rewrite:
     """The sampler inlined, every moving draw written as T_ψ(ε) of fixed noise ε."""
     done = inline(draws.expect, draws.lines, draws.kinds, ctx.program, score_all=False)
-    pathwise = tuple(sorted({_family(draws, n) for n, kind in draws.kinds.items() if kind == "pathwise"}))
     smooth = "the body is differentiable in the draws: no Iverson bracket or step of them"
     return Rewrite(done.node, conditions=done.how + (smooth,),
                    note="pathwise gradient: the draws are differentiable functions of the parameters and fixed noise",
-                   facts=(("families", pathwise),))
+                   facts=(("families", draws.families("pathwise")),))
 
 
 RULE = Rule(

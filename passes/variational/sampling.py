@@ -112,6 +112,14 @@ class Draws:
     kinds: dict
     smooth: bool
 
+    def family(self, name: str) -> str:
+        """The distribution family of the drawn variable `name`."""
+        return next(line.dist.family for line in self.lines if line.name == name)
+
+    def families(self, *kinds: str) -> tuple[str, ...]:
+        """The families of the draws of the given kinds ('fixed', 'pathwise', 'score'), sorted."""
+        return tuple(sorted({self.family(name) for name, kind in self.kinds.items() if kind in kinds}))
+
 
 def moving_expectation(node: ir.Expect, ctx: Context) -> Draws | None:
     """The draws of `node` when it is an expectation under a moving law without an estimator."""

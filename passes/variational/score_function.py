@@ -97,7 +97,8 @@ def build_score(found: ScoreEstimate, ctx: Context) -> Rewrite:
                                           "so the gradient stays unbiased",),
                    note=f"score-function gradient, {found.samples} draws per point; the surrogate's value is f "
                         "(log q - stop(log q) = 0) and its gradient is (f - b) grad log q + grad f",
-                   facts=(("baseline", found.baseline), ("samples", found.samples)))
+                   facts=(("baseline", found.baseline), ("samples", found.samples),
+                          ("families", found.draws.families("score", *(("pathwise",) if found.score_all else ())))))
 
 
 def _own_draw_nodes(body: ir.Node):
