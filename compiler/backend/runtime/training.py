@@ -291,8 +291,9 @@ def fit(data, steps=STEPS, seed=0, batch_size=BATCH, callback=None, chunk=None, 
 
     The steps run on the device in calls of `chunk` steps, or (chunk=None) of as many as take
     about `seconds_per_call`, so that the host (progress, history) costs nothing per step.
-    `train_steps` is traced and compiled once before the first step: each history entry has
-    `seconds` (training time so far, compilation excluded) and `compile_seconds`.
+    `train_steps` is traced and compiled before the first step, by a call of no step: each
+    history entry has `seconds` (training time so far, compilation excluded) and
+    `compile_seconds` (that first call; near zero when this process compiled it already).
     """
     steps = check_steps(steps)
     data = as_data(data)
@@ -301,14 +302,14 @@ def fit(data, steps=STEPS, seed=0, batch_size=BATCH, callback=None, chunk=None, 
     state = jax.device_put(init_state(init(k_init), steps), REPLICATED)
     if LIPSCHITZ_STEP:
         state = lipschitz_step(state, data)
-    started = time.perf_counter()
-    run = train_steps.lower(state, key, data, jnp.asarray(1, jnp.int32), batch_size).compile()
+    started = time.perf_counter()   # trace and compile (a call of no step: later calls reuse the executable)
+    jax.block_until_ready(train_steps(state, key, data, jnp.asarray(0, jnp.int32), batch_size))
     compile_seconds = time.perf_counter() - started
     history, done, seconds, length = [], 0, 0.0, chunk or 1
     while done < steps:
         length = min(length, steps - done)
         t = time.perf_counter()
-        state, values = run(state, key, data, jnp.asarray(length, jnp.int32))
+        state, values = train_steps(state, key, data, jnp.asarray(length, jnp.int32), batch_size)
         record = {p: float(v) for p, v in values.items()}
         elapsed = time.perf_counter() - t
         done, seconds = done + length, seconds + elapsed
