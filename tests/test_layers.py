@@ -8,7 +8,11 @@ A rule family's `certificates` module runs compiled programs, so it belongs to t
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
+
+import attractor
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("compiler", "passes", "grammar", "attractor")
@@ -136,3 +140,10 @@ def test_layers_order_the_stages():
 def test_the_cycle_finder_finds_cycles():
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
     assert cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_the_public_name_is_attractor():
+    """`from attractor import ...` and `python -m attractor` (what `pip install .` provides)."""
+    assert {"compile_file", "compile_source", "AttractorError", "CompiledProgram"} <= set(attractor.__all__)
+    out = subprocess.run([sys.executable, "-m", "attractor", "--help"], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0 and "usage: attractor" in out.stdout and "compile" in out.stdout

@@ -13,10 +13,9 @@ from compiler.frontend.checker import check
 from compiler.ir.diagnostics import AttractorError
 from compiler.math.latex import derivation_latex
 from compiler.frontend.parser import parse
-from compiler.rewrite.manager import Derivation, run_passes
+from compiler.rewrite.manager import run_passes
+from compiler.rewrite.rule import Step
 from compiler.ir.printer import program_text, rule_text, show, to_json
-
-ESTIMATOR_DEFAULT = {"data": "exact", "fixed": "monte_carlo"}
 
 
 def estimators(program: ir.Program, player: ir.Player) -> dict[str, str]:
@@ -55,49 +54,15 @@ class _Text:
         return "$$" + self._latex + "$$"
 
 
-@dataclasses.dataclass
-class CompiledProgram:
-    source: str
-    filename: str
-    typed: ir.Program
+@dataclasses.dataclass(frozen=True)
+class Field:
+    """The vector field the rewriting ends in: each player's sense, parameters, loss, gradient
+    estimators and proximal steps, the closed-form updates, and the dynamics."""
+
     program: ir.Program
-    steps: Derivation
     dynamics: str
 
-    # ---- printable views ------------------------------------------------------------------
-    @property
-    def ir(self) -> _Text:
-        return _Text(program_text(self.program), to_json(self.program), derivation_latex(self.program.objective, ()))
-
-    @property
-    def derivation(self) -> _Text:
-        return _Text(self.derivation_text(), self.spec_json(), self.to_latex())
-
-    @property
-    def field(self) -> _Text:
-        return _Text(self.field_text(), self.spec_json()["field"], self.to_latex())
-
-    def derivation_text(self) -> str:
-        o = self.program.objective
-        out = [f"objective: {o.sense} {show(self.typed.objective.expr)}" + (f" via {rule_text(o.via)}" if o.via else "")]
-        if not self.steps.steps:
-            out.append("\nno rewrite needed: every term is tractable as written")
-        for i, s in enumerate(self.steps.steps, 1):
-            out.append(f"\nstep {i}: {s.rule}   relation: original {s.relation} rewritten   (player {s.player})")
-            out.append(f"  match:   {s.before}")
-            out.append(f"  becomes: {s.after}")
-            for c in s.conditions:
-                out.append(f"  checked: {c}")
-            for d in s.introduces:
-                out.append(f"  introduces: {d}")
-            if s.note:
-                out.append(f"  note: {s.note}")
-            out.append(f"  result:  {s.result}")
-        out.append("")
-        out.append(self.field_text())
-        return "\n".join(out)
-
-    def field_text(self) -> str:
+    def __str__(self) -> str:
         out = [f"vector field (dynamics: {self.dynamics}):"]
         for pl in self.program.players:
             params = ", ".join(pl.params) or "nothing (evaluated only)"
@@ -111,21 +76,106 @@ class CompiledProgram:
             out.append(f"  after every step, in closed form: {param} <- {show(value)}")
         return "\n".join(out)
 
-    def spec_json(self) -> dict:
+    def as_dict(self) -> dict:
+        return {"players": [{"name": p.name, "params": list(p.params), "sense": p.sense,
+                             "estimators": estimators(self.program, p)} for p in self.program.players],
+                "dynamics": self.dynamics}
+
+
+@dataclasses.dataclass(frozen=True)
+class Derivation:
+    """How the objective became the field: the objective as written (with its `via`), the
+    steps (rule, relation, player, matched node, replacement, options, facts: `Step`) and the
+    field they end in. Prints as the derivation text (`attractor compile --show derivation`);
+    `.to_json()` and `.to_latex()` are read from the steps' fields, never from printed text."""
+
+    objective: ir.Objective
+    steps: tuple[Step, ...]
+    field: Field
+
+    def __str__(self) -> str:
+        o = self.objective
+        out = [f"objective: {o.sense} {show(o.expr)}" + (f" via {rule_text(o.via)}" if o.via else "")]
+        if not self.steps:
+            out.append("\nno rewrite needed: every term is tractable as written")
+        for i, s in enumerate(self.steps, 1):
+            out.append(f"\nstep {i}: {s.rule}   relation: original {s.relation} rewritten   (player {s.player})")
+            out.append(f"  match:   {s.before}")
+            out.append(f"  becomes: {s.after}")
+            out.extend(f"  checked: {c}" for c in s.conditions)
+            out.extend(f"  introduces: {d}" for d in s.introduces)
+            if s.note:
+                out.append(f"  note: {s.note}")
+            out.append(f"  result:  {s.result}")
+        out.append("")
+        out.append(str(self.field))
+        return "\n".join(out)
+
+    __repr__ = __str__
+
+    def as_dict(self) -> dict:
         return {
-            "objective": f"{self.program.objective.sense} {show(self.typed.objective.expr)}",
+            "objective": f"{self.objective.sense} {show(self.objective.expr)}",
             "steps": [{"rule": s.rule, "relation": s.relation, "introduces": list(s.introduces),
-                       "conditions": list(s.conditions), "result": s.result} for s in self.steps.steps],
-            "field": {"players": [{"name": p.name, "params": list(p.params), "sense": p.sense,
-                                   "estimators": estimators(self.program, p)} for p in self.program.players],
-                      "dynamics": self.dynamics},
+                       "conditions": list(s.conditions), "result": s.result} for s in self.steps],
+            "field": self.field.as_dict(),
         }
 
     def to_json(self) -> str:
-        return json.dumps(self.spec_json(), indent=2)
+        return json.dumps(self.as_dict(), indent=2)
 
     def to_latex(self) -> str:
-        return derivation_latex(self.typed.objective, self.steps.steps)
+        return derivation_latex(self.objective, self.steps)
+
+    def _repr_latex_(self) -> str:
+        return "$$" + self.to_latex() + "$$"
+
+
+@dataclasses.dataclass
+class CompiledProgram:
+    """A compiled program: the typed program as written, the program the passes made, the
+    steps they recorded and the dynamics of its field."""
+
+    source: str
+    filename: str
+    typed: ir.Program
+    program: ir.Program
+    recorded: tuple[Step, ...]
+    dynamics: str
+
+    # ---- printable views ------------------------------------------------------------------
+    @property
+    def ir(self) -> _Text:
+        return _Text(program_text(self.program), to_json(self.program), derivation_latex(self.program.objective, ()))
+
+    @property
+    def derivation(self) -> Derivation:
+        return Derivation(self.typed.objective, self.recorded, self.field_view())
+
+    @property
+    def steps(self) -> Derivation:
+        """TRANSITIONAL alias of `derivation` (`prog.steps.steps`), while certificates migrate."""
+        return self.derivation
+
+    def field_view(self) -> Field:
+        return Field(self.program, self.dynamics)
+
+    @property
+    def field(self) -> _Text:
+        view = self.field_view()
+        return _Text(str(view), view.as_dict(), self.to_latex())
+
+    def derivation_text(self) -> str:
+        return str(self.derivation)
+
+    def spec_json(self) -> dict:
+        return self.derivation.as_dict()
+
+    def to_json(self) -> str:
+        return self.derivation.to_json()
+
+    def to_latex(self) -> str:
+        return self.derivation.to_latex()
 
     def _repr_latex_(self) -> str:
         return "$$" + self.to_latex() + "$$"
@@ -140,7 +190,7 @@ class CompiledProgram:
         from compiler.backend.emit import emit_module
         where = Path(self.filename)
         return emit_module(self.program, self.title, dynamics or self.dynamics,
-                           str(where.resolve().parent) if where.exists() else None, tuple(self.steps.steps))
+                           str(where.resolve().parent) if where.exists() else None, self.recorded)
 
     def build(self, dynamics: str | None = None) -> types.ModuleType:
         """Import the emitted module (the very source `--emit jax` writes)."""
@@ -196,11 +246,11 @@ def compile_source(text: str, via: str | None = None, filename: str = "<input>",
         if via is not None:
             rule = parse(f"minimize 0 via {via}\n")[0].via
             typed = dataclasses.replace(typed, objective=dataclasses.replace(typed.objective, via=rule))
-        program, derivation = run_passes(typed, PIPELINE, typed.objective.via)
+        program, rewriting = run_passes(typed, PIPELINE, typed.objective.via)
     except AttractorError as e:
         raise e.located(filename, text) from None
     dyn = dynamics or program.train.option("dynamics") or program.aux("dynamics") or "simultaneous"
-    return CompiledProgram(text, filename, typed, program, derivation, dyn)
+    return CompiledProgram(text, filename, typed, program, rewriting.steps, dyn)
 
 
 def compile_file(path: str | Path, via: str | None = None, dynamics: str | None = None) -> CompiledProgram:

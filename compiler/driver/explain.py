@@ -9,7 +9,7 @@ from compiler.ir.diagnostics import AttractorError
 from compiler.frontend.parser import parse
 from compiler.rewrite.manager import check_direction
 from compiler.rewrite.rule import Context, Refusal
-from compiler.ir.printer import show
+from compiler.ir.printer import constraint_text, show
 from compiler.rewrite.strategies import ancestors, positions
 
 
@@ -66,13 +66,13 @@ def explain(path: str) -> str:
         lines.append("every term is tractable as written: no rule is needed")
     try:
         prog = compile_file(path)
-        taken = {s.before: s for s in prog.steps.steps}
+        taken = prog.derivation.steps
         chosen_error = None
     except AttractorError as e:
-        taken, chosen_error = {}, e
+        taken, chosen_error = (), e
     for pr in problems:
         where = f"{pr.node.loc}: " if pr.node.loc else ""
-        what = show(pr.node) if not isinstance(pr.node, ir.Constraint) else f"subject to {show(pr.node.lhs)} {pr.node.op} {show(pr.node.rhs)}"
+        what = constraint_text(pr.node) if isinstance(pr.node, ir.Constraint) else show(pr.node)
         lines.append(f"{where}{what}")
         lines.append(f"  intractable: {pr.reason}")
         candidates = [r for r in rules if r.problem == pr.kind]
@@ -84,7 +84,7 @@ def explain(path: str) -> str:
         for r in candidates:
             if r.name not in {m for m, _ in matches}:
                 lines.append(f"  does not match here: {r.name}")
-        step = next((s for s in taken.values() if what in s.before), None)
+        step = next((s for s in taken if any(n == pr.node for n in s.matched.walk())), None)
         if step is not None:
             lines.append(f"  taken: {step.rule} ({step.relation})" + (f" — {step.note}" if step.note else ""))
     if typed.objective.via:
@@ -94,6 +94,6 @@ def explain(path: str) -> str:
         lines.append(str(chosen_error))
     else:
         lines.append("derivation taken:")
-        for s in prog.steps.steps:
+        for s in prog.derivation.steps:
             lines.append(f"  {s.rule} ({s.relation}): {s.before}  ->  {s.after}")
     return "\n".join(lines)

@@ -138,6 +138,11 @@ def source_text(src: ir.Source) -> str:
     return f"{src.name}({', '.join(parts)})"
 
 
+def constraint_text(c: ir.Constraint) -> str:
+    """A constraint as written: `subject to lhs op rhs`."""
+    return f"subject to {show(c.lhs)} {c.op} {show(c.rhs)}"
+
+
 def rule_text(rule: ir.RuleRef) -> str:
     if not rule.options:
         return rule.name
@@ -151,7 +156,7 @@ def program_text(p: ir.Program) -> str:
         out.extend(_decl(d))
     o = p.objective
     out.append(f"{o.sense} {show(o.expr)}" + (f" via {rule_text(o.via)}" if o.via else ""))
-    out.extend(f"subject to {show(c.lhs)} {c.op} {show(c.rhs)}" for c in p.constraints)
+    out.extend(constraint_text(c) for c in p.constraints)
     out.extend(f"report {r.name} = {show(r.expr)}" for r in p.reports)
     if p.train.options:
         out.append("train " + ", ".join(f"{k}={_train_value(v)}" for k, v in p.train.options))

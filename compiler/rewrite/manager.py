@@ -22,8 +22,9 @@ from compiler.analysis.problems import node_problem, program_problems
 from compiler.ir.budget import time_budget
 from compiler.ir.diagnostics import AttractorError
 from compiler.ir.printer import decl_summary, show
+from compiler.rewrite.building import fill_training, training_text
 from compiler.rewrite.rule import Context, Refusal, Rewrite, Rule, Step
-from compiler.rewrite.strategies import positions, replace_at
+from compiler.rewrite.strategies import child_indices, positions, positions_from, replace_at
 
 STAGES = {"lagrangian": 10, "jensen": 20, "adversarial": 30, "analytic_kl": 40, "relaxation": 50,
           "evolution": 55, "splitting": 60, "proximal": 70, "estimators": 80}
@@ -42,6 +43,7 @@ class Plan:
     disabled: frozenset[str]
     passed_over: dict = field(default_factory=dict)     # problem -> (pass name, [nodes])
     refusals: list = field(default_factory=list)        # (node, Refusal) of the forced rule
+    resume: tuple | None = None     # (player, child indices): where the last rewrite in that loss stood
 
     def enabled(self, rules: tuple[Rule, ...]) -> tuple[Rule, ...]:
         return tuple(r for r in rules if r.name not in self.disabled)
@@ -182,36 +184,37 @@ def commit(program: ir.Program, index: int, rule: Rule, node: ir.Node, path, rw:
 
     A node of a loss is replaced where it stands (`path`); a constraint (not in any loss) is
     removed from the program and its replacement added to player `index`'s loss, with the
-    sign of that player's sense.
+    sign of that player's sense. The rewrite's reports are appended, and its training
+    defaults fill the `train` options the program leaves unset (the note names them).
     """
     player = program.players[index]
     constraints = program.constraints
     if isinstance(node, ir.Constraint):
         new_loss = ir.Apply("add" if player.sense == "min" else "sub", (player.loss, rw.node))
         constraints = tuple(c for c in constraints if c is not node)
+    elif rw.loss is not None:
+        new_loss = rw.loss
     else:
         new_loss = replace_at(path, rw.node)
     players = list(program.players)
-    players[index] = dataclasses.replace(player, loss=new_loss)
+    players[index] = dataclasses.replace(player, loss=new_loss, prox=player.prox + rw.prox)
     players.extend(rw.players)
     for i, p in enumerate(players):   # new learnables owned by an existing player join its parameters
         owned = tuple(d.name for d in rw.decls if isinstance(d, (ir.Param, ir.Net)) and d.owner == p.name
                       and d.name not in p.params)
         if owned:
             players[i] = dataclasses.replace(p, params=p.params + owned)
+    note = rw.note + training_text(program.train, rw.training)
     program = dataclasses.replace(program, players=tuple(players), decls=program.decls + rw.decls,
-                                  constraints=constraints, auxiliary=program.auxiliary + rw.auxiliary)
-    introduces = tuple(decl_summary(d) for d in rw.decls) + tuple(
+                                  constraints=constraints, auxiliary=program.auxiliary + rw.auxiliary,
+                                  reports=program.reports + rw.reports, train=fill_training(program.train, rw.training))
+    roles = dict(rw.roles)
+    introduces = tuple(decl_summary(d) + (f"    # {roles[d.name]}" if d.name in roles else "") for d in rw.decls) + tuple(
         f"player {p.name} ({p.sense} over {', '.join(p.params)}): {show(p.loss)}" for p in rw.players)
-    before = constraint_text(node) if isinstance(node, ir.Constraint) else show(node)
     options = tuple(sorted(plan.options.items())) if plan.is_forced(rule) else ()
-    step = Step(rule.name, rw.relation, player.name, before, show(rw.node), show(new_loss),
-                introduces, rw.conditions, rw.note, new_loss, node, options, rw.facts)
+    step = Step(rule.name, rw.relation, player.name, node, rw.node, new_loss,
+                introduces, rw.conditions, note, options, rw.facts)
     return program, step
-
-
-def constraint_text(c: ir.Constraint) -> str:
-    return f"subject to {show(c.lhs)} {c.op} {show(c.rhs)}"
 
 
 # ---- passes ----------------------------------------------------------------------------------------
@@ -241,23 +244,51 @@ class RulePass:
         return not left
 
     def apply(self, program: ir.Program, plan: Plan) -> tuple[ir.Program, list[Step]]:
+        """Commit the first rewrite of the first player's loss (outermost position, then the
+        rules in order) until there is none.
+
+        After a rewrite the next scan resumes where it stood: the players before its player,
+        and the positions of its loss before it other than its ancestors, were tried and took
+        nothing (`Plan.resume`). The steps come in the order of scanning from the root every
+        time, in linear rather than quadratic time on a loss of many terms; when a resumed scan
+        finds nothing, one scan from the root confirms the fixed point.
+        """
         steps: list[Step] = []
         rules = plan.enabled(self.rules)
+        after = 0                      # the first player the next scan tries
+        plan.resume = None
         while True:
-            for index, player in enumerate(program.players):
-                hit = self.first(program, player, rules, plan)
+            resumed = after > 0 or plan.resume is not None
+            hit = None
+            for index in range(after, len(program.players)):
+                hit = self.first(program, program.players[index], rules, plan)
                 if hit is not None:
-                    program, step = commit(program, index, *hit, plan)
-                    steps.append(step)
                     break
-            else:
-                return program, steps
+            plan.resume = None
+            if hit is None:
+                if not resumed:
+                    return program, steps
+                after = 0
+                continue
+            rule, node, path, rw = hit
+            program, step = commit(program, index, rule, node, path, rw, plan)
+            steps.append(step)
+            after = index
+            if rw.loss is None and not isinstance(node, ir.Constraint):
+                plan.resume = (program.players[index].name, child_indices(path))
 
     def first(self, program, player, rules, plan: Plan):
-        """The first (rule, node, path, rewrite) in the player's loss, outermost first."""
+        """The first (rule, node, path, rewrite) in the player's loss, outermost first (from
+        `plan.resume` on, when it names this player)."""
         sense = 1 if player.sense == "min" else -1
-        for node, pol, path in positions(player.loss, program, sense):
+        if plan.resume is not None and plan.resume[0] == player.name:
+            where = positions_from(player.loss, plan.resume[1], program, sense)
+        else:
+            where = positions(player.loss, program, sense)
+        for node, pol, path in where:
             for rule in rules:
+                if not isinstance(node, rule.matches):
+                    continue
                 rw = try_rule(rule, node, plan.context(program, player, rule, pol, path), plan)
                 if rw is not None:
                     return rule, node, path, rw
@@ -282,8 +313,9 @@ def run_passes(program: ir.Program, passes, via: ir.RuleRef | None) -> tuple[ir.
             program, done = p.apply(program, plan)
             steps.extend(done)
     if via is not None and not any(s.rule == via.name for s in steps):
-        why = f": {plan.refusals[0][1].reason}" if plan.refusals else ""
-        raise AttractorError(f"rule {via.name} does not apply to this objective{why}", via.loc)
+        reason = plan.refusals[0][1].reason if plan.refusals else plan.forced.unmatched
+        raise AttractorError(f"rule {via.name} does not apply" + (f": {reason}" if reason else " to this objective"),
+                             (plan.refusals[0][1].loc if plan.refusals else None) or via.loc)
     left = program_problems(program)
     if left:
         problem = left[0]

@@ -20,12 +20,15 @@ Relations read `original RELATION rewritten`:
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Callable
 
 from compiler import ir
 from compiler.ir.diagnostics import AttractorError, Loc
+from compiler.ir.printer import constraint_text, show
 
 RELATIONS = ("=", "<=", ">=", "~", "=+c", "min<=")
 
@@ -33,7 +36,8 @@ RELATIONS = ("=", "<=", ">=", "~", "=+c", "min<=")
 @dataclass(frozen=True)
 class Option:
     """A typed option of `via rule(...)`: a flag (`kind=bool`) or `key=value` of `kind`
-    int, float or str (a name), within [low, high] or among `choices`."""
+    int, float or str (a name), within [low, high] or among `choices`. `wording`, when given,
+    is the refusal of a bad value in the rule's own words (formatted with `{value}`)."""
 
     name: str
     kind: type = bool
@@ -42,9 +46,15 @@ class Option:
     high: float | None = None
     choices: tuple = ()
     low_open: bool = False
+    wording: str = ""
 
     def read(self, rule: str, value: Any, loc: Loc | None) -> Any:
         """The option's value, converted and checked; a diagnostic at `loc` otherwise."""
+        if self.wording:
+            try:
+                return dataclasses.replace(self, wording="").read(rule, value, loc)
+            except AttractorError:
+                raise AttractorError(f"{rule}: {self.wording.format(value=value)}", loc) from None
         where = f"rule {rule}: option '{self.name}'"
         if self.kind is object:   # TRANSITIONAL: untyped legacy option
             return value
@@ -91,7 +101,11 @@ class Rewrite:
     `relation` reads `original RELATION replacement`; left empty, it is the rule's. A rewrite
     may introduce declarations (nets, params; `owner=` the player) and players; `game` marks
     `>=` rewrites closed by a max player; `facts` are the named results the rule established
-    (read by certificates and explain, never recovered from text).
+    (read by certificates and explain, never recovered from text). `roles` says what a new
+    declaration is (shown after it in the step); `reports` are quantities `run` reports;
+    `training` are defaults for the `train` options the program leaves unset (named in the note).
+    A rewrite that takes a term out of the loss (a proximal map) gives the loss left (`loss`) and
+    the maps the player applies after each gradient step (`prox`); `node` then shows the map.
     """
 
     node: ir.Node
@@ -103,6 +117,11 @@ class Rewrite:
     game: bool = False
     note: str = ""
     facts: tuple = ()          # ((name, value), ...)
+    roles: tuple = ()          # ((declared name, what it is), ...)
+    reports: tuple[ir.Report, ...] = ()
+    training: tuple = ()       # ((train option, default), ...)
+    loss: ir.Node | None = None   # the player's whole loss after it, when a term leaves the loss (proximal)
+    prox: tuple = ()           # ((param, kind, weight), ...) proximal maps the player applies after each step
 
 
 @dataclass(frozen=True)
@@ -127,7 +146,8 @@ class Rule:
     """A rewrite rule: `match(node, ctx)` is pure and returns what `build(found, ctx)` needs
     (or a Refusal, or None); `build` makes the Rewrite. `problem` is the analysis problem the
     rule answers (compiler.analysis.problems; "" for optional rules): forcing a rule with `via`
-    disables every other rule of its problem."""
+    disables every other rule of its problem. `unmatched` is why a forced rule that found
+    nothing to rewrite does not apply ("the objective has no norm0 term in its parameters")."""
 
     name: str
     problem: str
@@ -138,6 +158,7 @@ class Rule:
     build: Callable[[Any, Context], Rewrite] | None
     options: tuple[Option, ...] = ()
     claims: Callable[[ir.Constraint, ir.Program], bool] | None = None
+    unmatched: str = ""
 
     def __post_init__(self):
         assert self.relation in RELATIONS, self.relation
@@ -162,22 +183,36 @@ def _with_relation(rw: Rewrite, relation: str) -> Rewrite:
 
 @dataclass(frozen=True)
 class Step:
-    """One derivation step: the rule, the relation, the player, the matched node and what
-    replaced it, the loss after it, what it introduced, the side conditions and facts."""
+    """One derivation step: the rule, the relation, the player, the matched node, what replaced
+    it and the player's loss after it, what it introduced, the side conditions and facts.
+
+    `before`, `after` and `result` are those nodes printed, made when first read: a derivation
+    of n steps over a loss of n terms is printed in O(n^2), but compiled in far less.
+    """
 
     rule: str
     relation: str
     player: str
-    before: str
-    after: str
-    result: str
+    matched: ir.Node               # the node the rule matched (for a constraint, the constraint)
+    replacement: ir.Node           # what the rule put in its place
+    node: ir.Node                  # the player's loss after the step
     introduces: tuple[str, ...] = ()
     conditions: tuple[str, ...] = ()
     note: str = ""
-    node: ir.Node | None = field(default=None, compare=False, repr=False)      # the loss after the step
-    matched: ir.Node | None = field(default=None, compare=False, repr=False)   # the node the rule matched
     options: tuple = ()            # ((key, value), ...) the rule was given
     facts: tuple = ()              # ((name, value), ...) the rule established
+
+    @cached_property
+    def before(self) -> str:
+        return constraint_text(self.matched) if isinstance(self.matched, ir.Constraint) else show(self.matched)
+
+    @cached_property
+    def after(self) -> str:
+        return show(self.replacement)
+
+    @cached_property
+    def result(self) -> str:
+        return show(self.node)
 
     def fact(self, name: str, default=None):
         return dict(self.facts).get(name, default)

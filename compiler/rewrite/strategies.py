@@ -58,21 +58,52 @@ def ancestors(path: Path) -> Iterator[tuple[ir.Node, int]]:
         yield parent, index
 
 
+def child_indices(path: Path) -> tuple[int, ...]:
+    """The child indices from the root down to the position at the end of `path`."""
+    return tuple(reversed([index for _, index in ancestors(path)]))
+
+
 def positions(root: ir.Node, program: ir.Program | None = None,
               polarity: int = 1) -> Iterator[tuple[ir.Node, int, Path]]:
     """Every subterm, outermost first (pre-order), with its polarity and its path."""
-    stack: list[tuple[ir.Node, int, Path]] = [(root, polarity, None)]
+    return _preorder([(root, polarity, None)], program)
+
+
+def positions_from(root: ir.Node, indices: tuple[int, ...], program: ir.Program | None = None,
+                   polarity: int = 1) -> Iterator[tuple[ir.Node, int, Path]]:
+    """The positions of `positions(root)` from the one at child `indices` on, after its
+    ancestors (outermost first): the subterms before it that do not contain it are skipped."""
+    stack: list[tuple[ir.Node, int, Path]] = []
+    node, pol, path = root, polarity, None
+    for i in indices:
+        yield node, pol, path
+        kids = _children(node)
+        for j in range(len(kids) - 1, i, -1):   # the later siblings wait on the stack
+            stack.append((kids[j], pol * child_polarity(node, j, program), (path, node, j)))
+        node, pol, path = kids[i], pol * child_polarity(node, i, program), (path, node, i)
+    stack.append((node, pol, path))
+    yield from _preorder(stack, program)
+
+
+def _preorder(stack: list[tuple[ir.Node, int, Path]], program) -> Iterator[tuple[ir.Node, int, Path]]:
     while stack:
         node, pol, path = stack.pop()
         yield node, pol, path
-        kids = node.children()
+        kids = _children(node)
         for i in range(len(kids) - 1, -1, -1):
             stack.append((kids[i], pol * child_polarity(node, i, program), (path, node, i)))
+
+
+def _children(node: ir.Node) -> tuple[ir.Node, ...]:
+    return node.args if type(node) is ir.Apply else node.children()   # Apply: the common case, read directly
 
 
 def replace_at(path: Path, new: ir.Node) -> ir.Node:
     """Rebuild the root with the node at the end of `path` replaced by `new`."""
     for parent, i in ancestors(path):
+        if type(parent) is ir.Apply:    # most ancestors, on a long sum: rebuilt directly
+            new = ir.Apply(parent.fn, parent.args[:i] + (new,) + parent.args[i + 1:], loc=parent.loc)
+            continue
         kids = list(parent.children())
         kids[i] = new
         new = parent.with_children(tuple(kids))
