@@ -39,6 +39,25 @@ def load(name, args, kwargs, variables, base_dir):
     return loader(variables, pathlib.Path(base_dir), **bound)
 
 
+def estimate(name, args, kwargs, variables, base_dir):
+    """(examples, bytes) a source will hold once loaded, known before loading it: `n` for the
+    generated sets (float64 while generated), the file's size for npz and csv (None examples:
+    unknown until read), nothing for the small built-in sets. Errors are left to `load`."""
+    loader = SOURCES.get(name)
+    try:
+        bound = _bind(name, loader, tuple(args), dict(kwargs)) if loader else {}
+    except DatasetError:
+        return None, 0
+    width = sum(math.prod(shape) for _, shape in variables) or 1
+    if "path" in bound:
+        full = pathlib.Path(base_dir) / pathlib.Path(bound["path"]).expanduser()
+        return None, 2 * full.stat().st_size if full.is_file() else 0
+    if "n" in bound:
+        width = max(width, bound.get("d", 0) + 1)
+        return bound["n"], 12 * bound["n"] * width
+    return None, 0
+
+
 # ---------------------------------------------------------------- arguments
 
 

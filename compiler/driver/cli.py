@@ -169,9 +169,13 @@ class ProgressBar:
 def cmd_run(args) -> int:
     samples = output_path(args.samples, "--samples", args.file) if args.samples else None
     plot = output_path(args.plot, "--plot", args.file) if args.plot else None
+    from compiler.driver.api import parse_source
+    from compiler.driver.resources import check_memory
+    override = parse_source(args.data) if args.data else None
     prog = _compile(args)
     if not args.json:
         print(prog.derivation_text(), file=sys.stderr)
+    check_memory(prog, override, args.force)
     data = prog.load_data(args.data)
     mod = prog.build()
     steps = args.steps if args.steps is not None else mod.STEPS
