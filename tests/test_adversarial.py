@@ -18,7 +18,8 @@ from compiler.backend import runtime
 from compiler.backend.lower import Emitter, Fn
 from compiler.driver.check import certify
 from compiler.driver.cli import main
-from compiler.rewrite.rule import Context, Refusal
+from compiler.math.convex import T as T_SYMBOL
+from compiler.rewrite.rule import Context, Refusal, Rewrite
 from passes.adversarial import certificates
 from passes.adversarial import conjugate as conjugate_rule
 from passes.adversarial.classifier_ratio import RULE as CLASSIFIER_RATIO
@@ -34,7 +35,7 @@ NORMAL_P = "data x : real[2] from ring8(n=100)\nparam m : real[2]\nmodel p:\n   
 
 def step(src, via=None):
     prog = compile_source(src, via=via)
-    return prog, prog.steps.steps[0]
+    return prog, prog.derivation.steps[0]
 
 
 def players(prog):
@@ -80,7 +81,90 @@ def test_classifier_ratio_does_not_match_other_divergences():
     refusal = CLASSIFIER_RATIO(node, ctx)
     assert isinstance(refusal, Refusal) and refusal.reason.endswith("not KL; conjugate handles KL")
     assert CLASSIFIER_RATIO(node.q, ctx) is None
-    assert prog.steps.steps[0].rule == "conjugate"
+    assert prog.derivation.steps[0].rule == "conjugate"
+
+
+# ---- the rule objects, called directly ----------------------------------------------------------------
+
+def context(prog, **options):
+    """The context of the objective's root in player theta; options as `via rule(...)` gives them."""
+    return Context(prog.typed, prog.typed.players[0], 1, options, bool(options))
+
+
+def test_rules_declare_their_node_types_relations_and_options():
+    for rule in (CLASSIFIER_RATIO, CONJUGATE, DENOISING_SCORE):
+        assert rule.matches == (ir.Divergence,) and rule.problem == "divergence" and rule.identity
+    assert (CLASSIFIER_RATIO.relation, CONJUGATE.relation, DENOISING_SCORE.relation) == (">=", ">=", "~")
+    assert [o.name for o in CLASSIFIER_RATIO.options] == ["nonsaturating", "critic", "hidden", "act"]
+    assert [o.name for o in DENOISING_SCORE.options] == ["hyvarinen", "denoising", "sigma"]
+    assert (CONJUGATE.option("hidden").kind, DENOISING_SCORE.option("sigma").kind) == (int, float)
+
+
+def test_classifier_ratio_rewrites_js_into_a_game_with_its_facts():
+    prog = compile_source(SAMPLER + "minimize JS(data, g)\n")
+    node = prog.typed.objective.expr
+    rw = CLASSIFIER_RATIO(node, context(prog))
+    assert isinstance(rw, Rewrite) and (rw.relation, rw.game) == (">=", True)
+    assert [(p.name, p.sense, p.params) for p in rw.players] == [("disc", "max", ("disc",))]
+    assert dict(rw.facts) == {"divergence": "JS", "critic": "disc", "optimal_logit": "log(p/q)", "nonsaturating": False}
+    surrogate = CLASSIFIER_RATIO(node, context(prog, nonsaturating=True))
+    assert (surrogate.relation, dict(surrogate.facts)["nonsaturating"]) == ("~", True)
+    assert isinstance(surrogate.node, ir.Surrogate) and surrogate.players[0].loss == rw.players[0].loss
+
+
+def test_classifier_ratio_nonsaturating_with_nothing_moving_keeps_the_bound():
+    """In an estimate nothing moves: the option leaves the bound, and the facts say so."""
+    prog = compile_source(MODEL_Q + "estimate GAN(data || q)\n")
+    rw = CLASSIFIER_RATIO(prog.typed.objective.expr, context(prog, nonsaturating=True))
+    assert rw.relation == ">=" and dict(rw.facts)["nonsaturating"] is False and dict(rw.facts)["divergence"] == "GAN"
+
+
+def test_conjugate_records_the_derived_conjugate():
+    prog = compile_source(MODEL_Q + "estimate KL(data || q)\n")
+    rw = CONJUGATE(prog.typed.objective.expr, context(prog))
+    assert isinstance(rw, Rewrite) and rw.relation == ">="
+    c = dict(rw.facts)["conjugate"]
+    assert sp.simplify(c.fstar - sp.exp(T_SYMBOL - 1)) == 0 and c.domain[:2] == (-sp.oo, sp.oo)
+    assert dict(rw.facts)["critic"] == "critic" and dict(rw.facts)["nonsaturating"] is False
+
+
+def test_conjugate_refuses_nonsaturating_when_p_moves():
+    prog = compile_source(SAMPLER + "minimize KL(g || data)\n")
+    node = prog.typed.objective.expr
+    refusal = CONJUGATE(node, context(prog, nonsaturating=True))
+    assert isinstance(refusal, Refusal) and refusal.reason.endswith("here P = g moves")
+    assert isinstance(CONJUGATE(node, context(prog)), Rewrite)
+
+
+def test_denoising_score_forms_and_their_facts():
+    prog = compile_source(NORMAL_P + "minimize Fisher(data || p)\n")
+    node = prog.typed.objective.expr
+    exact = DENOISING_SCORE(node, context(prog))
+    assert exact.relation == "=" and dict(exact.facts) == {"form": "hyvarinen", "model": "p"}
+    noisy = DENOISING_SCORE(node, context(prog, sigma=0.2))
+    assert noisy.relation == "~" and dict(noisy.facts) == {"form": "denoising", "model": "p", "sigma": 0.2}
+    assert dict(DENOISING_SCORE(node, context(prog, denoising=True)).facts)["sigma"] == 0.1
+
+
+def test_denoising_score_refuses_hyvarinen_for_a_relu_energy():
+    prog = compile_source("data x : real[2] from ring8(n=10)\nnet energy : mlp(2, 8, 1)\nmodel p:\n"
+                          "    x ~ Gibbs(energy)\nminimize Fisher(data || p)\n")
+    node = prog.typed.objective.expr
+    refusal = DENOISING_SCORE(node, context(prog, hyvarinen=True))
+    assert isinstance(refusal, Refusal) and "zero almost everywhere for the relu net energy" in refusal.reason
+    assert dict(DENOISING_SCORE(node, context(prog)).facts)["form"] == "denoising"
+
+
+@pytest.mark.parametrize("via, words", [
+    ("classifier_ratio(nonsaturating=3)", "rule classifier_ratio: option 'nonsaturating' is a flag"),
+    ("classifier_ratio(width=3)", "rule classifier_ratio has no option 'width' (options: nonsaturating, critic, hidden, act)"),
+    ("classifier_ratio(hidden)", "classifier_ratio: hidden must be a positive integer width, not True"),
+    ("classifier_ratio(hidden=0)", "classifier_ratio: hidden must be a positive integer width, not 0"),
+])
+def test_options_are_typed(via, words):
+    with pytest.raises(AttractorError) as info:
+        compile_source(SAMPLER + "minimize JS(data, g)\n", via=via)
+    assert words in str(info.value)
 
 
 # ---- conjugate ----------------------------------------------------------------------------------------
@@ -494,8 +578,8 @@ def test_float_literals_in_a_generator_are_exact():
     js = "(u * log(u) - (u + 1) * log((u + 1) / 2))"
     a = compile_source(MODEL_Q + f"divergence d(u) = 0.5 * {js}\nestimate d(data || q)\n")
     b = compile_source(MODEL_Q + f"divergence d(u) = {js} / 2\nestimate d(data || q)\n")
-    assert a.steps.steps[0].conditions == b.steps.steps[0].conditions
-    assert "e+25" not in a.steps.steps[0].conditions[3]
+    assert a.derivation.steps[0].conditions == b.derivation.steps[0].conditions
+    assert "e+25" not in a.derivation.steps[0].conditions[3]
 
 
 @pytest.mark.parametrize("generator, message", [

@@ -27,7 +27,7 @@ def certify(prog, seed: int = 0) -> list[Certificate]:
     certificates = family_certificates()
     out: list[Certificate] = []
     seen: set[str] = set()
-    for step in prog.steps.steps:
+    for step in prog.derivation.steps:
         if step.rule in seen:
             continue
         seen.add(step.rule)
