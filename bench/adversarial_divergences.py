@@ -1,4 +1,4 @@
-"""Divergences estimated and fitted from samples alone (passes/adversarial.py, rule `conjugate`).
+"""Divergences estimated and fitted from samples alone (passes/adversarial/conjugate.py).
 
 1. examples/kl_estimate.att as written: `estimate KL(data || q) via conjugate` for data
    N(0, 1) and q = N(1, 1.5^2), against the analytic KL = log 1.5 + 2/4.5 - 1/2 = 0.3499; and
