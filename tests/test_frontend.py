@@ -169,3 +169,56 @@ def test_printed_objective_reparses_to_the_same_ir(text):
 def test_type_annotation_sets_the_shape_of_a_drawn_variable():
     e = expr("E[e ~ Normal(0, 1) : real[3]] sum(w * e)")
     assert e.source.shape == (3,)
+
+
+# ---- the builtin tables and the grammar agree ----------------------------------------------
+
+def test_the_grammars_prefix_functions_are_the_operation_tables():
+    from compiler.frontend.parser import _lark
+    from compiler.ir.builtins import OPERATIONS, PREFIX_FUNCTIONS
+    pattern = next(t.pattern.value for t in _lark().terminals if t.name == "PREFIX_FN")
+    assert pattern.split("(?!")[0].strip("()").split("|") == list(PREFIX_FUNCTIONS)
+    assert set(PREFIX_FUNCTIONS) == {n for n, op in OPERATIONS.items() if op.user and op.arity == 1
+                                     and op.kind != "arithmetic"}
+
+
+@pytest.mark.parametrize("name", sorted(n for n, op in __import__("compiler.ir.builtins", fromlist=["x"])
+                                        .OPERATIONS.items() if op.user and op.kind != "arithmetic"))
+def test_every_user_operation_is_written_checked_printed_and_reparsed(name):
+    from compiler.ir.builtins import OPERATIONS
+    op = OPERATIONS[name]
+    call = f"{name}(w, w)" if op.arity == 2 else f"{name}(w)"
+    e = expr(f"sum({call})")             # sum: a scalar objective whatever the shape
+    assert isinstance(e.args[0], ir.Apply) and e.args[0].fn == name and len(e.args[0].args) == op.arity
+    assert expr(show(e)) == e
+    if op.prefix:
+        assert expr(f"sum({name} w)") == e
+
+
+def test_every_operation_lowers_and_converts_to_sympy_where_modelled():
+    import sympy as sp
+
+    from compiler.ir.builtins import OPERATIONS
+    from compiler.math.symbolic import to_sympy
+    a, b = ir.Ref("a", "param"), ir.Ref("b", "param")
+    for name, op in OPERATIONS.items():
+        args = ["x0", "x1"][:op.arity]
+        assert op.jax.format(*args).count("x0") == 1, name
+        if op.sympy is not None:
+            assert isinstance(to_sympy(ir.Apply(name, (a, b)[:op.arity])), sp.Basic), name
+
+
+def test_every_distribution_family_is_checked_and_has_runtime_densities_and_samplers():
+    from compiler.backend.runtime import distributions as runtime
+    from compiler.ir.builtins import DISTRIBUTIONS
+    for family, spec in DISTRIBUTIONS.items():
+        if family == "Gibbs":       # an energy: a density up to a constant, never sampled
+            continue
+        keys = [k.split("|") for k in spec.params]
+        for variant in (keys[0] if len(keys) == 1 else [None]):
+            prefix = family.lower() + (f"_{variant}" if variant and family == "Bernoulli" else "")
+            assert hasattr(runtime, prefix + ("_logpmf" if not spec.reparam else "_logpdf")), prefix
+            assert hasattr(runtime, prefix + "_sample"), prefix
+        args = ", ".join(f"{k[0]}=0.5" if not spec.reparam else str(i + 0.5) for i, k in enumerate(keys))
+        dist = expr(f"E[e ~ {family}({args})] e").source
+        assert dist.family == family

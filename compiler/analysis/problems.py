@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from compiler import ir
-from compiler.ir.builtins import FUNCTIONS
+from compiler.ir.builtins import FUNCTIONS, OPERATIONS
 from compiler.ir.printer import show
 
 
@@ -58,7 +58,7 @@ def missing_latents(program: ir.Program, density: ir.Density) -> tuple[str, ...]
 
 
 # Positions in which a node's value enters linearly: an unbiased estimate there stays unbiased.
-LINEAR_IN_EVERY_ARGUMENT = {"add", "sub", "neg", "sum", "mean", "mul", "dot", "matmul", "stop", "diff"}
+LINEAR_IN_EVERY_ARGUMENT = {name for name, op in OPERATIONS.items() if op.multilinear}
 
 
 def linear_arguments(n: ir.Node) -> tuple[ir.Node, ...] | None:

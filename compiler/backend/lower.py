@@ -13,6 +13,7 @@ from collections.abc import Callable
 from compiler import ir
 from compiler.analysis.constants import const_value
 from compiler.analysis.problems import depends_on
+from compiler.ir.builtins import OPERATIONS
 from compiler.ir.diagnostics import AttractorError
 from compiler.ir.printer import number, show
 
@@ -260,36 +261,16 @@ def _ref(em: Emitter, node: ir.Ref, fn: Fn) -> str:
     raise AttractorError(f"'{node.name}' is not bound here", node.loc)
 
 
-_BINARY = {"add": "+", "sub": "-", "mul": "*", "div": "/", "pow": "**", "matmul": "@"}
-_FUNCS = {
-    "log": "jnp.log({0})", "exp": "jnp.exp({0})", "softplus": "jax.nn.softplus({0})",
-    "sigmoid": "jax.nn.sigmoid({0})", "tanh": "jnp.tanh({0})", "relu": "jax.nn.relu({0})",
-    "abs": "jnp.abs({0})", "sqrt": "jnp.sqrt({0})", "square": "jnp.square({0})",
-    "step": "jnp.where({0} >= 0, 1.0, 0.0)", "sign": "jnp.sign({0})", "round": "jnp.round({0})",
-    "floor": "jnp.floor({0})", "max": "jnp.maximum({0}, {1})", "min": "jnp.minimum({0}, {1})",
-    "sum": "jnp.sum({0})", "mean": "jnp.mean({0})", "logsumexp": "jax.nn.logsumexp({0})",
-    "norm0": "jnp.sum(jnp.where({0} != 0, 1.0, 0.0))", "norm1": "jnp.sum(jnp.abs({0}))",
-    "norm2": "safe_norm({0})", "sumsq": "jnp.sum(jnp.square({0}))",
-    "dot": "jnp.einsum(\"...i,...i->...\", {0}, {1})", "diff": "jnp.diff({0})",   # vmapped: a matrix product
-    "stop": "jax.lax.stop_gradient({0})", "log2": "jnp.log2({0})",
-    "log_sigmoid": "jax.nn.log_sigmoid({0})", "amax": "jnp.max({0})",
-}
-
-
 @lowers(ir.Apply)
 def _apply(em: Emitter, node: ir.Apply, fn: Fn) -> str:
     if node.fn == "log" and isinstance(node.args[0], ir.Density):
         return log_density(em, node.args[0], fn)
     args = [em.lower(a, fn) for a in node.args]
-    if node.fn in _BINARY:
-        if node.fn == "pow" and isinstance(node.args[1], ir.Num) and node.args[1].value == 2:
-            return f"jnp.square({args[0]})"
-        return f"({args[0]} {_BINARY[node.fn]} {args[1]})"
-    if node.fn == "neg":
-        return f"(-{args[0]})"
-    if node.fn not in _FUNCS:
+    if node.fn == "pow" and isinstance(node.args[1], ir.Num) and node.args[1].value == 2:
+        return f"jnp.square({args[0]})"
+    if node.fn not in OPERATIONS:
         raise AttractorError(f"cannot lower function {node.fn}", node.loc)
-    return _FUNCS[node.fn].format(*args)
+    return OPERATIONS[node.fn].jax.format(*args)
 
 
 @lowers(ir.Compare)

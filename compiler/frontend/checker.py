@@ -557,7 +557,7 @@ class Checker:
         fn = FUNCTIONS[name]
         if node.keys or node.bar:
             raise AttractorError(f"{name} takes plain arguments", loc)
-        arity = 2 if fn.kind in ("binary", "dot") else 1
+        arity = fn.arity
         if len(node.args) != arity:
             raise AttractorError(f"{name} takes {arity} argument{'s' if arity > 1 else ''}, got {len(node.args)}", loc)
         args = [self.expr(a, scope) for a in node.args]

@@ -17,6 +17,7 @@ from lark.indenter import DedentError, Indenter
 from lark.visitors import Transformer_NonRecursive
 
 from compiler import ir
+from compiler.ir.builtins import PREFIX_FUNCTIONS
 from compiler.ir.diagnostics import AttractorError, Loc
 
 
@@ -32,6 +33,7 @@ class _Indenter(Indenter):
 @functools.cache
 def _lark() -> Lark:
     text = resources.files("grammar").joinpath("attractor.lark").read_text()
+    text = text.replace("%PREFIX_FUNCTIONS%", "|".join(PREFIX_FUNCTIONS))
     return Lark(text, parser="lalr", postlex=_Indenter(), propagate_positions=True,
                 maybe_placeholders=True)
 

@@ -1,57 +1,105 @@
-"""The language's builtin functions and distribution families, as data."""
+"""The language's builtins as data, one table per kind of thing: operations (`OPERATIONS`),
+distribution families (`DISTRIBUTIONS`), divergences, activations, optimizers, dynamics.
+
+Adding a builtin function is one row of OPERATIONS: the grammar's prefix spelling, the checker's
+arity and shape rule, the printer, SymPy, the JAX lowering and the analyses read it from here."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 
 @dataclass(frozen=True)
-class Function:
-    """`kind`: elementwise | binary (elementwise, two args) | reduce (to a scalar) | dot | diff.
+class Operation:
+    """One operation of `ir.Apply`: everything the compiler knows of it, in one row.
 
-    `smooth`: has a useful gradient almost everywhere. `monotone`: +1 increasing,
-    -1 decreasing, 0 neither (used to track bound directions). `user`: can be written.
+    `kind`: arithmetic (an infix or prefix operator) | elementwise | binary (elementwise, two
+    arguments) | reduce (to a scalar) | dot | diff. `jax`: its lowering, a template over the
+    lowered arguments `{0}`, `{1}`. `sympy`: `(sympy, *args) -> expression`, None where SymPy
+    does not model it. `smooth`: a useful gradient almost everywhere (False: the gradient is zero
+    or undefined almost everywhere, a non-differentiable problem). `kinked`: not continuously
+    differentiable somewhere (abs, max...). `monotone`: +1 increasing, -1 decreasing, 0 neither
+    (bound directions). `linear`: affine in all its arguments together; `multilinear`: affine in
+    each argument with the others fixed. `user`: can be written (else only rules produce it);
+    a user operation of one argument is also written as a prefix, `log x` (the grammar's
+    PREFIX_FN is made from this table). `infix`/`precedence`: how the printer writes an operator.
     """
 
     kind: str
+    jax: str
+    sympy: Callable | None = None
     smooth: bool = True
+    kinked: bool = False
     monotone: int = 0
+    linear: bool = False
+    multilinear: bool = False
     user: bool = True
+    infix: str = ""
+    precedence: int = 0
+
+    @property
+    def arity(self) -> int:
+        return 2 if self.kind in ("binary", "dot") or self.infix else 1
+
+    @property
+    def prefix(self) -> bool:
+        """Written as a prefix function (`log x`, `norm1 w`) as well as called."""
+        return self.user and self.kind in ("elementwise", "reduce", "diff")
 
 
-FUNCTIONS: dict[str, Function] = {
-    "log": Function("elementwise", monotone=1),
-    "exp": Function("elementwise", monotone=1),
-    "softplus": Function("elementwise", monotone=1),
-    "sigmoid": Function("elementwise", monotone=1),
-    "tanh": Function("elementwise", monotone=1),
-    "relu": Function("elementwise", monotone=1),
-    "abs": Function("elementwise"),
-    "sqrt": Function("elementwise", monotone=1),
-    "square": Function("elementwise"),
-    "step": Function("elementwise", smooth=False, monotone=1),
-    "sign": Function("elementwise", smooth=False, monotone=1),
-    "round": Function("elementwise", smooth=False, monotone=1),
-    "floor": Function("elementwise", smooth=False, monotone=1),
-    "max": Function("binary", monotone=1),
-    "min": Function("binary", monotone=1),
-    "sum": Function("reduce", monotone=1),
-    "mean": Function("reduce", monotone=1),
-    "logsumexp": Function("reduce", monotone=1),
-    "norm0": Function("reduce", smooth=False),
-    "norm1": Function("reduce"),
-    "norm2": Function("reduce"),
-    "sumsq": Function("reduce"),
-    "dot": Function("dot"),
-    "diff": Function("diff"),
+def _op(kind: str, jax: str, sympy: Callable | None = None, **traits) -> Operation:
+    return Operation(kind, jax, sympy, **traits)
+
+
+OPERATIONS: dict[str, Operation] = {
+    # arithmetic
+    "add": _op("arithmetic", "({0} + {1})", lambda sp, a, b: a + b, infix="+", precedence=1, monotone=1,
+               linear=True, multilinear=True),
+    "sub": _op("arithmetic", "({0} - {1})", lambda sp, a, b: a - b, infix="-", precedence=1, linear=True,
+               multilinear=True),
+    "mul": _op("arithmetic", "({0} * {1})", lambda sp, a, b: a * b, infix="*", precedence=2, multilinear=True),
+    "div": _op("arithmetic", "({0} / {1})", lambda sp, a, b: a / b, infix="/", precedence=2),
+    "matmul": _op("arithmetic", "({0} @ {1})", infix="@", precedence=2, multilinear=True),
+    "pow": _op("arithmetic", "({0} ** {1})", lambda sp, a, b: a ** b, infix="^", precedence=4),
+    "neg": _op("arithmetic", "(-{0})", lambda sp, a: -a, monotone=-1, linear=True, multilinear=True),
+    # elementwise
+    "log": _op("elementwise", "jnp.log({0})", lambda sp, a: sp.log(a), monotone=1),
+    "exp": _op("elementwise", "jnp.exp({0})", lambda sp, a: sp.exp(a), monotone=1),
+    "softplus": _op("elementwise", "jax.nn.softplus({0})", lambda sp, a: sp.log(1 + sp.exp(a)), monotone=1),
+    "sigmoid": _op("elementwise", "jax.nn.sigmoid({0})", lambda sp, a: 1 / (1 + sp.exp(-a)), monotone=1),
+    "tanh": _op("elementwise", "jnp.tanh({0})", lambda sp, a: sp.tanh(a), monotone=1),
+    "relu": _op("elementwise", "jax.nn.relu({0})", lambda sp, a: sp.Max(a, 0), monotone=1, kinked=True),
+    "abs": _op("elementwise", "jnp.abs({0})", lambda sp, a: sp.Abs(a), kinked=True),
+    "sqrt": _op("elementwise", "jnp.sqrt({0})", lambda sp, a: sp.sqrt(a), monotone=1),
+    "square": _op("elementwise", "jnp.square({0})", lambda sp, a: a ** 2),
+    "step": _op("elementwise", "jnp.where({0} >= 0, 1.0, 0.0)", lambda sp, a: sp.Heaviside(a, 1), smooth=False,
+                kinked=True, monotone=1),
+    "sign": _op("elementwise", "jnp.sign({0})", lambda sp, a: sp.sign(a), smooth=False, kinked=True, monotone=1),
+    "round": _op("elementwise", "jnp.round({0})", smooth=False, kinked=True, monotone=1),
+    "floor": _op("elementwise", "jnp.floor({0})", lambda sp, a: sp.floor(a), smooth=False, kinked=True, monotone=1),
+    "max": _op("binary", "jnp.maximum({0}, {1})", lambda sp, a, b: sp.Max(a, b), monotone=1, kinked=True),
+    "min": _op("binary", "jnp.minimum({0}, {1})", lambda sp, a, b: sp.Min(a, b), monotone=1, kinked=True),
+    # reductions
+    "sum": _op("reduce", "jnp.sum({0})", monotone=1, linear=True, multilinear=True),
+    "mean": _op("reduce", "jnp.mean({0})", monotone=1, linear=True, multilinear=True),
+    "logsumexp": _op("reduce", "jax.nn.logsumexp({0})", monotone=1),
+    "norm0": _op("reduce", "jnp.sum(jnp.where({0} != 0, 1.0, 0.0))", smooth=False, kinked=True),
+    "norm1": _op("reduce", "jnp.sum(jnp.abs({0}))", kinked=True),
+    "norm2": _op("reduce", "safe_norm({0})", kinked=True),
+    "sumsq": _op("reduce", "jnp.sum(jnp.square({0}))"),
+    "dot": _op("dot", 'jnp.einsum("...i,...i->...", {0}, {1})', multilinear=True),   # vmapped: a matrix product
+    "diff": _op("diff", "jnp.diff({0})", linear=True, multilinear=True),
     # produced by rules, not written by users
-    "stop": Function("elementwise", user=False),
-    "log2": Function("elementwise", monotone=1, user=False),
-    "log_sigmoid": Function("elementwise", monotone=1, user=False),
-    "amax": Function("reduce", monotone=1, user=False),    # the largest entry (reports)
+    "stop": _op("elementwise", "jax.lax.stop_gradient({0})", user=False, multilinear=True),
+    "log2": _op("elementwise", "jnp.log2({0})", lambda sp, a: sp.log(a, 2), monotone=1, user=False),
+    "log_sigmoid": _op("elementwise", "jax.nn.log_sigmoid({0})", monotone=1, user=False),
+    "amax": _op("reduce", "jnp.max({0})", monotone=1, user=False),    # the largest entry (reports)
 }
 
-ARITHMETIC = {"add", "sub", "mul", "div", "pow", "neg", "matmul"}
-INFIX = {"add": "+", "sub": "-", "mul": "*", "div": "/", "pow": "^", "matmul": "@"}
+FUNCTIONS: dict[str, Operation] = {n: op for n, op in OPERATIONS.items() if op.kind != "arithmetic"}
+ARITHMETIC = {n for n, op in OPERATIONS.items() if op.kind == "arithmetic"}
+INFIX = {n: op.infix for n, op in OPERATIONS.items() if op.infix}
+PREFIX_FUNCTIONS = tuple(n for n, op in OPERATIONS.items() if op.prefix)
 
 
 @dataclass(frozen=True)

@@ -5,9 +5,8 @@ import dataclasses
 import math
 
 from compiler import ir
-from compiler.ir.builtins import INFIX
+from compiler.ir.builtins import INFIX, OPERATIONS
 
-_PREC = {"add": 1, "sub": 1, "mul": 2, "div": 2, "matmul": 2, "pow": 4}
 _PREFIX = 3
 _ATOM = 5
 
@@ -53,7 +52,7 @@ def _show(node: ir.Node) -> tuple[str, int]:
     if isinstance(node, ir.Apply):
         fn, args = node.fn, node.args
         if fn in INFIX:
-            prec = _PREC[fn]
+            prec = OPERATIONS[fn].precedence
             if fn == "pow":
                 return f"{_wrap(args[0], _ATOM)}^{_wrap(args[1], _PREFIX)}", prec
             left = _wrap(args[0], prec)

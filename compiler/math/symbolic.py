@@ -4,14 +4,7 @@ from __future__ import annotations
 import sympy as sp
 
 from compiler import ir
-
-_FUNCS = {
-    "log": sp.log, "exp": sp.exp, "sqrt": sp.sqrt, "abs": sp.Abs, "tanh": sp.tanh,
-    "sign": sp.sign, "floor": sp.floor, "square": lambda a: a ** 2,
-    "softplus": lambda a: sp.log(1 + sp.exp(a)), "sigmoid": lambda a: 1 / (1 + sp.exp(-a)),
-    "relu": lambda a: sp.Max(a, 0), "step": lambda a: sp.Heaviside(a, 1),
-    "max": sp.Max, "min": sp.Min, "log2": lambda a: sp.log(a, 2),
-}
+from compiler.ir.builtins import OPERATIONS
 
 
 class NotScalar(ValueError):
@@ -32,12 +25,6 @@ def to_sympy(node: ir.Node, symbols: dict[str, sp.Symbol] | None = None,
         if node.name not in symbols:
             symbols[node.name] = sp.Symbol(node.name, real=True)
         return symbols[node.name]
-    if isinstance(node, ir.Apply):
-        args = [to_sympy(a, symbols, program) for a in node.args]
-        ops = {"add": lambda a, b: a + b, "sub": lambda a, b: a - b, "mul": lambda a, b: a * b,
-               "div": lambda a, b: a / b, "pow": lambda a, b: a ** b, "neg": lambda a: -a}
-        if node.fn in ops:
-            return ops[node.fn](*args)
-        if node.fn in _FUNCS:
-            return _FUNCS[node.fn](*args)
+    if isinstance(node, ir.Apply) and node.fn in OPERATIONS and OPERATIONS[node.fn].sympy is not None:
+        return OPERATIONS[node.fn].sympy(sp, *(to_sympy(a, symbols, program) for a in node.args))
     raise NotScalar(type(node).__name__)
