@@ -209,6 +209,8 @@ def test_every_operation_lowers_and_converts_to_sympy_where_modelled():
 
 
 def test_every_distribution_family_is_checked_and_has_runtime_densities_and_samplers():
+    import jax
+
     from compiler.backend.runtime import distributions as runtime
     from compiler.ir.builtins import DISTRIBUTIONS
     for family, spec in DISTRIBUTIONS.items():
@@ -219,6 +221,8 @@ def test_every_distribution_family_is_checked_and_has_runtime_densities_and_samp
             prefix = family.lower() + (f"_{variant}" if variant and family == "Bernoulli" else "")
             assert hasattr(runtime, prefix + ("_logpmf" if not spec.reparam else "_logpdf")), prefix
             assert hasattr(runtime, prefix + "_sample"), prefix
+            if spec.noise:
+                assert hasattr(jax.random, spec.noise[0]) and hasattr(runtime, spec.noise[1].format(variant)), family
         args = ", ".join(f"{k[0]}=0.5" if not spec.reparam else str(i + 0.5) for i, k in enumerate(keys))
         dist = expr(f"E[e ~ {family}({args})] e").source
         assert dist.family == family

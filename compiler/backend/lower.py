@@ -13,7 +13,7 @@ from collections.abc import Callable
 from compiler import ir
 from compiler.analysis.constants import const_value
 from compiler.analysis.problems import depends_on
-from compiler.ir.builtins import OPERATIONS
+from compiler.ir.builtins import DISTRIBUTIONS, OPERATIONS
 from compiler.ir.diagnostics import AttractorError
 from compiler.ir.printer import number, show
 
@@ -358,9 +358,7 @@ def dist_sample(em: Emitter, dist: ir.Dist, key: str, fn: Fn) -> str:
 
 
 # family -> (jax.random sampler of its standard noise, the runtime function mapping noise to a draw)
-NOISE_DRAWS = {"Normal": ("normal", "location_scale_from_noise"), "Laplace": ("laplace", "location_scale_from_noise"),
-               "LogNormal": ("normal", "lognormal_from_noise"), "Uniform": ("uniform", "uniform_from_noise"),
-               "Bernoulli": ("uniform", "bernoulli_{}_from_noise")}
+NOISE_DRAWS = {name: family.noise for name, family in DISTRIBUTIONS.items() if family.noise}
 
 
 def dist_draw(em: Emitter, dist: ir.Dist, scope: Fn, fn: Fn) -> str:

@@ -105,21 +105,34 @@ PREFIX_FUNCTIONS = tuple(n for n, op in OPERATIONS.items() if op.prefix)
 @dataclass(frozen=True)
 class Family:
     """A distribution family: parameter names (alternatives separated by '|'), support,
-    whether a pathwise (reparameterised) sample exists, and its base distribution."""
+    whether a pathwise (reparameterised) sample exists, and its base distribution.
+
+    `positive`: parameters that must be > 0. `kinked`: the log density has a kink or a jump in
+    its parameters. `noise`: (the `jax.random` sampler of its standard noise, the runtime
+    function mapping noise to a draw; `{}` stands for the parameter's name), for families drawn
+    from noise taken in a batch. The runtime's `<family>_logpdf` (`_logpmf`) and `_sample`
+    (compiler/backend/runtime/distributions.py) give its density and draws.
+    """
 
     params: tuple[str, ...]
     support: str
     reparam: bool
     base: str = ""
-    positive: tuple[str, ...] = ()   # parameters that must be > 0
+    positive: tuple[str, ...] = ()
+    kinked: bool = False
+    noise: tuple[str, str] | None = None
 
 
 DISTRIBUTIONS: dict[str, Family] = {
-    "Normal": Family(("loc", "scale"), "real", True, "Normal(0, 1)", ("scale",)),
-    "Laplace": Family(("loc", "scale"), "real", True, "Laplace(0, 1)", ("scale",)),
-    "LogNormal": Family(("loc", "scale"), "positive", True, "Normal(0, 1)", ("scale",)),
-    "Uniform": Family(("low", "high"), "interval", True, "Uniform(0, 1)"),
-    "Bernoulli": Family(("logits|probs",), "binary", False),
+    "Normal": Family(("loc", "scale"), "real", True, "Normal(0, 1)", ("scale",),
+                     noise=("normal", "location_scale_from_noise")),
+    "Laplace": Family(("loc", "scale"), "real", True, "Laplace(0, 1)", ("scale",), kinked=True,
+                      noise=("laplace", "location_scale_from_noise")),
+    "LogNormal": Family(("loc", "scale"), "positive", True, "Normal(0, 1)", ("scale",),
+                        noise=("normal", "lognormal_from_noise")),
+    "Uniform": Family(("low", "high"), "interval", True, "Uniform(0, 1)", kinked=True,
+                      noise=("uniform", "uniform_from_noise")),
+    "Bernoulli": Family(("logits|probs",), "binary", False, noise=("uniform", "bernoulli_{}_from_noise")),
     "Categorical": Family(("logits",), "categorical", False),
     "Gibbs": Family(("energy",), "real", False),
 }
