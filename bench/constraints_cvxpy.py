@@ -19,9 +19,10 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
+from test_splitting import exact_fused_lasso  # noqa: E402
+
 from attractor import compile_file  # noqa: E402
 from passes.lagrangian.certificates import exact_ball_least_squares  # noqa: E402
-from test_splitting import exact_fused_lasso  # noqa: E402
 
 
 def _trained(name):

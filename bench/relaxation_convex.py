@@ -17,8 +17,9 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-from attractor import compile_file  # noqa: E402
 from test_relaxation import exact_svm  # noqa: E402
+
+from attractor import compile_file  # noqa: E402
 
 
 def _trained(name):

@@ -20,6 +20,7 @@ def output(args: str) -> str:
     import contextlib
     import io
     import os
+
     from compiler.driver.cli import main
     out = io.StringIO()
     cwd = os.getcwd()

@@ -7,10 +7,18 @@ import mpmath
 import numpy as np
 import pytest
 import sympy as sp
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from compiler.math.convex import (
-    T, U, V, Conjugate, ConvexityError, check_generator, derive_conjugate, named_generator,
+    Conjugate,
+    ConvexityError,
+    T,
+    U,
+    V,
+    check_generator,
+    derive_conjugate,
+    named_generator,
 )
 from compiler.math.distributions import with_softplus
 

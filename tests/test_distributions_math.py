@@ -12,7 +12,15 @@ import pytest
 import sympy as sp
 
 from compiler.math.distributions import (
-    PARAMETERS, X, entropy_closed_form, kl_closed_form, log_density, parameter_symbols, support, to_jax_source)
+    PARAMETERS,
+    X,
+    entropy_closed_form,
+    kl_closed_form,
+    log_density,
+    parameter_symbols,
+    support,
+    to_jax_source,
+)
 
 CONTINUOUS = ("Normal", "Laplace", "LogNormal", "Uniform")
 DERIVED = [("Normal", "Normal"), ("Normal", "Laplace"), ("Laplace", "Normal"), ("Laplace", "Laplace"),

@@ -211,9 +211,10 @@ def test_fit_with_wrong_data_raises_one_clear_value_error():
 
 
 def test_run_json_reports_compile_seconds_apart():
-    from compiler.driver.cli import main
     import contextlib
     import io
+
+    from compiler.driver.cli import main
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         code = main(["run", str(ROOT / "examples" / "lasso.att"), "--steps", "50", "--json"])

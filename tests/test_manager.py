@@ -61,7 +61,8 @@ def test_a_rule_at_the_root_rewrites_with_the_default_context():
     rewrite = RULES["reparameterize"](program.players[0].loss, Context(program, program.players[0]))
     assert isinstance(rewrite, Rewrite) and rewrite.node.estimator == "pathwise"
     program = check(parse(HEAD + "minimize (round(mu) - 2)^2\n"))
-    assert isinstance(RULES["evolution_strategy"](program.players[0].loss, Context(program, program.players[0])), Rewrite)
+    smoothed = RULES["evolution_strategy"](program.players[0].loss, Context(program, program.players[0]))
+    assert isinstance(smoothed, Rewrite)
 
 
 def test_forcing_a_rule_disables_the_other_rules_of_its_problem_in_every_pass():

@@ -422,11 +422,11 @@ def block_sample(em: Emitter, sample: ir.Sample, fn: Fn) -> dict[str, str]:
 # ---- expectations ------------------------------------------------------------------------------
 
 def needs_key(node: ir.Node) -> bool:
-    return any(isinstance(n, ir.Expect) and not isinstance(n.source, ir.DataSet) for n in node.walk()) \
-        or any(type(n) in RANDOM_NODES for n in node.walk())
+    """Does lowering `node` draw: an expectation over anything but the data (a family's own
+    random node is an `ir.Expect` subclass, so it counts)?"""
+    return any(isinstance(n, ir.Expect) and not isinstance(n.source, ir.DataSet) for n in node.walk())
 
 
-RANDOM_NODES: set[type] = set()
 DRAWS_AXIS = "#draws"   # env key: the vmap axis of the innermost expectation with samples > 1
 
 
@@ -486,8 +486,6 @@ def batchable(node: ir.Node, em: Emitter) -> bool:
     expectation over a distribution or a block whose families map noise to draws (NOISE_DRAWS),
     no nested expectation over the data, no family's own random node?"""
     for n in node.walk():
-        if type(n) in RANDOM_NODES:
-            return False
         if isinstance(n, ir.Expect):
             if not _mergeable(n) or isinstance(n.source, ir.DataSet):
                 return False

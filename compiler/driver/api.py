@@ -10,12 +10,12 @@ from pathlib import Path
 
 from compiler import ir
 from compiler.frontend.checker import check
-from compiler.ir.diagnostics import AttractorError
-from compiler.math.latex import derivation_latex
 from compiler.frontend.parser import parse
+from compiler.ir.diagnostics import AttractorError
+from compiler.ir.printer import program_text, rule_text, show, to_json
+from compiler.math.latex import derivation_latex
 from compiler.rewrite.manager import run_passes
 from compiler.rewrite.rule import Step
-from compiler.ir.printer import program_text, rule_text, show, to_json
 
 
 def estimators(program: ir.Program, player: ir.Player) -> dict[str, str]:
@@ -249,7 +249,7 @@ def compile_source(text: str, via: str | None = None, filename: str = "<input>",
         program, rewriting = run_passes(typed, PIPELINE, typed.objective.via)
     except AttractorError as e:
         raise e.located(filename, text) from None
-    dyn = dynamics or program.train.option("dynamics") or program.aux("dynamics") or "simultaneous"
+    dyn = dynamics or program.train.option("dynamics") or "simultaneous"
     return CompiledProgram(text, filename, typed, program, rewriting.steps, dyn)
 
 

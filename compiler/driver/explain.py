@@ -5,11 +5,11 @@ from compiler import ir
 from compiler.analysis.problems import program_problems
 from compiler.driver.api import compile_file
 from compiler.frontend.checker import check
-from compiler.ir.diagnostics import AttractorError
 from compiler.frontend.parser import parse
+from compiler.ir.diagnostics import AttractorError
+from compiler.ir.printer import constraint_text, show
 from compiler.rewrite.manager import check_direction
 from compiler.rewrite.rule import Context, Refusal
-from compiler.ir.printer import constraint_text, show
 from compiler.rewrite.strategies import ancestors, positions
 
 

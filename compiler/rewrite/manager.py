@@ -209,8 +209,8 @@ def commit(program: ir.Program, index: int, rule: Rule, node: ir.Node, path, rw:
                                   constraints=constraints, auxiliary=program.auxiliary + rw.auxiliary,
                                   reports=program.reports + rw.reports, train=fill_training(program.train, rw.training))
     roles = dict(rw.roles)
-    introduces = tuple(decl_summary(d) + (f"    # {roles[d.name]}" if d.name in roles else "") for d in rw.decls) + tuple(
-        f"player {p.name} ({p.sense} over {', '.join(p.params)}): {show(p.loss)}" for p in rw.players)
+    introduces = tuple(decl_summary(d) + (f"    # {roles[d.name]}" if d.name in roles else "") for d in rw.decls)
+    introduces += tuple(f"player {p.name} ({p.sense} over {', '.join(p.params)}): {show(p.loss)}" for p in rw.players)
     options = tuple(sorted(plan.options.items())) if plan.is_forced(rule) else ()
     step = Step(rule.name, rw.relation, player.name, node, rw.node, new_loss,
                 introduces, rw.conditions, note, options, rw.facts)
@@ -250,8 +250,9 @@ class RulePass:
         After a rewrite the next scan resumes where it stood: the players before its player,
         and the positions of its loss before it other than its ancestors, were tried and took
         nothing (`Plan.resume`). The steps come in the order of scanning from the root every
-        time, in linear rather than quadratic time on a loss of many terms; when a resumed scan
-        finds nothing, one scan from the root confirms the fixed point.
+        time, without re-trying every earlier position after each rewrite (a sum of n terms:
+        n rescans of its ancestors, not n rescans of the whole loss); when a resumed scan finds
+        nothing, one scan from the root confirms the fixed point.
         """
         steps: list[Step] = []
         rules = plan.enabled(self.rules)
