@@ -35,7 +35,7 @@ ZERO_ONE = "E[(x, y) ~ data] [y * (dot(w, x) + b) <= 0]"
 
 
 def _steps(prog):
-    return [(s.rule, s.relation, s.before, s.after) for s in prog.steps.steps]
+    return [(s.rule, s.relation, s.before, s.after) for s in prog.derivation.steps]
 
 
 # ---- golden derivations -------------------------------------------------------------------
@@ -44,7 +44,7 @@ def test_svm_hinge_golden():
     prog = compile_file(ROOT / "examples" / "svm_hinge.att")
     assert _steps(prog) == [("relax_step", "<=", "[y * (dot(w, x) + b) <= 0]", "max(0, 1 - y * (dot(w, x) + b))")]
     assert str(prog.program.players[0].loss) == "0.5 * sumsq(w) + C * sum[(x, y) ~ data] max(0, 1 - y * (dot(w, x) + b))"
-    step = prog.steps.steps[0]
+    step = prog.derivation.steps[0]
     assert step.conditions == ("Max(0, 1 - s) is convex on the real line (SymPy: second derivative >= 0 on every piece; slope -1 -> 0 at s = 1)",
                                "[s <= 0] <= Max(0, 1 - s) for every real s (SymPy: on every piece and at every kink)")
     assert "relaxation chosen" in step.note
@@ -59,7 +59,7 @@ def test_lasso_golden():
     assert str(player.loss) == "0.5 * E[(x, y) ~ data] (dot(w, x) - y)^2"
     assert [(p, k, w.value) for p, k, w in player.prox] == [("w", "norm1", 0.05)]
     assert "proximal step: w <- prox[0.05 * norm1]" in str(prog.field)
-    assert any("convex envelope" in c for c in prog.steps.steps[0].conditions)
+    assert any("convex envelope" in c for c in prog.derivation.steps[0].conditions)
 
 
 def test_logistic_surrogate_on_request():
@@ -85,14 +85,14 @@ def test_zero_one_spellings(text, expected, strict):
     node = prog.typed.players[0].loss.body
     s, is_strict = margin(node)
     assert (str(s), is_strict) == (expected, strict)
-    assert prog.steps.steps[0].rule == "relax_step"
+    assert prog.derivation.steps[0].rule == "relax_step"
 
 
 def test_no_match_on_tractable_or_constant_terms():
     prog = compile_source(HEAD + "minimize E[(x, y) ~ data] softplus(-y * (dot(w, x) + b))\ntrain steps=10\n")
-    assert prog.steps.steps == ()
+    assert prog.derivation.steps == ()
     prog = compile_source(HEAD + "minimize E[(x, y) ~ data] ([y <= 0] * softplus(-y * (dot(w, x) + b)))\ntrain steps=10\n")
-    assert prog.steps.steps == ()       # the bracket does not depend on the parameters
+    assert prog.derivation.steps == ()       # the bracket does not depend on the parameters
 
 
 # ---- SymPy: convexity, bounds, proximal maps ----------------------------------------------------
@@ -148,14 +148,14 @@ def test_maximisation_refused_with_a_reason():
 # ---- the choice, and explain ------------------------------------------------------------------------
 
 def test_relaxation_taken_only_when_it_covers_every_node(tmp_path):
-    assert compile_source(HEAD + f"minimize {ZERO_ONE}\n").steps.steps[0].rule == "relax_step"
+    assert compile_source(HEAD + f"minimize {ZERO_ONE}\n").derivation.steps[0].rule == "relax_step"
     mixed = compile_source(HEAD + f"minimize {ZERO_ONE} + 0.01 * sum(round(w))\n")
-    assert [s.rule for s in mixed.steps.steps] == ["evolution_strategy"]
-    assert "no convex surrogate keeps the bound for round(w)" in mixed.steps.steps[0].note
+    assert [s.rule for s in mixed.derivation.steps] == ["evolution_strategy"]
+    assert "no convex surrogate keeps the bound for round(w)" in mixed.derivation.steps[0].note
     negative = compile_source(HEAD + f"minimize sumsq(w - 1) - {ZERO_ONE}\n")
-    assert [s.rule for s in negative.steps.steps] == ["evolution_strategy"]
+    assert [s.rule for s in negative.derivation.steps] == ["evolution_strategy"]
     forced = compile_source(HEAD + f"minimize {ZERO_ONE} via evolution_strategy\n")
-    assert [s.rule for s in forced.steps.steps] == ["evolution_strategy"]
+    assert [s.rule for s in forced.derivation.steps] == ["evolution_strategy"]
 
 
 def test_explain_lists_both_families_and_the_reason(tmp_path):
@@ -183,7 +183,7 @@ def test_training_defaults_follow_the_shape_of_the_problem():
 def test_no_proximal_split_under_adam():
     text = (ROOT / "examples" / "lasso.att").read_text() + "train steps=10, optimizer=adam(lr=0.01)\n"
     prog = compile_source(text)
-    assert [s.rule for s in prog.steps.steps] == ["relax_l0"]
+    assert [s.rule for s in prog.derivation.steps] == ["relax_l0"]
     assert "norm1(w)" in str(prog.program.players[0].loss) and prog.program.players[0].prox == ()
 
 

@@ -23,8 +23,7 @@ class Certificate:
 
 def derivation_steps(prog) -> tuple:
     """The steps of a compiled program's derivation."""
-    derivation = getattr(prog, "derivation", None)
-    return derivation.steps if hasattr(derivation, "steps") else prog.steps.steps
+    return prog.derivation.steps
 
 
 def step_losses(prog, step) -> tuple[ir.Node, ir.Node] | None:
