@@ -85,7 +85,8 @@ def broadcast(a: Shape, b: Shape, loc: Loc | None, what: str = "operands") -> Sh
         x = a[-i] if i <= len(a) else 1
         y = b[-i] if i <= len(b) else 1
         if x != y and 1 not in (x, y):
-            raise AttractorError(f"shape mismatch: {what} of shapes {show_shape(a)} and {show_shape(b)} do not broadcast", loc)
+            raise AttractorError(f"shape mismatch: {what} of shapes {show_shape(a)} and {show_shape(b)} do not "
+                                 "broadcast", loc)
         out.append(max(x, y) if 1 in (x, y) else x)
     return tuple(reversed(out))
 
@@ -121,7 +122,8 @@ class Checker:
         if not objectives:
             raise AttractorError("the program has no objective: write minimize, maximize or estimate", Loc(1, 1))
         if len(objectives) > 1:
-            raise AttractorError("a program has exactly one objective (minimize, maximize or estimate)", objectives[1].loc)
+            raise AttractorError("a program has exactly one objective (minimize, maximize or "
+                                 "estimate)", objectives[1].loc)
         trains = [s for s in self.stmts if isinstance(s, ir.Train)]
         if len(trains) > 1:
             raise AttractorError("only one train line is allowed", trains[1].loc)
@@ -156,14 +158,16 @@ class Checker:
         obj = objectives[0]
         expr, shape = self.expr(obj.expr, Scope())
         if shape:
-            raise AttractorError(f"the objective must be a scalar, but it has shape {show_shape(shape)}; reduce it with sum(...) or mean(...)", obj.expr.loc)
+            raise AttractorError(f"the objective must be a scalar, but it has shape {show_shape(shape)}; reduce it "
+                                 "with sum(...) or mean(...)", obj.expr.loc)
         objective = ir.Objective(obj.sense, expr, obj.via, loc=obj.loc)
         constraints = tuple(self.constraint(c) for c in self.stmts if isinstance(c, ir.Constraint))
         reports = []
         for r in (s for s in self.stmts if isinstance(s, ir.Report)):
             value, shape = self.expr(r.expr, Scope())
             if shape:
-                raise AttractorError(f"a report must be a scalar, but '{r.name}' has shape {show_shape(shape)}", r.expr.loc)
+                raise AttractorError(f"a report must be a scalar, but '{r.name}' has shape "
+                                     f"{show_shape(shape)}", r.expr.loc)
             reports.append(ir.Report(r.name, value, loc=r.loc))
         names = [r.name for r in reports]
         dup = next((r for i, r in enumerate(reports) if r.name in names[:i]), None)
@@ -222,7 +226,8 @@ class Checker:
             for n in b.given:
                 shape = self._variable_shape(n)
                 if shape is None:
-                    raise AttractorError(f"guide {b.name} is given '{n}', which is neither a data variable nor a model variable", b.loc)
+                    raise AttractorError(f"guide {b.name} is given '{n}', which is neither a data variable nor a "
+                                         "model variable", b.loc)
                 scope = scope.bind(**{n: ("given", shape)})
             defined = {l.name for l in b.lines}
             for z in b.latents:
@@ -246,7 +251,8 @@ class Checker:
                 lines.append(ir.Assign(line.name, value, loc=line.loc))
             if line.name in self.data_shapes and self.data_shapes[line.name] != shape:
                 raise AttractorError(
-                    f"'{line.name}' has shape {show_shape(shape)} in {b.kind} {b.name}, but the data declare it {show_shape(self.data_shapes[line.name])}",
+                    f"'{line.name}' has shape {show_shape(shape)} in {b.kind} {b.name}, but the data declare it "
+                    f"{show_shape(self.data_shapes[line.name])}",
                     line.loc)
             self.var_shapes[(b.name, line.name)] = shape
             scope = scope.bind(**{line.name: ("latent" if line.name not in self.data_shapes else "data", shape)})
@@ -259,11 +265,13 @@ class Checker:
             for z in b.latents:
                 model_shape = next((s for (blk, v), s in self.var_shapes.items()
                                     if v == z and self.blocks[blk].kind == "model"), None)
-                if model_shape is None and not any(z in m.random_vars() for m in self.blocks.values() if m.kind == "model"):
+                models = [m for m in self.blocks.values() if m.kind == "model"]
+                if model_shape is None and not any(z in m.random_vars() for m in models):
                     raise AttractorError(f"guide {b.name} has latent '{z}', but no model has a latent '{z}'", b.loc)
                 if model_shape is not None and model_shape != self.var_shapes[(b.name, z)]:
                     raise AttractorError(
-                        f"guide {b.name} gives '{z}' shape {show_shape(self.var_shapes[(b.name, z)])}, but the model's '{z}' has shape {show_shape(model_shape)}",
+                        f"guide {b.name} gives '{z}' shape {show_shape(self.var_shapes[(b.name, z)])}, but the "
+                        f"model's '{z}' has shape {show_shape(model_shape)}",
                         b.line(z).loc)
         if b.kind == "sampler" and not any(isinstance(l, ir.Tilde) for l in lines):
             raise AttractorError(f"sampler {b.name} draws nothing: it needs a line 'v ~ Distribution(...)'", b.loc)
@@ -293,7 +301,8 @@ class Checker:
         for k, v in zip(call.keys, call.kwargs):
             slot = next((s for s in slots if k in s), None)
             if slot is None:
-                raise AttractorError(f"{call.name} has no parameter '{k}'; its parameters are {', '.join(fam.params)}", v.loc or call.loc)
+                raise AttractorError(f"{call.name} has no parameter '{k}'; its parameters are "
+                                     f"{', '.join(fam.params)}", v.loc or call.loc)
             if any(x in keys for x in slot):
                 raise AttractorError(f"{call.name} is given '{k}' twice", v.loc or call.loc)
             keys.append(k)
@@ -305,7 +314,8 @@ class Checker:
         for k, v in zip(keys, values):
             if call.name == "Gibbs":
                 if not (isinstance(v, ir.Ref) and isinstance(self.decls.get(v.name), ir.Net)):
-                    raise AttractorError("Gibbs(energy) takes the name of a net: the energy function", v.loc or call.loc)
+                    raise AttractorError("Gibbs(energy) takes the name of a net: the energy "
+                                         "function", v.loc or call.loc)
                 net = self.decls[v.name]
                 if net.widths[-1] != 1:
                     raise AttractorError(f"the energy net '{net.name}' must output one number (last width 1)", v.loc)
@@ -327,7 +337,8 @@ class Checker:
         if annotated is not None:
             broadcast(shape, annotated, call.loc, f"parameters of {call.name} and the declared type")
             if len(shape) > len(annotated) or any(a != 1 and a != b for a, b in zip(shape[::-1], annotated[::-1])):
-                raise AttractorError(f"{call.name}'s parameters have shape {show_shape(shape)}, larger than the declared {show_shape(annotated)}", call.loc)
+                raise AttractorError(f"{call.name}'s parameters have shape {show_shape(shape)}, larger than the "
+                                     f"declared {show_shape(annotated)}", call.loc)
             shape = annotated
         return ir.Dist(call.name, tuple(keys), tuple(args), shape, loc=call.loc), shape
 
@@ -349,8 +360,8 @@ class Checker:
             raise AttractorError("this constraint has no parameter in it: it constrains nothing that can move", c.loc)
         if lhs == rhs:
             holds = c.op in ("==", "<=", ">=")
-            raise AttractorError(f"both sides of this constraint are the same expression, so it "
-                                 f"{'holds for every value: it constrains nothing' if holds else 'can never hold'}", c.loc)
+            verdict = "holds for every value: it constrains nothing" if holds else "can never hold"
+            raise AttractorError(f"both sides of this constraint are the same expression, so it {verdict}", c.loc)
         return ir.Constraint(c.op, lhs, rhs, shape, loc=c.loc)
 
     def train(self, t: ir.Train) -> ir.Train:
@@ -362,7 +373,8 @@ class Checker:
                 if not isinstance(value, float) or value != int(value) or value < 1:
                     raise AttractorError(f"train option {key} must be a positive integer", loc)
                 if value > MAX_COUNT:
-                    raise AttractorError(f"train option {key} must be at most {MAX_COUNT} (2^31 - 1), got {value:g}", loc)
+                    raise AttractorError(f"train option {key} must be at most {MAX_COUNT} (2^31 - 1), got "
+                                         f"{value:g}", loc)
                 value = int(value)
             elif key == "optimizer":
                 name, kwargs = (value, ()) if isinstance(value, str) else value
@@ -370,7 +382,8 @@ class Checker:
                     raise AttractorError(f"unknown optimizer '{name}'; known: {', '.join(OPTIMIZERS)}", loc)
                 for k, v in kwargs:
                     if k not in OPTIMIZERS[name]:
-                        raise AttractorError(f"{name} has no option '{k}'; its options are {', '.join(OPTIMIZERS[name])}", loc)
+                        raise AttractorError(f"{name} has no option '{k}'; its options are "
+                                             f"{', '.join(OPTIMIZERS[name])}", loc)
                     if not isinstance(v, float):
                         raise AttractorError(f"{name} option {k} must be a number", loc)
                     test, stated = OPTIMIZER_RANGES[k]
@@ -442,11 +455,13 @@ class Checker:
                 raise AttractorError(f"constant '{name}' is used before it is defined", loc)
             return ir.Ref(name, "const", loc=loc), self.const_shapes[name]
         if isinstance(d, ir.DataDecl):
-            raise AttractorError(f"data variable '{name}' is used outside an expectation over the data; write E[{name} ~ data] ...", loc)
+            raise AttractorError(f"data variable '{name}' is used outside an expectation over the data; write "
+                                 f"E[{name} ~ data] ...", loc)
         if isinstance(d, ir.Net):
             raise AttractorError(f"net '{name}' is a function: call it, as {name}(...)", loc)
         if isinstance(d, ir.Block):
-            raise AttractorError(f"{d.kind} '{name}' is a distribution, not a value: use {name}(...) for its density or E[v ~ {name}]", loc)
+            raise AttractorError(f"{d.kind} '{name}' is a distribution, not a value: use {name}(...) for its density "
+                                 f"or E[v ~ {name}]", loc)
         if name in FUNCTIONS or name in DISTRIBUTIONS or name in DIVERGENCES:
             raise AttractorError(f"'{name}' is a builtin and needs arguments: {name}(...)", loc)
         if any(name in b.random_vars() or b.line(name) for b in self.blocks.values()):
@@ -465,7 +480,8 @@ class Checker:
         if isinstance(src, ir.DataSet):
             for v in node.binder:
                 if v not in self.data_shapes:
-                    raise AttractorError(f"'{v}' is not a data variable; the data declare {', '.join(self.data_shapes) or 'nothing'}", loc)
+                    raise AttractorError(f"'{v}' is not a data variable; the data declare "
+                                         f"{', '.join(self.data_shapes) or 'nothing'}", loc)
             inner = scope.bind(**{v: ("data", self.data_shapes[v]) for v in node.binder})
             source: ir.Node = ir.DataSet(loc=src.loc)
         else:
@@ -486,7 +502,8 @@ class Checker:
             b = self.blocks[src.name]
             vars_, given = self._density_args(src, b)
             if tuple(vars_) != tuple(binder):
-                raise AttractorError(f"E[{', '.join(binder)} ~ {src.name}(...)] must draw the variables it binds", src.loc)
+                raise AttractorError(f"E[{', '.join(binder)} ~ {src.name}(...)] must draw the variables it "
+                                     "binds", src.loc)
             return self._block_sample(b, binder, given, src.loc, scope)
         if isinstance(src, ir.Call) and src.name in DISTRIBUTIONS:
             if len(binder) != 1:
@@ -506,14 +523,16 @@ class Checker:
             if g not in scope.names:
                 raise AttractorError(f"guide {b.name} is given '{g}', which is not bound here", loc)
         for line in b.lines:
-            if isinstance(line, ir.Tilde) and getattr(line.dist, "name", getattr(line.dist, "family", "")) == "Gibbs":   # untyped (Call) or typed (Dist)
+            dist = getattr(line, "dist", None)    # a Tilde line's: untyped (Call) or typed (Dist)
+            if isinstance(line, ir.Tilde) and getattr(dist, "name", getattr(dist, "family", "")) == "Gibbs":
                 raise AttractorError(f"{b.kind} {b.name} is a Gibbs (unnormalised) model: it cannot be sampled", loc)
         given = tuple(given) or tuple(needed)
         return ir.Sample(b.name, tuple(binder), given, loc=loc), tuple(self.var_shapes[(b.name, v)] for v in binder)
 
     def _density_args(self, call: ir.Call, b: ir.Block) -> tuple[list[str], list[str]]:
         if call.bar == "||":
-            raise AttractorError(f"'||' separates the two sides of a divergence; a density is written {b.name}(x | z)", call.loc)
+            raise AttractorError(f"'||' separates the two sides of a divergence; a density is written {b.name}(x | "
+                                 "z)", call.loc)
         if call.keys:
             raise AttractorError("a density takes variables, not keyword arguments", call.loc)
         names = []
@@ -538,7 +557,8 @@ class Checker:
         if name in FUNCTIONS and FUNCTIONS[name].user:
             return self.function(node, scope)
         if name in DISTRIBUTIONS:
-            raise AttractorError(f"{name}(...) is a distribution, not a value: use it after '~' or in E[v ~ {name}(...)]", loc)
+            raise AttractorError(f"{name}(...) is a distribution, not a value: use it after '~' or in E[v ~ "
+                                 f"{name}(...)]", loc)
         if name in DIVERGENCES or isinstance(self.decls.get(name), ir.DivergenceDef):
             return self.divergence(node, scope)
         d = self.decls.get(name)
@@ -598,7 +618,8 @@ class Checker:
 
     def density(self, node: ir.Call, b: ir.Block, scope: Scope) -> tuple[ir.Node, Shape]:
         if b.kind == "sampler":
-            raise AttractorError(f"sampler {b.name} has no density: it only draws samples (use E[v ~ {b.name}] or a divergence)", node.loc)
+            raise AttractorError(f"sampler {b.name} has no density: it only draws samples (use E[v ~ {b.name}] or a "
+                                 "divergence)", node.loc)
         vars_, given = self._density_args(node, b)
         for i, (n, a) in enumerate(zip(vars_ + given, node.args)):
             if n in (vars_ + given)[:i]:
@@ -625,17 +646,20 @@ class Checker:
                 b = self.blocks[a.name]
                 shapes = {v: self.var_shapes[(b.name, v)] for v in self.data_shapes if (b.name, v) in self.var_shapes}
                 if not shapes:
-                    raise AttractorError(f"{b.kind} {b.name} does not produce the data's variables ({', '.join(self.data_shapes)})", a.loc)
+                    raise AttractorError(f"{b.kind} {b.name} does not produce the data's variables "
+                                         f"({', '.join(self.data_shapes)})", a.loc)
                 sides.append((ir.Ref(a.name, b.kind, loc=a.loc), shapes))
             else:
-                raise AttractorError(f"{name}(P || Q) compares distributions: each side must be data, a model or a sampler", a.loc or loc)
+                raise AttractorError(f"{name}(P || Q) compares distributions: each side must be data, a model or a "
+                                     "sampler", a.loc or loc)
         (p, sp), (q, sq) = sides
         common = set(sp) & set(sq)
         if not common:
             raise AttractorError(f"the two sides of {name} share no variable", loc)
         for v in common:
             if sp[v] != sq[v]:
-                raise AttractorError(f"the two sides of {name} disagree on the shape of '{v}': {show_shape(sp[v])} and {show_shape(sq[v])}", loc)
+                raise AttractorError(f"the two sides of {name} disagree on the shape of '{v}': {show_shape(sp[v])} "
+                                     f"and {show_shape(sq[v])}", loc)
         if isinstance(p, ir.DataSet) and isinstance(q, ir.DataSet):
             raise AttractorError(f"{name}(data || data) compares the data with itself", loc)
         return ir.Divergence(name, p, q, loc=loc), ()
