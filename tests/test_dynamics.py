@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from attractor import AttractorError, compile_file, compile_source
+from attractor import compile_file, compile_source
 from compiler.driver.cli import main
 from compiler.driver.field import classify, jacobian_report
 
@@ -135,12 +135,27 @@ def test_field_bad_points(args, words, capsys):
     assert words in capsys.readouterr().err
 
 
-def test_field_refuses_large_fields_and_plots_of_more_than_two_parameters(tmp_path, capsys):
-    assert main(["field", str(ROOT / "examples" / "kl_estimate.att")]) == 1
-    assert "computes Jacobians for at most" in capsys.readouterr().err
+def test_field_of_any_size_by_arnoldi_and_plots_of_two_parameters_only(tmp_path, capsys):
+    """Beyond DENSE_LIMIT parameters the leading eigenvalues come from Arnoldi iterations on
+    Jacobian-vector products: sumsq(a) over 500 entries has v = -2a, J = -2I."""
+    big = tmp_path / "big.att"
+    big.write_text("param a : real[500] = 1\nminimize sumsq(a)\n")
+    r = jacobian_report(compile_file(big))
+    assert not r["dense"] and r["class"] == "stable attractor"
+    np.testing.assert_allclose(r["eigenvalues"], -2.0, rtol=1e-3)
+    assert main(["field", str(big)]) == 0
+    assert "Arnoldi" in capsys.readouterr().out
     three = tmp_path / "three.att"
     three.write_text("param a : real[3] = 1\nminimize sumsq(a)\n")
     assert main(["field", str(three), "--plot", str(tmp_path / "x.png")]) == 1
     assert "two-parameter fields only" in capsys.readouterr().err
-    with pytest.raises(AttractorError):
-        jacobian_report(compile_file(ROOT / "examples" / "kl_estimate.att"))
+
+
+def test_field_judges_the_discrete_update_with_its_proximal_maps(capsys):
+    """Lasso's optimum is no zero of v (norm1 has no gradient there) but a fixed point of the
+    proximal update the run takes, stable at the run's step 1/L; the Dirac-GAN's equilibrium is
+    a rotation of the flow and unstable under simultaneous steps (|1 + i eta a| > 1)."""
+    r = jacobian_report(compile_file(ROOT / "examples" / "lasso.att"), "final")
+    assert np.linalg.norm(r["field"]) > 1e-2 and r["mapping"] < 1e-4 and r["radius"] < 1 and r["proximal"]
+    d = jacobian_report(compile_file(DIRAC), "theta=0,psi=0")
+    np.testing.assert_allclose(d["radius"], abs(1 + 0.1 * A * 1j), rtol=1e-5)

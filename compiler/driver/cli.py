@@ -190,22 +190,32 @@ def cmd_run(args) -> int:
             import jax
             report_history.append({"step": done, **mod.reports(params, jax.random.PRNGKey(0), data)})
 
-    params, history = mod.fit(data, steps, args.seed, callback=callback)
+    params, history = mod.fit(data, args.steps, args.seed, callback=callback)   # None: the program's default
     seconds, compile_seconds = (history[-1]["seconds"], history[-1]["compile_seconds"]) if history else (0.0, None)
-    result = mod.summary(params, data, steps, seconds, args.seed, compile_seconds)
+    result = mod.summary(params, data, steps, seconds, args.seed, compile_seconds, history)
     if samples is not None:
         _save_samples(mod, params, samples, args.seed)
     if plot is not None:
         from compiler.driver.plot import plot_run
         write_atomically(plot, "--plot", lambda tmp: plot_run(str(tmp), history, report_history, mod, params, data))
     if args.json:
-        print(json.dumps(result))
+        print(json.dumps(mod.json_safe(result)))
     else:
         print(f"objective {result['objective']:.6g}" + (f"   estimate {result['estimate']:.6g}" if result["estimate"] is not None else ""))
         for k, v in result["reports"].items():
             print(f"report {k} = {v:.6g}")
-        print(f"{steps} steps, {result['seconds_per_step'] * 1e3:.3f} ms/step")
-    return 0
+        print(f"{result['steps']} steps, {result['seconds_per_step'] * 1e3:.3f} ms/step, "
+              f"{'converged' if result['converged'] else 'not converged'}")
+        for warning in result["warnings"]:
+            print(f"warning: {warning}", file=sys.stderr)
+    return 3 if diverged(result, history, mod.PLAYERS) else 0
+
+
+def diverged(result: dict, history: list[dict], players) -> bool:
+    """A NaN or an infinity in the objective, a report, or a player's loss along the way (exit code 3)."""
+    import math
+    values = [result["objective"], *result["reports"].values(), *(h[p] for h in history for p in players if p in h)]
+    return not all(math.isfinite(v) for v in values)
 
 
 def _save_samples(mod, params, path, seed) -> None:

@@ -1,11 +1,28 @@
-"""`attractor field`: the Jacobian of the (dynamics-transformed) vector field at a point,
-classified by its eigenvalues, and a stream plot for two-parameter fields.
+"""`attractor field`: the linearisation of the (dynamics-transformed) vector field at a point,
+classified by its eigenvalues, the stability of the discrete update the run takes, and a
+stream plot for two-parameter fields.
 
 The field is the direction the dynamics moves the parameters in, as a function of the
 parameters: v for `simultaneous` (and for `alternating`, whose continuous-time limit it is),
 v(θ + ηv) for `extragradient`, the adjusted fields of `sga` and `consensus`. At a fixed point
-v = 0 the eigenvalues λ of ∂v/∂θ decide: all Re λ < 0, a stable attractor; Re λ = 0 with
-Im λ ≠ 0, a rotation (gradient descent circles the equilibrium); mixed signs, a saddle.
+v = 0 the eigenvalues λ of J = ∂v/∂θ decide the flow θ' = v(θ): all Re λ < 0, a stable
+attractor; Re λ = 0 with Im λ ≠ 0, a rotation (gradient descent circles the equilibrium);
+mixed signs, a saddle.
+
+The run does not follow the flow but its discrete update T(θ) = prox_η(θ + η v(θ)), η the
+step the run takes (1/L where it is set from the data) and prox_η the proximal maps of the
+non-smooth terms (the identity where there are none). A fixed point of the run is one of T
+(lasso's optimum is one of T, not a zero of v, whose norm1 term has no gradient there), and it
+is stable when the spectral radius of ∂T/∂θ = ∂prox · (I + ηJ) is below 1: a flow that is
+stable can still be unstable at a step too large (|1 + ηλ| > 1).
+
+Any size: with up to DENSE_LIMIT parameters J is formed (forward mode) and every eigenvalue
+computed; beyond, the leading eigenvalues (largest real part, largest modulus) come from
+Arnoldi iterations (ARPACK, implicitly restarted) on Jacobian-vector products, never forming J.
+A stochastic field (one that changes with the random key) is averaged over FIELD_KEYS keys:
+the linearisation of E[v], not of one draw. A program trained on minibatches follows the field
+of the whole data set in expectation; with more than FIELD_POINTS rows that field is estimated
+on FIELD_POINTS rows drawn once (a stochastic field too).
 """
 from __future__ import annotations
 
@@ -14,7 +31,12 @@ import numpy as np
 from compiler.driver.api import compile_file
 from compiler.ir.diagnostics import AttractorError
 
-MAX_PARAMS = 400
+DENSE_LIMIT = 400      # parameters up to which J is formed and every eigenvalue computed
+LEADING = 4            # eigenvalues of each end of the spectrum Arnoldi computes beyond DENSE_LIMIT
+FIELD_KEYS = 8         # random keys a stochastic field is averaged over
+FIELD_POINTS = 4096    # a minibatch-trained field on more data is evaluated on this many rows drawn once
+ARNOLDI_RESTARTS = 10  # implicit restarts of each Arnoldi run (what converged by then is reported)
+SHOWN = 6              # eigenvalues printed at each end of the spectrum
 
 
 def classify(eigenvalues: np.ndarray) -> str:
@@ -53,58 +75,138 @@ def _point(mod, params: dict, at: str, data, seed: int, steps: int | None) -> di
     return params
 
 
+def step_sizes(mod, params: dict, data) -> dict:
+    """Each moving player's step η as the run takes it: 1/L from the data at `params` where the
+    module sets it so (LIPSCHITZ_STEP), else the learning rate LR."""
+    if not mod.LIPSCHITZ_STEP:
+        return {p: float(mod.LR) for p in mod.MOVING}
+    state = mod.lipschitz_step(mod.init_state(params), data)
+    return {p: float(state["opt"][p].hyperparams["learning_rate"]) for p in mod.MOVING}
+
+
 def field_at(prog, at: str = "init", seed: int = 0, steps: int | None = None):
-    """(module, params, flat point, parameter labels, v(flat)) for the dynamics of `prog`."""
+    """(module, params, flat point, parameter labels, v(flat), T(flat), sampling, steps) for the
+    dynamics of `prog`: v the field (averaged over FIELD_KEYS keys where it is stochastic), T
+    the discrete update prox_η(θ + η v(θ)) at the run's steps η; `sampling` says over how many
+    keys and data rows v is evaluated."""
     import jax
+    import jax.numpy as jnp
     from jax.flatten_util import ravel_pytree
     mod = prog.build()
     data = prog.load_data()
     _, k_init = jax.random.split(jax.random.PRNGKey(seed))
-    params = mod.init(k_init)
+    params = _point(mod, mod.init(k_init), at, data, seed, steps)
     names = [k for p in mod.MOVING for k in mod.PLAYERS[p]]
-    size = ravel_pytree({k: params[k] for k in names})[0].size
-    if size > MAX_PARAMS:
-        raise AttractorError(f"the field has {size} parameters; 'field' computes Jacobians for at most {MAX_PARAMS}", None, prog.filename)
-    params = _point(mod, params, at, data, seed, steps)
-    batch = mod.full_batch(data)
+    rows = next(iter(data.values())).shape[0] if data else 0
+    subsample = bool(mod.BATCH) and rows > FIELD_POINTS
+    batch = (mod.minibatch(mod.as_data(data), jax.random.PRNGKey(seed + 4), FIELD_POINTS) if subsample
+             else mod.full_batch(data))
     moving = {k: params[k] for k in names}
     flat, unravel = ravel_pytree(moving)
     labels = [jax.tree_util.keystr(path).strip("[]'\"") for path, _ in jax.tree_util.tree_flatten_with_path(moving)[0]]
-    fkey = jax.random.PRNGKey(seed + 3)
-    direction = getattr(mod, "direction", None)
+    direction = getattr(mod, f"{prog.dynamics}_direction", None) or getattr(mod, "direction", None)
 
     @jax.jit
-    def v(x):
+    def one(x, key):
         merged = {**params, **unravel(x)}
-        d = direction(merged, fkey, batch)[0] if direction is not None else mod.field(merged, fkey, batch)
+        d = direction(merged, key, batch)[0] if direction is not None else mod.field(merged, key, batch)
         return ravel_pytree({k: d[k] for k in moving})[0]
-    return mod, params, flat, labels, v
+    keys = jax.random.split(jax.random.PRNGKey(seed + 3), FIELD_KEYS)
+    stochastic = bool(jnp.any(one(flat, keys[0]) != one(flat, keys[1])))
+    if stochastic:
+        v = jax.jit(lambda x: jnp.mean(jax.vmap(lambda k: one(x, k))(keys), axis=0))
+    else:
+        v = jax.jit(lambda x: one(x, keys[0]))
+    eta = step_sizes(mod, params, data)
+    owner = {k: p for p in mod.MOVING for k in mod.PLAYERS[p]}
+    proximal = {k for k in getattr(mod, "PROX", {}) if k in owner}
+
+    @jax.jit
+    def update(x):
+        moved = unravel(x + 0.0)
+        d = unravel(v(x))
+        new = {k: jax.tree.map(lambda a, b, e=eta[owner[k]]: a + e * b, moved[k], d[k]) for k in moved}
+        for k in proximal:
+            new[k] = mod.apply_prox({k: new[k]}, eta[owner[k]])[k]
+        return ravel_pytree(new)[0]
+    return mod, params, flat, labels, v, update, {"keys": FIELD_KEYS if stochastic else 1,
+                                                  "rows": FIELD_POINTS if subsample else rows}, eta
+
+
+def spectrum(fn, x, n: int, which: tuple[str, ...]) -> np.ndarray:
+    """Eigenvalues of the Jacobian of `fn` at `x`: all of them (J formed) up to DENSE_LIMIT
+    parameters, else the LEADING ones of each kind in `which` (ARPACK codes: LR largest real part,
+    LM largest modulus) by Arnoldi iterations on Jacobian-vector products."""
+    import jax
+    if n <= DENSE_LIMIT:
+        return np.linalg.eigvals(np.asarray(jax.jacfwd(fn)(x), dtype=np.float64))
+    from scipy.sparse.linalg import ArpackError, ArpackNoConvergence, LinearOperator, eigs
+    jvp = jax.jit(lambda t: jax.jvp(fn, (x,), (t,))[1])
+    op = LinearOperator((n, n), matvec=lambda t: np.asarray(jvp(np.asarray(t, np.float32).ravel()), np.float64),
+                        dtype=np.float64)
+    found = []
+    for code in which:
+        try:
+            found.append(eigs(op, k=LEADING, which=code, ncv=4 * LEADING + 4, maxiter=ARNOLDI_RESTARTS, tol=1e-2,
+                              return_eigenvectors=False))
+        except ArpackNoConvergence as e:   # what converged is still an eigenvalue
+            found.append(e.eigenvalues)
+        except ArpackError:                # J t = 0 for the start t: J = 0 on the Krylov space
+            found.append(np.zeros(1))
+    return np.unique(np.round(np.concatenate(found), 10))
 
 
 def jacobian_report(prog, at="init", seed=0, steps=None) -> dict:
-    import jax
-    _, _, flat, labels, v = field_at(prog, at, seed, steps)
-    J = np.asarray(jax.jacfwd(v)(flat), dtype=np.float64)
-    eig = np.linalg.eigvals(J)
-    return {"at": at, "point": np.asarray(flat), "labels": labels, "field": np.asarray(v(flat)), "jacobian": J,
-            "eigenvalues": eig, "class": classify(eig), "v": v}
+    """The field and the discrete update at the point: |v|, the eigenvalues of J = ∂v/∂θ and
+    their classification (the flow), the residual |T(θ) - θ| / η (the proximal-gradient mapping:
+    zero exactly at a fixed point of the run) and the spectral radius of ∂T/∂θ."""
+    mod, _, flat, labels, v, update, sampling, eta = field_at(prog, at, seed, steps)
+    n = int(flat.size)
+    eig = spectrum(v, flat, n, ("LR", "LM"))
+    moved = np.asarray(update(flat), np.float64)
+    step = min(eta.values()) if eta else 1.0
+    mapping = np.linalg.norm(moved - np.asarray(flat, np.float64)) / max(step, 1e-30)
+    radius = float(np.max(np.abs(spectrum(update, flat, n, ("LM",))))) if n else 0.0
+    return {"at": at, "point": np.asarray(flat), "labels": labels, "field": np.asarray(v(flat)),
+            "eigenvalues": eig, "class": classify(eig), "v": v, "dense": n <= DENSE_LIMIT,
+            "sampling": sampling, "step": eta, "proximal": bool(getattr(mod, "PROX", None)),
+            "mapping": float(mapping), "radius": radius}
+
+
+def _sampling_text(sampling: dict) -> str:
+    parts = [f"averaged over {sampling['keys']} random keys (the field is stochastic)"] if sampling["keys"] > 1 else []
+    if sampling["rows"] == FIELD_POINTS:
+        parts.append(f"on {sampling['rows']} rows of the data drawn once")
+    return f" ({'; '.join(parts)})" if parts else ""
 
 
 def field_command(args) -> str:
     prog = compile_file(args.file, dynamics=args.dynamics)
     r = jacobian_report(prog, args.at, args.seed, args.steps)
+    n = r["point"].size
     note = " (the simultaneous field: its continuous-time limit)" if prog.dynamics == "alternating" else ""
     lines = [f"field of {args.file} at {r['at']} (dynamics: {prog.dynamics}{note})",
-             f"  |v| = {np.linalg.norm(r['field']):.4g} over {r['point'].size} parameters"]
-    if r["point"].size <= 8:
-        lines.append("  point: " + ", ".join(f"{n} = {x:.4g}" for n, x in zip(r["labels"], r["point"])))
-    lines.append("  eigenvalues of dv/dtheta:")
-    for e in sorted(r["eigenvalues"], key=lambda z: (z.real, z.imag)):
-        lines.append(f"    {e.real:+.5g} {e.imag:+.5g}i")
-    lines.append(f"  classification: {r['class']}" + ("" if np.linalg.norm(r["field"]) < 1e-6 else " (of the linearisation; this point is not a fixed point)"))
+             f"  |v| = {np.linalg.norm(r['field']):.4g} over {n} parameters" + _sampling_text(r["sampling"])]
+    if n <= 8:
+        lines.append("  point: " + ", ".join(f"{name} = {x:.4g}" for name, x in zip(r["labels"], r["point"])))
+    lines.append("  eigenvalues of dv/dtheta" + ("" if r["dense"] else
+                 f" (the leading ones by real part and by modulus, Arnoldi iterations on Jacobian-vector "
+                 f"products: {n} parameters)") + ":")
+    eig = sorted(r["eigenvalues"], key=lambda z: (z.real, z.imag))
+    shown = eig if len(eig) <= 2 * SHOWN else eig[:SHOWN] + [None] + eig[-SHOWN:]
+    for e in shown:
+        lines.append(f"    {e.real:+.5g} {e.imag:+.5g}i" if e is not None else f"    ... ({len(eig) - 2 * SHOWN} more)")
+    fixed = r["mapping"] <= 1e-5 * max(1.0, float(np.linalg.norm(r["point"])))
+    etas = sorted(set(r["step"].values()))
+    proximal = " with its proximal maps" if r["proximal"] else ""
+    lines.append(f"  discrete update at step {', '.join(f'{e:.4g}' for e in etas)}{proximal}: spectral radius "
+                 f"{r['radius']:.5g} ({'stable' if r['radius'] < 1 else 'unstable'}), "
+                 f"|T(x) - x| / step = {r['mapping']:.4g} ({'a fixed point' if fixed else 'not a fixed point'})")
+    lines.append(f"  classification: {r['class']} (the flow)"
+                 + ("" if fixed else " (of the linearisation; this point is not a fixed point)"))
     if args.plot:
-        if r["point"].size != 2:
-            raise AttractorError(f"--plot draws two-parameter fields only; this one has {r['point'].size}", None, args.file)
+        if n != 2:
+            raise AttractorError(f"--plot draws two-parameter fields only; this one has {n}", None, args.file)
         stream_plot(args.plot, r["v"], r["point"], r["labels"], title=f"{prog.title}, {prog.dynamics}")
         lines.append(f"  stream plot written to {args.plot}")
     return "\n".join(lines)

@@ -3,11 +3,13 @@ trains on the program's data as `attractor run` does. Bad arguments and unreadab
 with one line on stderr and exit code 2, never a traceback."""
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
-from compiler.backend.runtime.program import STEPS, load_data
+from compiler.backend.runtime.program import PLAYERS, STEPS, load_data
 from compiler.backend.runtime.training import MAX_STEPS, fit, summary
+from compiler.backend.runtime.verdict import json_safe
 from compiler.data.datasets import DatasetError
 
 MAX_SEED = 2**63 - 2   # seed + 1 (the evaluation key) is still a 64-bit signed integer
@@ -63,7 +65,7 @@ def progress_bar(done, total, record, params):
 
 def main(argv=None):
     parser = OneLineParser(description=(__doc__ or "").splitlines()[0] if __doc__ else None)
-    parser.add_argument("--steps", type=whole_number(0, MAX_STEPS), default=STEPS)
+    parser.add_argument("--steps", type=whole_number(0, MAX_STEPS), default=None)
     parser.add_argument("--seed", type=whole_number(0, MAX_SEED), default=0)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
@@ -73,5 +75,11 @@ def main(argv=None):
         fail(e)
     params, history = fit(data, args.steps, args.seed, callback=None if args.json else progress_bar)
     seconds, compile_seconds = (history[-1]["seconds"], history[-1]["compile_seconds"]) if history else (0.0, None)
-    result = summary(params, data, args.steps, seconds, args.seed, compile_seconds)
-    print(json.dumps(result) if args.json else result)
+    result = summary(params, data, STEPS if args.steps is None else args.steps, seconds, args.seed, compile_seconds, history)
+    print(json.dumps(json_safe(result)) if args.json else result)
+    if not args.json:
+        for warning in result["warnings"]:
+            sys.stderr.write(f"warning: {warning}\n")
+    losses = [h[p] for h in history for p in PLAYERS if p in h]
+    if not all(math.isfinite(v) for v in losses + [result["objective"]]):
+        sys.exit(3)   # the run diverged: a NaN or an infinity

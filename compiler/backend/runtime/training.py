@@ -19,6 +19,7 @@ from compiler.backend.runtime.program import (
     COSINE,
     DATA_SHAPES,
     DATA_VARS,
+    DETERMINISTIC,
     IS_ESTIMATE,
     JOINT,
     LIPSCHITZ_STEP,
@@ -34,11 +35,13 @@ from compiler.backend.runtime.program import (
     SENSES,
     STEPS,
     TAIL_AVERAGE,
+    TOLERANCE,
     UPDATES,
     init,
     step,
 )
 from compiler.backend.runtime.prox import PROX_MAPS, PROX_TERMS
+from compiler.backend.runtime.verdict import HISTORY_POINTS, nonfinite, settled, verdict
 
 # Data parallelism: a mesh over every local device; batches are split along it, parameters
 # and optimiser state are replicated (multi-host: call jax.distributed.initialize() first).
@@ -286,7 +289,7 @@ def check_steps(steps):
     return int(steps)
 
 
-def fit(data, steps=STEPS, seed=0, batch_size=BATCH, callback=None, chunk=None, seconds_per_call=0.25):
+def fit(data, steps=None, seed=0, batch_size=BATCH, callback=None, chunk=None, seconds_per_call=0.25):
     """Train from init(seed) for `steps` steps; returns (params, history).
 
     The steps run on the device in calls of `chunk` steps, or (chunk=None) of as many as take
@@ -295,7 +298,8 @@ def fit(data, steps=STEPS, seed=0, batch_size=BATCH, callback=None, chunk=None, 
     history entry has `seconds` (training time so far, compilation excluded) and
     `compile_seconds` (that first call; near zero when this process compiled it already).
     """
-    steps = check_steps(steps)
+    tolerance = TOLERANCE if steps is None else None   # steps given: always honoured
+    steps = check_steps(STEPS if steps is None else steps)
     data = as_data(data)
     key = jax.random.PRNGKey(seed)
     key, k_init = jax.random.split(key)
@@ -307,7 +311,10 @@ def fit(data, steps=STEPS, seed=0, batch_size=BATCH, callback=None, chunk=None, 
     compile_seconds = time.perf_counter() - started
     history, done, seconds, length = [], 0, 0.0, chunk or 1
     while done < steps:
-        length = min(length, steps - done)
+        # at least HISTORY_POINTS entries; a run to tolerance, whose length is not known, grows
+        # its chunks with the steps done (about 20 entries per factor e of steps)
+        cap = max(1, done // 20) if tolerance is not None else max(1, steps // HISTORY_POINTS)
+        length = min(length, steps - done, cap if chunk is None else length)
         t = time.perf_counter()
         state, values = train_steps(state, key, data, jnp.asarray(length, jnp.int32), batch_size)
         record = {p: float(v) for p, v in values.items()}
@@ -316,6 +323,9 @@ def fit(data, steps=STEPS, seed=0, batch_size=BATCH, callback=None, chunk=None, 
         history.append({"step": done, "seconds": seconds, "compile_seconds": compile_seconds, **record})
         if callback is not None:
             callback(done, steps, record, state["params"])
+        if nonfinite(record) or tolerance is not None and settled(history, MAIN_PLAYER, tolerance) \
+                and stationary(state["params"], key, data, record[MAIN_PLAYER], tolerance):
+            break   # diverged (the verdict names it), or converged to the tolerance asked for
         if chunk is None:
             length = max(1, min(10 * length, int(length * seconds_per_call / max(elapsed, 1e-6))))
     return state["average" if TAIL_AVERAGE else "params"], history
@@ -341,10 +351,45 @@ def reports(params, key, data):
     return {name: float(f(params, key, batch)) for name, f in REPORTS.items()}
 
 
-def summary(params, data, steps, seconds, seed=0, compile_seconds=None):
+def gradient_mapping(params, key, data):
+    """|x - prox_eta(x + eta v(x))| / eta over the main player's parameters, eta the run's step
+    (1/L at `params` where the run sets it so): zero exactly at a fixed point of the update."""
+    eta = LR
+    if LIPSCHITZ_STEP:
+        eta = lipschitz_step(init_state(params), data)["opt"][MAIN_PLAYER].hyperparams["learning_rate"]
+    v = field(params, key, full_batch(data))
+    moved = apply_prox({k: params[k] + eta * v[k] for k in PLAYERS[MAIN_PLAYER]}, eta)
+    return float(jnp.sqrt(sum(jnp.sum(jnp.square(moved[k] - params[k])) for k in moved)) / eta)
+
+
+def stationary(params, key, data, value, tolerance):
+    """Is the (proximal-)gradient mapping at `params` under sqrt(tolerance) (1 + |value|)? (A step
+    refused by backtracking leaves the objective unchanged without the point being optimal.)"""
+    return gradient_mapping(params, key, data) <= np.sqrt(tolerance) * (1 + abs(value))
+
+
+def field_norm(params, key, data):
+    """|v| over every moving parameter, on the whole data set."""
+    return float(tree_norm(field(params, key, full_batch(data))))
+
+
+def summary(params, data, steps, seconds, seed=0, compile_seconds=None, history=None):
     """What a run reports (SPEC section 9.2): `seconds` is the training time without compilation,
-    `compile_seconds` the tracing and compilation."""
+    `compile_seconds` the tracing and compilation; `converged` and `warnings` judge the run from
+    its `history` (module verdict). `steps` is the number of steps taken (a run to tolerance or
+    one that diverged stops early). NaN and infinities stay floats here: `json_safe` writes them."""
     key = jax.random.PRNGKey(seed + 1)
+    history = history or []
+    steps = history[-1]["step"] if history else steps
     value = objective(params, key, data)
+    values = reports(params, key, data)
+    mapping = gradient_mapping(params, key, data) if DETERMINISTIC and LIPSCHITZ_STEP and history else None
+    start, end = None, None
+    if len(MOVING) > 1 and history:
+        first = init(jax.random.split(jax.random.PRNGKey(seed))[1])
+        start, end = field_norm(first, key, data), field_norm(params, key, data)
+    converged, warnings = verdict(history, list(PLAYERS), list(MOVING), DETERMINISTIC, TOLERANCE or 1e-7, value,
+                                  values, mapping, start, end)
     return {"steps": steps, "seconds_per_step": seconds / max(steps, 1), "compile_seconds": compile_seconds,
-            "objective": value, "reports": reports(params, key, data), "estimate": value if IS_ESTIMATE else None}
+            "objective": value, "reports": values, "estimate": value if IS_ESTIMATE else None,
+            "converged": converged, "warnings": warnings}

@@ -1,0 +1,152 @@
+"""The verdict every run ends with (SPEC section 9.2): `converged` and `warnings`, from the run's
+history (each entry: the step reached and every player's loss averaged over the steps since the
+entry before) and what the summary measures at the final parameters.
+
+- Any loss or reported value that is NaN or infinite: not converged, the first such quantity named.
+- A deterministic full-batch problem: converged when the objective's relative change between
+  the last two entries of the history is under the tolerance and the (proximal-)gradient
+  mapping G = (x - prox(x - eta grad f)) / eta is small against the objective's scale
+  (|G| <= sqrt(tolerance) (1 + |f|)): a fixed point of the update the run takes.
+- A stochastic problem (draws, minibatches): converged when the objective averaged over the first
+  and the second half of the last fifth of the run agree within twice the standard error of their
+  difference, the entries of each half taken as independent estimates (a trend larger than the
+  noise means it is still moving).
+- A game: each player's loss flat by the same test, and the field at the averaged iterate no
+  larger than at the start (a field that does not shrink is a game that does not settle).
+
+Only numpy and the standard library: this module is copied into emitted modules.
+"""
+import math
+
+import numpy as np
+
+FLOOR = 1e-12          # |f| below this counts as 0 when a relative change is taken
+FLOAT32_CHANGE = 4 * float(np.finfo(np.float32).eps)   # relative changes below this are rounding
+TAIL = 5               # the last 1/TAIL of the run is where a stochastic objective must be flat
+HISTORY_POINTS = 100   # a run of N steps records at least min(N, HISTORY_POINTS) history entries
+
+
+def nonfinite(values):
+    """The names of the entries of `values` (a dict of numbers) that are NaN or infinite."""
+    return [k for k, v in values.items() if isinstance(v, (int, float)) and not math.isfinite(v)]
+
+
+def first_nonfinite(history, players):
+    """(step, player) of the first history entry whose loss is NaN or infinite, else None."""
+    for entry in history:
+        for p in players:
+            if p in entry and not math.isfinite(entry[p]):
+                return entry["step"], p
+    return None
+
+
+def relative_change(history, name):
+    """|f_k - f_(k-1)| / max(|f_k|, FLOOR) between the last two entries of the history."""
+    if len(history) < 2:
+        return math.inf
+    a, b = history[-2][name], history[-1][name]
+    return abs(b - a) / max(abs(b), FLOOR)
+
+
+def rounding(history):
+    """The relative change float32 rounding alone makes between two history entries: each is a
+    float32 sum of its interval's losses, whose rounding grows like the square root of its length."""
+    lengths = [b["step"] - a["step"] for a, b in zip([{"step": 0}] + history[:-1], history)][-2:]
+    return FLOAT32_CHANGE * math.sqrt(max(lengths + [1]))
+
+
+def settled(history, name, tolerance):
+    """Has the objective changed by at most `tolerance` of its value over the last tenth of the
+    steps (and the last entry)? A stop rule for a run to tolerance: one short interval of
+    float32 stagnation is not enough."""
+    if len(history) < 2:
+        return False
+    last = history[-1]
+    earlier = [e for e in history if e["step"] <= 0.9 * last["step"]]
+    if not earlier:
+        return False
+    scale, tolerance = max(abs(last[name]), FLOOR), max(tolerance, rounding(history))
+    return (abs(last[name] - earlier[-1][name]) / scale <= tolerance
+            and relative_change(history, name) <= tolerance)
+
+
+def tail_trend(history, name):
+    """(difference of the means of the two halves of the last fifth, its standard error), from
+    the history entries in the last fifth of the run; None when there are fewer than 4."""
+    if not history:
+        return None
+    last = history[-1]["step"]
+    tail = [e[name] for e in history if e["step"] > last - last / TAIL]
+    if len(tail) < 4:
+        return None
+    half = len(tail) // 2
+    first, second = np.asarray(tail[:half], np.float64), np.asarray(tail[half:], np.float64)
+    stderr = math.sqrt(first.var(ddof=1) / len(first) + second.var(ddof=1) / len(second))
+    return float(second.mean() - first.mean()), stderr
+
+
+def flat(history, name):
+    """(is the objective flat over the last fifth of the run, a warning when it is not)."""
+    trend = tail_trend(history, name)
+    if trend is None:
+        return False, f"{name}: too few history points in the last fifth of the run to judge convergence"
+    diff, stderr = trend
+    scale = max(abs(history[-1][name]), FLOOR)
+    if abs(diff) <= 2 * stderr + FLOAT32_CHANGE * scale:
+        return True, None
+    return False, (f"{name}: still moving over the last fifth of the run (mean changed by {diff:+.3g}, "
+                   f"standard error {stderr:.2g}): more steps or a smaller step size")
+
+
+def verdict(history, players, moving, deterministic, tolerance, objective, reports, mapping=None,
+            field_start=None, field_end=None):
+    """(converged, warnings) of a run; see the module docstring for the criteria. `players`: every
+    player's name, the first the objective's; `moving`: those with parameters; `mapping`: the
+    norm of the (proximal-)gradient mapping at the end (deterministic problems); `field_start`,
+    `field_end`: the field's norm at the start and at the returned parameters (games)."""
+    warnings = []
+    bad = first_nonfinite(history, players)
+    if bad is not None:
+        warnings.append(f"the loss of player {bad[1]} is not finite (NaN or infinity) at step {bad[0]}: "
+                        "the run diverged (a smaller step size, or a bounded parameterisation)")
+    for name in nonfinite({"objective": objective, **{f"report {k}": v for k, v in reports.items()}}):
+        warnings.append(f"{name} is not finite (NaN or infinity) at the final parameters")
+    if warnings:
+        return False, warnings
+    if not history:
+        return False, ["no step was taken: nothing says the parameters are optimal"]
+    main = players[0]
+    if deterministic:
+        change = relative_change(history, main)
+        tol = max(tolerance, rounding(history))
+        converged = change <= tol
+        if not converged:
+            warnings.append(f"the objective still changes by {change:.2g} of its value (tolerance {tol:.2g}): "
+                            "more steps (or no `steps`, to run to tolerance)")
+        if mapping is not None and mapping > math.sqrt(tol) * (1 + abs(objective)):
+            converged = False
+            warnings.append(f"the (proximal-)gradient mapping has norm {mapping:.3g} at the end: not a fixed point "
+                            "of the update, so not an optimum")
+        return converged, warnings
+    converged = True
+    for p in moving if len(moving) > 1 else [main]:
+        ok, warning = flat(history, p)
+        converged &= ok
+        if warning:
+            warnings.append(warning)
+    if len(moving) > 1 and field_start is not None and field_end is not None and not field_end < field_start:
+        converged = False
+        warnings.append(f"the field does not shrink: |v| = {field_end:.3g} at the returned (averaged) parameters, "
+                        f"{field_start:.3g} at the start; the game has not settled")
+    return converged, warnings
+
+
+def json_safe(value):
+    """`value` with every NaN or infinity written as None, so that json.dumps gives valid JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
