@@ -300,7 +300,7 @@ def test_no_budget_off_the_main_thread():
     ("max(1 / 0, (u - 1)^2)", "division by zero"),
 ])
 def test_hard_divergences_end_in_a_diagnostic_at_the_definition(monkeypatch, generator, words):
-    monkeypatch.setattr("compiler.rewrite.manager.RULE_SECONDS", 1.0)
+    monkeypatch.setattr("compiler.rewrite.manager.PASS_SECONDS", 1.0)
     text = (DATA + "sampler g:\n    e ~ Normal(0, 1)\n    x = e\n"
             f"divergence d(u) = {generator}\nminimize d(data || g)\n")
     with pytest.raises(AttractorError) as e:

@@ -34,24 +34,31 @@ def estimators(program: ir.Program, player: ir.Player) -> dict[str, str]:
 
 
 class _Text:
-    """A printable view with text/json/latex forms."""
+    """A printable view with text/json/latex forms, each made by a function when first asked
+    for (a 5000-term objective's LaTeX or JSON costs seconds nobody printing text should pay)."""
 
-    def __init__(self, text: str, data, latex: str):
-        self._text, self._data, self._latex = text, data, latex
+    def __init__(self, text, data, latex):
+        self._makers = {"text": text, "data": data, "latex": latex}
+        self._made: dict[str, object] = {}
+
+    def _part(self, which: str):
+        if which not in self._made:
+            self._made[which] = self._makers[which]()
+        return self._made[which]
 
     def __str__(self) -> str:
-        return self._text
+        return self._part("text")
 
     __repr__ = __str__
 
     def to_json(self) -> str:
-        return json.dumps(self._data, indent=2)
+        return json.dumps(self._part("data"), indent=2)
 
     def to_latex(self) -> str:
-        return self._latex
+        return self._part("latex")
 
     def _repr_latex_(self) -> str:
-        return "$$" + self._latex + "$$"
+        return "$$" + self._part("latex") + "$$"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -146,7 +153,8 @@ class CompiledProgram:
     # ---- printable views ------------------------------------------------------------------
     @property
     def ir(self) -> _Text:
-        return _Text(program_text(self.program), to_json(self.program), derivation_latex(self.program.objective, ()))
+        return _Text(lambda: program_text(self.program), lambda: to_json(self.program),
+                     lambda: derivation_latex(self.program.objective, ()))
 
     @property
     def derivation(self) -> Derivation:
@@ -163,7 +171,7 @@ class CompiledProgram:
     @property
     def field(self) -> _Text:
         view = self.field_view()
-        return _Text(str(view), view.as_dict(), self.to_latex())
+        return _Text(lambda: str(view), view.as_dict, self.to_latex)
 
     def derivation_text(self) -> str:
         return str(self.derivation)

@@ -129,7 +129,7 @@ def cmd_compile(args) -> int:
         return 0
     if out is not None:
         raise AttractorError("-o writes the emitted module: use it with --emit jax", None, "-o")
-    view = {"ir": prog.ir, "derivation": prog.derivation, "field": prog.field}[args.show]
+    view = getattr(prog, args.show)   # only the view asked for is made
     if args.format == "json":
         print(view.to_json())
     elif args.format == "latex":

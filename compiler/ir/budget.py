@@ -16,9 +16,10 @@ import time
 from compiler.ir.diagnostics import AttractorError, Loc
 
 
-class _Overrun(BaseException):
-    """Raised by the alarm; a BaseException so that library code catching Exception (SymPy
-    does) cannot swallow it."""
+class Overrun(BaseException):
+    """Raised by the alarm where the work is; a BaseException so that library code catching
+    Exception (SymPy does) cannot swallow it. A caller that knows better what was running may
+    catch it to say so; otherwise `time_budget` turns it into its diagnostic."""
 
 
 _deadlines: list[float] = []   # absolute deadlines of the budgets now open, outermost first
@@ -29,7 +30,7 @@ def _available() -> bool:
 
 
 def _on_alarm(signum, frame):
-    raise _Overrun
+    raise Overrun
 
 
 @contextlib.contextmanager
@@ -45,7 +46,7 @@ def time_budget(seconds: float, message: str, loc: Loc | None = None):
     try:
         signal.setitimer(signal.ITIMER_REAL, max(deadline - time.monotonic(), 1e-3))
         yield
-    except _Overrun:
+    except Overrun:
         raise AttractorError(message, loc) from None
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)

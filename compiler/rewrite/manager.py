@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from compiler import ir
 from compiler.analysis.problems import node_problem, program_problems
-from compiler.ir.budget import time_budget
+from compiler.ir.budget import Overrun, time_budget
 from compiler.ir.diagnostics import AttractorError
 from compiler.ir.printer import decl_summary, show
 from compiler.rewrite.building import fill_training, training_text
@@ -128,21 +128,18 @@ def try_rule(rule: Rule, node: ir.Node, ctx: Context, plan: Plan) -> Rewrite | N
     return out
 
 
-RULE_SECONDS = 20.0   # the time budget of one rule on one node (SymPy can run for minutes)
+PASS_SECONDS = 30.0   # the time budget of one pass (SymPy can run for minutes on a user's expression)
 
 
 def _run_rule(rule: Rule, node: ir.Node, ctx: Context):
-    """`rule(node, ctx)` under RULE_SECONDS; an overrun, or the rule's mathematics failing on the
-    node (SymPy recursing without end on floor(u), a complex value where a real one is
+    """`rule(node, ctx)`; the pass's budget running out in it, or the rule's mathematics failing
+    on the node (SymPy recursing without end on floor(u), a complex value where a real one is
     needed), is a diagnostic naming the rule and the node, at the user's divergence definition
     where the node is one."""
     try:
-        with time_budget(RULE_SECONDS, "overrun"):
-            return rule(node, ctx)
-    except AttractorError as e:
-        if e.message != "overrun":
-            raise
-        why = f"did not finish within {RULE_SECONDS:g} s; simplify the expression or force another rule with 'via'"
+        return rule(node, ctx)
+    except Overrun:
+        why = f"did not finish within {PASS_SECONDS:g} s; simplify the expression or force another rule with 'via'"
     except (RecursionError, ArithmeticError, TypeError, ValueError) as e:
         why = f"failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'no message'}"
     text = show(node)
@@ -311,7 +308,9 @@ def run_passes(program: ir.Program, passes, via: ir.RuleRef | None) -> tuple[ir.
     steps: list[Step] = []
     for p in passes:
         if p.accepts(program, plan):
-            program, done = p.apply(program, plan)
+            with time_budget(PASS_SECONDS, f"pass {p.name} did not finish within {PASS_SECONDS:g} s",
+                             program.objective.loc):
+                program, done = p.apply(program, plan)
             steps.extend(done)
     if via is not None and not any(s.rule == via.name for s in steps):
         reason = plan.refusals[0][1].reason if plan.refusals else plan.forced.unmatched
