@@ -19,7 +19,7 @@ CASES = [
     (HEAD + "minimize E[(x, y) ~ data] (dot(v, x) - y)^2\n", 3, 32, "unknown name 'v'"),
     (HEAD + "minimize E[(x, y) ~ data] frob(x)\n", 3, 27, "unknown function or model 'frob'"),
     (HEAD + "minimize sumsq(w) + x\n", 3, 21, "data variable 'x' is used outside an expectation over the data"),
-    (HEAD + "minimize E[(x, y) ~ data] (w * y + x[0])\n", 3, 37, "unexpected"),
+    (HEAD + "minimize E[(x, y) ~ data] sum(w * y + x[3])\n", 3, 41, "index 3 is out of range"),
     (HEAD + "param v : real[4]\nminimize E[(x, y) ~ data] dot(v, x)\n", 4, 27, "shape mismatch: dot of real[4] and real[3]"),
     (HEAD + "param v : real[2]\nminimize E[(x, y) ~ data] sum(v + x)\n", 4, 31, "do not broadcast"),
     (HEAD + "minimize E[(x, y) ~ data] -log p(x)\n", 3, 32, "unknown function or model 'p'"),

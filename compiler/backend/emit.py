@@ -21,6 +21,7 @@ from compiler.backend.lower import (
     Emitter,
     Fn,
     block_sample,
+    dist_sample,
     ident,
     key_literal,
     num,
@@ -120,13 +121,24 @@ class ModuleWriter:
         out = ["def init(key):", '    """Initial parameters: zeros (or the declared value) and LeCun-normal nets."""', "    params = {}"]
         for i, d in enumerate(self.program.decls):
             if isinstance(d, ir.Param):
-                value = const_value(d.init, self.program) if d.init is not None else 0.0
-                shape = _tuple(map(str, d.shape))
-                out.append(f"    params[{key_literal(d.name)}] = jnp.full({shape}, {num(value)}, jnp.float32)")
+                out.append(f"    params[{key_literal(d.name)}] = {self.initial_value(d, i)}")
             elif isinstance(d, ir.Net):
                 out.append(f"    params[{key_literal(d.name)}] = mlp_init(jax.random.fold_in(key, {i}), {_tuple(map(str, d.widths))})")
         out.append("    return params")
         return out
+
+    def initial_value(self, d: ir.Param, i: int) -> str:
+        """A parameter's initial value: zeros, a constant (`= 0.5`, `= eye(2)`, `= [1, 2]`, broadcast to its
+        shape), or a draw (`~ Normal(0, 0.1)`, keyed by the declaration's position)."""
+        shape = _tuple(map(str, d.shape))
+        if isinstance(d.init, ir.Dist):
+            draw = ir.Dist(d.init.family, d.init.keys, d.init.args, d.shape)
+            return f"{dist_sample(self.em, draw, f'jax.random.fold_in(key, {i})', Fn(self.em, 1, {}, None))}"
+        value = const_value(d.init, self.program) if d.init is not None else 0.0
+        if value is not None:
+            return f"jnp.full({shape}, {num(value)}, jnp.float32)"
+        constant = self.em.lower(d.init, Fn(self.em, 1, {}, None))
+        return f"jnp.broadcast_to(jnp.asarray({constant}, jnp.float32), {shape})"
 
     def function(self, name: str, node: ir.Node, doc: str) -> list[str]:
         fn = Fn(self.em, 1, {}, "key")

@@ -265,12 +265,13 @@ def _ref(em: Emitter, node: ir.Ref, fn: Fn) -> str:
 def _apply(em: Emitter, node: ir.Apply, fn: Fn) -> str:
     if node.fn == "log" and isinstance(node.args[0], ir.Density):
         return log_density(em, node.args[0], fn)
-    args = [em.lower(a, fn) for a in node.args]
-    if node.fn == "pow" and isinstance(node.args[1], ir.Num) and node.args[1].value == 2:
-        return f"jnp.square({args[0]})"
     if node.fn not in OPERATIONS:
         raise AttractorError(f"cannot lower function {node.fn}", node.loc)
-    return OPERATIONS[node.fn].jax.format(*args)
+    op = OPERATIONS[node.fn]
+    args = [str(int(a.value)) if 0 <= op.static <= i else em.lower(a, fn) for i, a in enumerate(node.args)]
+    if node.fn == "pow" and isinstance(node.args[1], ir.Num) and node.args[1].value == 2:
+        return f"jnp.square({args[0]})"
+    return op.lowered(args)
 
 
 @lowers(ir.Compare)

@@ -18,6 +18,8 @@ from compiler.ir.builtins import (
     RESERVED,
     TRAIN_OPTIONS,
 )
+from compiler.frontend.arrays import ArrayChecks
+from compiler.frontend.players import check_players, objective_of
 from compiler.ir.diagnostics import AttractorError, Loc
 
 Shape = tuple[int, ...]
@@ -105,7 +107,7 @@ class Scope:
         return Scope({**self.names, **items})
 
 
-class Checker:
+class Checker(ArrayChecks):
     def __init__(self, stmts: list[ir.Node]):
         self.stmts = stmts
         self.decls: dict[str, ir.Node] = {}
@@ -119,6 +121,9 @@ class Checker:
     # ---- entry point -------------------------------------------------------------
     def check(self) -> ir.Program:
         objectives = [s for s in self.stmts if isinstance(s, ir.Objective)]
+        declared = [s for s in self.stmts if isinstance(s, ir.Player)]
+        if not objectives and declared:
+            objectives = [objective_of(declared)]
         if not objectives:
             raise AttractorError("the program has no objective: write minimize, maximize or estimate", Loc(1, 1))
         if len(objectives) > 1:
@@ -139,10 +144,18 @@ class Checker:
                 decls.append(ir.Const(s.name, value, loc=s.loc))
             elif isinstance(s, ir.Param):
                 init = None
-                if s.init is not None:
+                if isinstance(s.init, ir.Tilde):   # a random initial value: param W : real[3] ~ Normal(0, 1)
+                    init, shape = self.distribution(s.init.dist, Scope(), s.shape, s.init.loc)
+                    self._no_params(init, s.init.loc, "a random initial value")
+                    if init.family not in ("Normal", "Laplace", "Uniform", "LogNormal"):
+                        raise AttractorError(f"a random initial value is drawn from Normal, Laplace, Uniform or "
+                                             f"LogNormal, not {init.family}", s.init.loc)
+                elif s.init is not None:
                     init, shape = self.expr(s.init, Scope())
                     self._no_params(init, s.init.loc, "an initial value")
-                    broadcast(shape, s.shape, s.init.loc, "initial value and parameter")
+                    if broadcast(shape, s.shape, s.init.loc, "initial value and parameter") != s.shape:
+                        raise AttractorError(f"the initial value has shape {show_shape(shape)}, larger than the "
+                                             f"parameter's {show_shape(s.shape)}", s.init.loc)
                 decls.append(ir.Param(s.name, s.shape, init, loc=s.loc))
             elif isinstance(s, (ir.Net, ir.DataDecl)):
                 decls.append(s)
@@ -177,6 +190,10 @@ class Checker:
         program = ir.Program(self.program_decls, objective, constraints, tuple(reports), train)
         learnable = program.learnable()
         sense = {"minimize": "min", "maximize": "max", "estimate": "min"}[obj.sense]
+        if declared:
+            players = check_players(declared, learnable, lambda e: self.expr(e, Scope()))
+            return ir.Program(program.decls, objective, constraints, tuple(reports), train, players,
+                              (("declared_game", True),))
         player = ir.Player("theta", learnable if obj.sense != "estimate" else (), sense, expr)
         return ir.Program(program.decls, objective, constraints, tuple(reports), train, (player,))
 
@@ -416,6 +433,10 @@ class Checker:
             return out
         if isinstance(node, ir.DataSet):
             raise AttractorError("'data' is a distribution, not a value: use it as E[x ~ data] ...", loc)
+        if isinstance(node, ir.Apply) and node.fn == "array":
+            return self.array_literal(node, scope)
+        if isinstance(node, ir.Apply) and node.fn == "index":
+            return self.subscript(node, scope)
         if isinstance(node, ir.Apply) and node.fn in ARITHMETIC:
             args = [self.expr(a, scope) for a in node.args]
             if node.fn == "neg":
@@ -554,6 +575,8 @@ class Checker:
 
     def call(self, node: ir.Call, scope: Scope) -> tuple[ir.Node, Shape]:
         name, loc = node.name, node.loc
+        if name in ("eye", "zeros", "ones", "concat") or (name in ("max", "min") and len(node.args) == 1):
+            return self.construct(node, scope)
         if name in FUNCTIONS and FUNCTIONS[name].user:
             return self.function(node, scope)
         if name in DISTRIBUTIONS:

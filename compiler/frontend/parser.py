@@ -143,6 +143,19 @@ class _Build(Transformer_NonRecursive):
     def iverson(self, meta, c):
         return ir.Compare(str(c[1]), c[0], c[2], loc=_loc(meta))
 
+    def array_literal(self, meta, c):
+        return ir.Apply("array", tuple(c), loc=_loc(meta))
+
+    def subscript(self, meta, c):
+        """`base[i, j]` as parsed: Apply("index", (base, item, ...)), an item an expression or a Range."""
+        return ir.Apply("index", tuple(c), loc=_loc(meta))
+
+    def index_at(self, meta, c):
+        return c[0]
+
+    def index_range(self, meta, c):
+        return ir.Range(c[0], c[1], loc=_loc(meta))
+
     def expectation(self, meta, c):
         return self._expect(meta, c, "mean")
 
@@ -216,6 +229,22 @@ class _Build(Transformer_NonRecursive):
 
     def param_decl(self, meta, c):
         return ir.Param(str(c[0]), c[1], c[2], loc=_loc(c[0]))
+
+    def param_random(self, meta, c):
+        """`param W : real[3, 4] ~ Normal(0, 0.1)`: a random initial value, held as a Tilde until checked."""
+        return ir.Param(str(c[0]), c[1], ir.Tilde(str(c[0]), c[2], loc=_loc(c[2]) or _loc(meta)), loc=_loc(c[0]))
+
+    def player_decl(self, meta, c):
+        """`player NAME over P1, P2: minimize|maximize EXPR`."""
+        name, *params, sense, loss = c
+        if str(sense) == "estimate":
+            raise AttractorError("a player minimizes or maximizes its loss; 'estimate' is not a player's sense",
+                                 _loc(sense))
+        names = [str(p) for p in params]
+        twice = next((p for i, p in enumerate(params) if names[i] in names[:i]), None)
+        if twice is not None:
+            raise AttractorError(f"'{twice}' is listed twice for player {name}", _loc(twice))
+        return ir.Player(str(name), tuple(names), "min" if str(sense) == "minimize" else "max", loss, loc=_loc(name))
 
     def net_decl(self, meta, c):
         name, kind, *rest = c

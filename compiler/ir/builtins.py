@@ -36,10 +36,23 @@ class Operation:
     user: bool = True
     infix: str = ""
     precedence: int = 0
+    static: int = -1
+    count: int = 0
+
+    # `count`: the number of arguments where the kind does not say it (construct operations; -1: any).
+    # `static` >= 0: the arguments from that position on are integers known at compile time
+    # (`ir.Num`), lowered as Python ints (an index, a slice's bounds, a dimension); `{args}` in
+    # `jax` stands for all the lowered arguments, comma-separated (variadic operations).
 
     @property
     def arity(self) -> int:
+        if self.count:
+            return self.count
         return 2 if self.kind in ("binary", "dot") or self.infix else 1
+
+    def lowered(self, args: list[str]) -> str:
+        """The JAX expression over the lowered arguments (static ones already Python ints)."""
+        return self.jax.format(*args, args=", ".join(args))
 
     @property
     def prefix(self) -> bool:
@@ -93,8 +106,21 @@ OPERATIONS: dict[str, Operation] = {
     "stop": _op("elementwise", "jax.lax.stop_gradient({0})", user=False, multilinear=True),
     "log2": _op("elementwise", "jnp.log2({0})", lambda sp, a: sp.log(a, 2), monotone=1, user=False),
     "log_sigmoid": _op("elementwise", "jax.nn.log_sigmoid({0})", monotone=1, user=False),
-    "amax": _op("reduce", "jnp.max({0})", monotone=1, user=False),    # the largest entry (reports)
+    "amax": _op("reduce", "jnp.max({0})", monotone=1, user=False, kinked=True),   # max(v): the largest entry
+    "amin": _op("reduce", "jnp.min({0})", monotone=1, user=False, kinked=True),   # min(v): the smallest entry
+    # arrays (SPEC §9.5): `[a, b]`, `w[i]`, `w[a:b]` are written with brackets, the others as calls
+    "array": _op("construct", "jnp.stack([{args}])", user=False, count=-1, linear=True, multilinear=True),
+    "index": _op("construct", "{0}[{1}]", lambda sp, a, i: sp.Indexed(sp.IndexedBase(a), i), user=False,
+                 linear=True, multilinear=True, static=1, count=2),
+    "slice": _op("construct", "{0}[{1}:{2}]", user=False, linear=True, multilinear=True, static=1, count=3),
+    "eye": _op("construct", "jnp.eye({0})", user=False, linear=True, multilinear=True, static=0),
+    "zeros": _op("construct", "jnp.zeros(({args},))", user=False, count=-1, linear=True, multilinear=True, static=0),
+    "ones": _op("construct", "jnp.ones(({args},))", user=False, count=-1, linear=True, multilinear=True, static=0),
+    "concat": _op("construct", "jnp.concatenate([jnp.atleast_1d({0}), jnp.atleast_1d({1})])", user=False, count=2,
+                  linear=True, multilinear=True),
 }
+
+ARRAY_SYNTAX = ("array", "index", "slice")   # written with brackets: not names a user could call
 
 FUNCTIONS: dict[str, Operation] = {n: op for n, op in OPERATIONS.items() if op.kind != "arithmetic"}
 ARITHMETIC = {n for n, op in OPERATIONS.items() if op.kind == "arithmetic"}
@@ -153,4 +179,4 @@ DYNAMICS = ("simultaneous", "alternating", "extragradient", "sga", "consensus")
 
 TRAIN_OPTIONS = ("steps", "batch", "optimizer", "dynamics", "samples", "schedule")
 
-RESERVED = set(FUNCTIONS) | set(DISTRIBUTIONS) | set(DIVERGENCES) | {"E", "data"}
+RESERVED = (set(FUNCTIONS) - set(ARRAY_SYNTAX)) | set(DISTRIBUTIONS) | set(DIVERGENCES) | {"E", "data"}

@@ -107,6 +107,15 @@ class Compare(Node):
 
 
 @dataclass(frozen=True)
+class Range(Node):
+    """`lo:hi` in a subscript `w[lo:hi]` as parsed (either bound may be missing); the checker
+    turns it into the static bounds of an `Apply("slice", (w, Num(start), Num(stop)))`."""
+
+    lo: Node | None = None
+    hi: Node | None = None
+
+
+@dataclass(frozen=True)
 class NetCall(Node):
     net: str
     args: tuple[Node, ...]

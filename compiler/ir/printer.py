@@ -62,6 +62,12 @@ def _show(node: ir.Node) -> tuple[str, int]:
             return f"-{_wrap(args[0], _PREFIX)}", _PREFIX
         if fn == "log" and isinstance(args[0], ir.Density):
             return f"log {show(args[0])}", _PREFIX
+        if fn == "array":
+            return f"[{', '.join(show(a) for a in args)}]", _ATOM
+        if fn == "index":
+            return f"{_wrap(args[0], _ATOM)}[{show(args[1])}]", _ATOM
+        if fn == "slice":
+            return f"{_wrap(args[0], _ATOM)}[{show(args[1])}:{show(args[2])}]", _ATOM
         return f"{fn}({', '.join(show(a) for a in args)})", _ATOM
     if isinstance(node, ir.Compare):
         return f"[{show(node.lhs)} {node.op} {show(node.rhs)}]", _ATOM
@@ -110,6 +116,8 @@ def _decl(d: ir.Node) -> list[str]:
     owner = f"    # introduced for player {d.owner}" if getattr(d, "owner", "") else ""
     if isinstance(d, ir.Param):
         init = f" = {show(d.init)}" if d.init is not None else ""
+        if isinstance(d.init, ir.Dist):
+            init = f" ~ {show(d.init)}"
         return [f"param {d.name} : {shape_text(d.shape)}{init}{owner}"]
     if isinstance(d, ir.Net):
         act = "" if d.act == "relu" else f"; act={d.act}"

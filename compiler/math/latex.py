@@ -16,6 +16,19 @@ def _name(n: str) -> str:
     return n if len(n) == 1 else r"\mathrm{" + n.replace("_", r"\_") + "}"
 
 
+ARRAYS = {   # the array operations of SPEC §9.5, from their arguments' LaTeX
+    "array": lambda a: r"\begin{bmatrix}" + r" \\ ".join(a) + r"\end{bmatrix}",
+    "index": lambda a: f"{{{a[0]}}}_{{{a[1]}}}",
+    "slice": lambda a: f"{{{a[0]}}}_{{{a[1]}:{a[2]}}}",
+    "eye": lambda a: f"I_{{{a[0]}}}",
+    "zeros": lambda a: r"\mathbf{0}_{" + r" \times ".join(a) + "}",
+    "ones": lambda a: r"\mathbf{1}_{" + r" \times ".join(a) + "}",
+    "concat": lambda a: rf"\begin{{bmatrix}}{a[0]} \\ {a[1]}\end{{bmatrix}}",
+    "amax": lambda a: rf"\max\left({a[0]}\right)",
+    "amin": lambda a: rf"\min\left({a[0]}\right)",
+}
+
+
 def latex(node: ir.Node) -> str:
     try:
         symbols: dict[str, sp.Symbol] = {}
@@ -46,6 +59,11 @@ def latex(node: ir.Node) -> str:
             return f"-{a[0]}"
         if node.fn == "stop":
             return rf"\operatorname{{sg}}\left[{a[0]}\right]"
+        if node.fn == "array" and all(isinstance(x, ir.Apply) and x.fn == "array" for x in node.args):
+            rows = (" & ".join(latex(y) for y in row.args) for row in node.args)   # a matrix, row by row
+            return r"\begin{bmatrix}" + r" \\ ".join(rows) + r"\end{bmatrix}"
+        if node.fn in ARRAYS:
+            return ARRAYS[node.fn](a)
         return rf"\operatorname{{{node.fn}}}\left({', '.join(a)}\right)"
     if isinstance(node, ir.Compare):
         ops = {"<=": r"\le", ">=": r"\ge", "<": "<", ">": ">", "==": "="}

@@ -1,0 +1,126 @@
+"""The language additions of SPEC §9.5: array literals, eye/zeros/ones, initial and random initial
+values, indexing and static slices, one-argument max/min, concat; user-declared players."""
+from __future__ import annotations
+
+import jax
+import numpy as np
+import pytest
+import sympy as sp
+
+from attractor import AttractorError, compile_source
+from compiler import ir
+from compiler.frontend.checker import check
+from compiler.frontend.parser import parse
+from compiler.ir.printer import show
+from compiler.math.latex import latex
+from compiler.math.symbolic import to_sympy
+
+
+def objective(text: str) -> ir.Node:
+    return check(parse(text)).objective.expr
+
+
+def loss_at_init(text: str, seed: int = 0):
+    mod = compile_source(text).build()
+    params = mod.init(jax.random.PRNGKey(seed))
+    return mod, params, {k: float(v) for k, v in mod.losses(params, jax.random.PRNGKey(seed), {}).items()}
+
+
+# ---- parsing, printing, the checker's shapes --------------------------------------------------
+
+@pytest.mark.parametrize("written, printed", [
+    ("sum([1, 2] * w[0:2])", "sum([1, 2] * w[0:2])"),
+    ("sumsq(A - [[1, 0], [0, 1]])", "sumsq(A - [[1, 0], [0, 1]])"),
+    ("A[1, 0] + A[0][1]", "A[1][0] + A[0][1]"),
+    ("w[-1] + sum(w[:2]) + sum(w[1:])", "w[2] + sum(w[0:2]) + sum(w[1:3])"),
+    ("max(w) - min(w) + max(w[0], 1)", "amax(w) - amin(w) + max(w[0], 1)"),
+    ("sumsq(concat(w, [1]) - ones(4)) + sum(zeros(2, 3)) + sum(eye(2) * A)",
+     "sumsq(concat(w, [1]) - ones(4)) + sum(zeros(2, 3)) + sum(eye(2) * A)"),
+])
+def test_array_syntax_prints_as_written_with_indices_resolved(written, printed):
+    e = objective(f"param w : real[3]\nparam A : real[2, 2]\nminimize {written}\n")
+    assert show(e) == printed
+
+
+def test_a_one_element_list_is_a_list_and_a_comparison_stays_an_iverson_bracket():
+    e = objective("param w : real[3]\nminimize sum([w[0]]) + [w[0] <= 1]\n")
+    listed, bracket = e.args
+    assert listed.args[0].fn == "array" and len(listed.args[0].args) == 1
+    assert isinstance(bracket, ir.Compare)
+
+
+def test_constants_index_and_size():
+    e = objective("const k = 1\nconst n = 2\nparam w : real[3]\nminimize w[k] + w[k + 1] + sum(eye(n))\n")
+    assert show(e) == "w[1] + w[2] + sum(eye(2))"
+
+
+@pytest.mark.parametrize("program, col, words", [
+    ("minimize 0\nconst m = [[1, 0], [0]]\n", 20, "ragged array literal"),
+    ("param w : real[3]\nminimize w[3]\n", 12, "index 3 is out of range"),
+    ("param w : real[3]\nminimize w[-4]\n", 12, "index -4 is out of range"),
+    ("param w : real[3]\nminimize w[0.5]\n", 12, "an index must be an integer"),
+    ("param w : real[3]\nparam v : real\nminimize w[v]\n", 12, "an index must be an integer"),
+    ("param w : real[3]\nminimize sum(w[2:1])\n", 16, "is empty"),
+    ("param w : real[3]\nminimize w[0, 1]\n", 10, "2 indices for a value of shape real[3]"),
+    ("param A : real[2, 2]\nminimize sum(A[0:1, 1])\n", 16, "a slice a:b may only be the last index"),
+    ("param w : real[3]\nparam v : real[2]\nminimize sumsq(w[0:3] - v)\n", 16, "do not broadcast"),
+    ("minimize 0\nparam A : real[2] = eye(2)\n", 21, "larger than the parameter"),
+    ("minimize sum(zeros(0))\n", 20, "must be positive"),
+    ("param w : real[2]\nminimize sum(concat(w, eye(2)))\n", 14, "concat joins along the first axis"),
+])
+def test_bad_arrays_are_located_diagnostics(program, col, words):
+    line = program.count("\n")
+    with pytest.raises(AttractorError) as info:
+        compile_source(program, filename="bad.att")
+    head = str(info.value).splitlines()[0]
+    assert head.startswith(f"bad.att:{line}:{col}: error: ") and words in head, head
+
+
+def test_latex_and_sympy_of_arrays():
+    e = objective("param A : real[2, 2]\nparam w : real[3]\nminimize sumsq(A - [[1, 0], [0, 1]]) + w[2] + max(w)\n")
+    text = latex(e)
+    assert r"\begin{bmatrix}1 & 0 \\ 0 & 1\end{bmatrix}" in text and r"\max\left(w\right)" in text
+    w = sp.Symbol("w", real=True)
+    assert to_sympy(ir.Apply("index", (ir.Ref("w", "param"), ir.Num(2.0)))) == sp.IndexedBase(w)[2]
+
+
+# ---- numbers through the emitted module ---------------------------------------------------------
+
+def test_the_emitted_module_computes_each_array_operation():
+    text = ("param A : real[2, 2] = eye(2)\nparam w : real[4] = [0.5, -1, 2, 3]\n"
+            "minimize sumsq(A - [[1, 0], [0, 3]]) + A[0, 1]^2 + max(w) - min(w[1:]) "
+            "+ sumsq(concat(w[:2], [1, 2]) - ones(4)) + w[-1] * A[1][1]\n")
+    mod, params, losses = loss_at_init(text)
+    np.testing.assert_array_equal(params["A"], np.eye(2))
+    np.testing.assert_array_equal(params["w"], [0.5, -1, 2, 3])
+    w, a = np.array([0.5, -1, 2, 3]), np.eye(2)
+    expected = (np.sum((a - [[1, 0], [0, 3]]) ** 2) + a[0, 1] ** 2 + w.max() - w[1:].min()
+                + np.sum((np.concatenate([w[:2], [1, 2]]) - 1) ** 2) + w[-1] * a[1, 1])
+    assert losses["theta"] == pytest.approx(expected)
+
+
+def test_indexing_data_inside_an_expectation():
+    text = ("data x : real[3] from gaussian(mean=1, std=1, n=50)\nparam b : real[2] = [1, 2]\n"
+            "minimize E[x ~ data] (sumsq(x[1:] - b) + 0 * x[0])\n")
+    mod = compile_source(text).build()
+    data = np.random.default_rng(0).normal(size=(50, 3)).astype(np.float32)
+    params, _ = mod.fit({"x": data}, steps=2000, seed=0)
+    np.testing.assert_allclose(params["b"], data[:, 1:].mean(0), atol=2e-2)
+
+
+def test_random_initial_values_are_drawn_with_the_declared_scale_and_seeded():
+    text = "param W : real[30, 40] ~ Normal(0.5, 0.1)\nparam u : real[5] ~ Uniform(-1, 1)\nminimize sumsq(W) + sum(u)\n"
+    mod = compile_source(text).build()
+    first, again = mod.init(jax.random.PRNGKey(0)), mod.init(jax.random.PRNGKey(0))
+    assert first["W"].shape == (30, 40)
+    assert float(first["W"].mean()) == pytest.approx(0.5, abs=0.02)
+    assert float(first["W"].std()) == pytest.approx(0.1, abs=0.01)
+    assert np.all(np.abs(np.asarray(first["u"])) <= 1)
+    np.testing.assert_array_equal(first["W"], again["W"])
+    assert not np.array_equal(first["W"], mod.init(jax.random.PRNGKey(1))["W"])
+    assert "param W : real[30, 40] ~ Normal(0.5, 0.1)" in str(compile_source(text).ir)
+
+
+def test_a_random_initial_value_takes_only_constants():
+    with pytest.raises(AttractorError, match="a random initial value may only use numbers and constants"):
+        compile_source("param s : real = 1\nparam W : real[3] ~ Normal(0, s)\nminimize sumsq(W)\n")
