@@ -5,7 +5,7 @@ import dataclasses
 import functools
 from importlib import resources
 
-from lark import Lark, Token, v_args
+from lark import Lark, Token
 from lark.exceptions import (
     UnexpectedCharacters,
     UnexpectedEOF,
@@ -99,9 +99,19 @@ def _no_repeats(pairs, what: str, locs) -> None:
         seen.add(key)
 
 
-@v_args(meta=True)
 class _Build(Transformer_NonRecursive):
-    """One method per named grammar rule; each returns IR (or plain values for options)."""
+    """One method per named grammar rule, `method(meta, children)`; each returns IR (or plain
+    values for options). Methods are looked up on the class once per rule name: lark's
+    `v_args` wraps every method again at each attribute access, a third of a 5000-term parse."""
+
+    __visit_tokens__ = False
+
+    def _call_userfunc(self, tree, new_children=None):
+        children = tree.children if new_children is None else new_children
+        method = _BUILD_METHODS.get(tree.data)
+        if method is None:
+            return self.__default__(tree.data, children, tree.meta)
+        return method(self, tree.meta, children)
 
     # ---- expressions
     def number(self, meta, c):
@@ -348,6 +358,9 @@ class _Build(Transformer_NonRecursive):
 
     def start(self, meta, c):
         return [s for s in c if s is not None and not isinstance(s, Token)]
+
+
+_BUILD_METHODS = {name: f for name, f in vars(_Build).items() if callable(f) and not name.startswith("_")}
 
 
 _READABLE = {
