@@ -124,3 +124,52 @@ def test_random_initial_values_are_drawn_with_the_declared_scale_and_seeded():
 def test_a_random_initial_value_takes_only_constants():
     with pytest.raises(AttractorError, match="a random initial value may only use numbers and constants"):
         compile_source("param s : real = 1\nparam W : real[3] ~ Normal(0, s)\nminimize sumsq(W)\n")
+
+
+# ---- players declared by hand -------------------------------------------------------------------
+
+DIRAC = ("param theta : real = 1\nparam psi : real = 1\n"
+         "player critic over psi: maximize -softplus(-psi * theta) - softplus(0)\n"
+         "player generator over theta: minimize -softplus(-psi * theta)\n")
+
+
+def test_declared_players_make_the_field_and_record_a_game():
+    prog = compile_source(DIRAC + "train steps=10\n")
+    assert [(pl.name, pl.params, pl.sense) for pl in prog.program.players] == [
+        ("critic", ("psi",), "max"), ("generator", ("theta",), "min")]
+    assert [(s.rule, s.relation, s.player) for s in prog.derivation.steps] == [
+        ("declared_game", "~", "critic"), ("declared_game", "~", "generator")]
+    field = prog.build().field({"theta": np.float32(1), "psi": np.float32(1)}, jax.random.PRNGKey(0), {})
+    # v_psi = +dV/dpsi = theta * sigmoid(-psi theta), v_theta = -dV/dtheta = -psi * sigmoid(-psi theta)
+    s = 1 / (1 + np.exp(1.0))
+    assert float(field["psi"]) == pytest.approx(s) and float(field["theta"]) == pytest.approx(-s)
+
+
+@pytest.mark.parametrize("dynamics, converges", [("simultaneous", False), ("extragradient", True)])
+def test_the_dirac_gan_by_hand_circles_or_converges_by_its_dynamics(dynamics, converges):
+    prog = compile_source(DIRAC + f"train steps=3000, optimizer=sgd(lr=0.1), dynamics={dynamics}\n")
+    params, _ = prog.build().fit(None, steps=3000, seed=0)
+    radius = float(np.hypot(params["theta"], params["psi"]))
+    assert (radius < 0.3) == converges, radius
+
+
+@pytest.mark.parametrize("program, col, words", [
+    (DIRAC + "player other over psi: minimize psi^2\n", 8, "which player critic already owns"),
+    (DIRAC + "player other over phi: minimize psi^2\n", 8, "'phi', which is not a parameter"),
+    (DIRAC + "player critic over psi: minimize psi^2\n", 8, "declared twice"),
+    ("param w : real[2]\nplayer p over w, w: minimize sumsq(w)\n", 18, "listed twice"),
+    ("param w : real[2]\nplayer p over w: minimize w\n", 27, "must be a scalar"),
+    ("param w : real[2]\nplayer p over w: estimate sumsq(w)\n", 18, "not a player's sense"),
+])
+def test_bad_players_are_located_diagnostics(program, col, words):
+    line = program.count("\n")
+    with pytest.raises(AttractorError) as info:
+        compile_source(program, filename="bad.att")
+    head = str(info.value).splitlines()[0]
+    assert head.startswith(f"bad.att:{line}:{col}: error: ") and words in head, head
+
+
+def test_the_check_certifies_each_players_field():
+    from compiler.driver.check import certify
+    results = certify(compile_source(DIRAC))
+    assert results and all(c.passed for c in results), results

@@ -258,7 +258,18 @@ def compile_source(text: str, via: str | None = None, filename: str = "<input>",
     except AttractorError as e:
         raise e.located(filename, text) from None
     dyn = dynamics or program.train.option("dynamics") or "simultaneous"
-    return CompiledProgram(text, filename, typed, program, rewriting.steps, dyn)
+    return CompiledProgram(text, filename, typed, program, declared_game(typed) + rewriting.steps, dyn)
+
+
+def declared_game(typed: ir.Program) -> tuple[Step, ...]:
+    """A game the user declared (`player NAME over P: minimize|maximize EXPR`) replaces the objective
+    by its players' losses: one step each, relation `~` (the players' dynamics optimise no single
+    objective; each moves its own parameters, the others' entering its loss as constants)."""
+    if not typed.aux("declared_game"):
+        return ()
+    return tuple(Step("declared_game", "~", pl.name, typed.objective.expr, pl.loss, pl.loss,
+                      note=f"a game the user declared: player {pl.name} {pl.sense}imizes over {', '.join(pl.params)}")
+                 for pl in typed.players)
 
 
 def compile_file(path: str | Path, via: str | None = None, dynamics: str | None = None) -> CompiledProgram:
