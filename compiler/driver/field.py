@@ -151,9 +151,26 @@ def spectrum(fn, x, n: int, which: tuple[str, ...]) -> np.ndarray:
                               return_eigenvectors=False))
         except ArpackNoConvergence as e:   # what converged is still an eigenvalue
             found.append(e.eigenvalues)
-        except ArpackError:                # J t = 0 for the start t: J = 0 on the Krylov space
-            found.append(np.zeros(1))
+        except ArpackError:                # the Krylov space closed early (J t in span of t): plain Arnoldi
+            found.append(ritz_values(op.matvec, n))
     return np.unique(np.round(np.concatenate(found), 10))
+
+
+def ritz_values(matvec, n: int, size: int = 30) -> np.ndarray:
+    """Eigenvalues of the Hessenberg matrix H of `size` Arnoldi steps from a random start (Q^T J Q
+    on the Krylov space): exact when the space closes before `size` steps (J t in the span)."""
+    q = np.random.default_rng(0).standard_normal(n)
+    basis, H = [q / np.linalg.norm(q)], np.zeros((size + 1, size))
+    for j in range(size):
+        w = np.asarray(matvec(basis[j]), np.float64)
+        for i in range(j + 1):
+            H[i, j] = basis[i] @ w
+            w = w - H[i, j] * basis[i]
+        H[j + 1, j] = np.linalg.norm(w)
+        if H[j + 1, j] <= 1e-8 * max(1.0, float(np.abs(H[: j + 1, j]).max())):
+            return np.linalg.eigvals(H[: j + 1, : j + 1])
+        basis.append(w / H[j + 1, j])
+    return np.linalg.eigvals(H[:size, :size])
 
 
 def jacobian_report(prog, at="init", seed=0, steps=None) -> dict:
