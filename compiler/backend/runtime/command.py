@@ -75,7 +75,8 @@ def main(argv=None):
         fail(e)
     params, history = fit(data, args.steps, args.seed, callback=None if args.json else progress_bar)
     seconds, compile_seconds = (history[-1]["seconds"], history[-1]["compile_seconds"]) if history else (0.0, None)
-    result = summary(params, data, STEPS if args.steps is None else args.steps, seconds, args.seed, compile_seconds, history)
+    steps = STEPS if args.steps is None else args.steps
+    result = summary(params, data, steps, seconds, args.seed, compile_seconds, history)
     print(json.dumps(json_safe(result)) if args.json else result)
     if not args.json:
         for warning in result["warnings"]:
