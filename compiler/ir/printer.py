@@ -162,14 +162,18 @@ def program_text(p: ir.Program) -> str:
     for d in p.decls:
         out.extend(_decl(d))
     o = p.objective
-    out.append(f"{o.sense} {show(o.expr)}" + (f" via {rule_text(o.via)}" if o.via else ""))
+    if not p.aux("declared_game"):   # a declared game's objective is its first player's loss
+        out.append(f"{o.sense} {show(o.expr)}" + (f" via {rule_text(o.via)}" if o.via else ""))
     out.extend(constraint_text(c) for c in p.constraints)
     out.extend(f"report {r.name} = {show(r.expr)}" for r in p.reports)
     if p.train.options:
         out.append("train " + ", ".join(f"{k}={_train_value(v)}" for k, v in p.train.options))
     for pl in p.players:
         params = ", ".join(pl.params) or "(none)"
-        out.append(f"player {pl.name} ({pl.sense} over {params}): {show(pl.loss)}")
+        if p.aux("declared_game"):   # as written
+            out.append(f"player {pl.name} over {params}: {pl.sense}imize {show(pl.loss)}")
+        else:
+            out.append(f"player {pl.name} ({pl.sense} over {params}): {show(pl.loss)}")
     return "\n".join(out)
 
 
