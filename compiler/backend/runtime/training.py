@@ -141,9 +141,10 @@ def tail_average(state):
 
 def apply_prox(new, step_size):
     """x <- prox_{step_size * weight * g}(x) for each parameter with a proximal term g."""
-    for name, (kind, weight) in PROX.items():
-        if name in new:
-            new[name] = PROX_MAPS[kind](new[name], step_size * weight)
+    if PROX:   # folded away in a program without proximal terms, with the maps
+        for name, (kind, weight) in PROX.items():
+            if name in new:
+                new[name] = PROX_MAPS[kind](new[name], step_size * weight)
     return new
 
 
@@ -226,7 +227,8 @@ def lipschitz_step(state, data, iters=100):
     for p in MOVING:
         loss = partial(player_loss, p, params, key, batch)
         lipschitz = largest_curvature(loss, own(params, p), key, iters)
-        opts[p] = opts[p]._replace(hyperparams={**opts[p].hyperparams, "learning_rate": 1.0 / jnp.maximum(lipschitz, 1e-6)})
+        step_size = 1.0 / jnp.maximum(lipschitz, 1e-6)
+        opts[p] = opts[p]._replace(hyperparams={**opts[p].hyperparams, "learning_rate": step_size})
     return {**state, "opt": opts}
 
 
@@ -268,7 +270,8 @@ def as_data(data):
     arrays = {}
     for name in DATA_VARS:
         if name not in data:
-            raise ValueError(f"the data have no variable '{name}' (variables given: {', '.join(map(str, data)) or 'none'})")
+            given = ", ".join(map(str, data)) or "none"
+            raise ValueError(f"the data have no variable '{name}' (variables given: {given})")
         array = np.asarray(data[name], np.float32)
         if array.ndim == 0 or array.shape[1:] != tuple(DATA_SHAPES[name]):
             want = "(n, " + ", ".join(map(str, DATA_SHAPES[name])) + ")" if DATA_SHAPES[name] else "(n,)"
