@@ -1,0 +1,167 @@
+"""Exact routes for divergences between objects that have densities (SPEC §9.3): no game.
+
+    maximum_likelihood  KL(data || q) = -H(data) - E_data log q(x)                        (=+c)
+                        q a model with a density in x (its latents, if any, are then
+                        summed out or bounded by the marginal-likelihood rules)
+    explicit_kl         KL(p || q) = sum_x KL(p_x || q_x)   when p and q are models whose lines
+                        read no random variable and SymPy derives KL(family_p || family_q)
+                        (compiler.math.distributions.kl_closed_form);
+                        KL(p || q) = E_p[log p(x) - log q(x)] otherwise (a Monte Carlo estimate
+                        with both densities, its gradient by the estimator rules)         (=)
+
+A game (classifier_ratio, conjugate) is left for a side known only through samples.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import sympy as sp
+
+from compiler import ir
+from compiler.analysis.problems import missing_latents
+from compiler.math.distributions import kl_closed_form
+from compiler.rewrite.rule import Context, Refusal, Rewrite, Rule
+from passes.adversarial.sides import shared_variables, side_name
+from passes.variational.analytic_kl import closed_kl
+
+
+def explicit_model(program: ir.Program, side: ir.Node) -> ir.Block | None:
+    """The side as a model block with a normalised density (no Gibbs line, not conditioned), or None."""
+    if isinstance(side, ir.DataSet):
+        return None
+    block = program.decl(side.name)
+    if not isinstance(block, ir.Block) or block.kind != "model" or block.given:
+        return None
+    if any(isinstance(line, ir.Tilde) and line.dist.family == "Gibbs" for line in block.lines):
+        return None
+    return block
+
+
+def log_density(block: ir.Block, binder: tuple[str, ...]) -> ir.Node:
+    return ir.Apply("log", (ir.Density(block.name, binder),))
+
+
+# ---- maximum likelihood ------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class DataFit:
+    divergence: ir.Divergence
+    model: ir.Block
+    binder: tuple[str, ...]
+
+
+def match_data_fit(node: ir.Divergence, ctx: Context) -> DataFit | Refusal | None:
+    """KL(data || q) with q a model that has a density in the data's variables."""
+    if node.kind != "KL" or not isinstance(node.p, ir.DataSet):
+        return None
+    model = explicit_model(ctx.program, node.q)
+    if model is None:
+        return Refusal(f"{side_name(node.q)} has no normalised density: maximum likelihood needs log q(x)")
+    if ctx.program.objective.sense == "estimate":
+        return Refusal("the value of KL(data || q) needs the entropy of the data, which its samples do not give; "
+                       "maximum likelihood is exact only up to that constant")
+    binder, _ = shared_variables(ctx.program, node)
+    return DataFit(node, model, binder)
+
+
+def build_data_fit(found: DataFit, ctx: Context) -> Rewrite:
+    """E[x ~ data] -log q(x): the cross-entropy, the divergence less the data's entropy."""
+    node, model, binder = found.divergence, found.model, found.binder
+    new = ir.Expect(binder, ir.DataSet(), ir.Apply("neg", (log_density(model, binder),)), loc=node.loc)
+    latents = missing_latents(ctx.program, ir.Density(model.name, binder))
+    conditions = (f"KL(data || {model.name}) = E_data[log data(x)] - E_data[log {model.name}(x)] "
+                  f"= -H(data) - E_data[log {model.name}(x)]",
+                  "the constant -H(data), the negative entropy of the data, depends on no parameter",
+                  f"model {model.name} has a normalised density in {', '.join(binder)}")
+    note = "maximum likelihood: one player, no critic"
+    if latents:
+        note += f"; the latents {', '.join(latents)} of {model.name} are left to the marginal-likelihood rules"
+    return Rewrite(new, "=+c", conditions, note=note,
+                   facts=(("constant", "-H(data)"), ("model", model.name), ("latents", latents)))
+
+
+MAXIMUM_LIKELIHOOD = Rule(
+    "maximum_likelihood", problem="divergence", matches=(ir.Divergence,), relation="=+c",
+    identity="KL(data || q) = -H(data) - E_data log q(x)",
+    match=match_data_fit, build=build_data_fit,
+    unmatched="the objective has no KL(data || q) with q a model that has a density")
+
+
+# ---- KL between two explicit densities ---------------------------------------------------------------
+
+@dataclass(frozen=True)
+class TwoDensities:
+    divergence: ir.Divergence
+    p: ir.Block
+    q: ir.Block
+    binder: tuple[str, ...]
+    closed: tuple       # ((variable, p law, q law, event shape), ...) when every variable has a closed form
+
+
+def _resolved(expr: ir.Node, block: ir.Block) -> ir.Node:
+    for line in reversed(block.lines):
+        if isinstance(line, ir.Assign) and line.name in ir.free_names(expr):
+            expr = ir.substitute(expr, line.name, line.value)
+    return expr
+
+
+def _closed_forms(p: ir.Block, q: ir.Block, binder) -> tuple:
+    """Each variable's two laws and shape when both blocks draw exactly `binder`, their laws read
+    no random variable, and SymPy derives a finite KL for every pair; else ()."""
+    if set(p.random_vars()) != set(binder) or set(q.random_vars()) != set(binder):
+        return ()
+    out = []
+    for v in binder:
+        p_law, q_law = _resolved(p.line(v).dist, p), _resolved(q.line(v).dist, q)
+        if (ir.free_names(p_law) | ir.free_names(q_law)) & set(binder):
+            return ()
+        form = kl_closed_form(p_law.family, q_law.family)
+        if form is None or form.expr == sp.oo:
+            return ()
+        out.append((v, p_law, q_law, p.line(v).shape))
+    return tuple(out)
+
+
+def match_two_densities(node: ir.Divergence, ctx: Context) -> TwoDensities | Refusal | None:
+    """KL(p || q) with p and q models with normalised densities and no latents."""
+    if node.kind != "KL" or isinstance(node.p, ir.DataSet) or isinstance(node.q, ir.DataSet):
+        return None
+    p, q = explicit_model(ctx.program, node.p), explicit_model(ctx.program, node.q)
+    if p is None or q is None:
+        which = side_name(node.p) if p is None else side_name(node.q)
+        return Refusal(f"{which} has no normalised density")
+    binder, _ = shared_variables(ctx.program, node)
+    for block in (p, q):
+        hidden = missing_latents(ctx.program, ir.Density(block.name, binder))
+        if hidden:
+            return Refusal(f"model {block.name}'s density in {', '.join(binder)} integrates over its latents "
+                           f"{', '.join(hidden)}")
+    return TwoDensities(node, p, q, binder, _closed_forms(p, q, binder))
+
+
+def build_two_densities(found: TwoDensities, ctx: Context) -> Rewrite:
+    node, p, q, binder = found.divergence, found.p, found.q, found.binder
+    if found.closed:
+        total, how = None, []
+        for _, p_law, q_law, shape in found.closed:
+            term, text = closed_kl(p_law, q_law, shape)
+            total = term if total is None else ir.Apply("add", (total, term))
+            how.append(text)
+        conditions = (f"models {p.name} and {q.name} draw {', '.join(binder)} independently, from laws that read "
+                      "no random variable: the KL is the sum of the per-variable KLs",) + tuple(how)
+        return Rewrite(total, "=", conditions, note="closed form, derived by SymPy: no game, no sampling",
+                       facts=(("route", "closed_form"), ("pairs", tuple((a.family, b.family)
+                                                                        for _, a, b, _ in found.closed))))
+    body = ir.Apply("sub", (log_density(p, binder), log_density(q, binder)))
+    new = ir.Expect(binder, ir.Sample(p.name, binder), body, loc=node.loc)
+    conditions = (f"KL({p.name} || {q.name}) = E_{p.name}[log {p.name}(x) - log {q.name}(x)]: both densities are "
+                  "explicit, so the expectation is estimated from draws of " + p.name,)
+    return Rewrite(new, "=", conditions, note="Monte Carlo estimate with both densities (no closed form derived)",
+                   facts=(("route", "monte_carlo"),))
+
+
+EXPLICIT_KL = Rule(
+    "explicit_kl", problem="divergence", matches=(ir.Divergence,), relation="=",
+    identity="KL(p || q) = closed form (SymPy), else E_p[log p(x) - log q(x)]",
+    match=match_two_densities, build=build_two_densities,
+    unmatched="the objective has no KL(p || q) between two models with densities")
