@@ -26,7 +26,7 @@ from compiler.rewrite.building import fill_training, training_text
 from compiler.rewrite.rule import Context, Refusal, Rewrite, Rule, Step
 from compiler.rewrite.strategies import child_indices, positions, positions_from, replace_at
 
-STAGES = {"lagrangian": 10, "jensen": 20, "adversarial": 30, "analytic_kl": 40, "relaxation": 50,
+STAGES = {"lagrangian": 10, "exact": 15, "jensen": 20, "adversarial": 30, "analytic_kl": 40, "relaxation": 50,
           "evolution": 55, "splitting": 60, "proximal": 70, "estimators": 80}
 
 
