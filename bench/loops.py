@@ -27,9 +27,9 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT))
 
-from harness import alternate, block, machine, versions
+from harness import alternate, block, machine, versions  # noqa: E402
 
-from attractor import compile_file
+from attractor import compile_file  # noqa: E402
 
 
 def mlp(layers, x, act=jax.nn.relu):
