@@ -10,6 +10,8 @@ import traceback
 from pathlib import Path
 
 from compiler.driver.api import CompiledProgram, compile_file
+from compiler.driver.files import output_path, write_atomically
+from compiler import ir
 from compiler.ir.builtins import DYNAMICS
 from compiler.ir.diagnostics import AttractorError
 
@@ -27,44 +29,76 @@ class _ArgumentParser(argparse.ArgumentParser):
 
 
 def _parser() -> argparse.ArgumentParser:
-    ap = _ArgumentParser(prog="attractor", description="A compiler for machine-learning objectives.")
+    ap = _ArgumentParser(
+        prog="attractor", description="A compiler for machine-learning objectives.",
+        epilog="Paths on the command line (--data, --params, --save, -o, --checkpoint) are relative to the working "
+               "directory; paths inside a program (from npz(\"...\"), python(\"nets.py:f\")) to the program's folder.")
     sub = ap.add_subparsers(dest="command", required=True, parser_class=_ArgumentParser)
+    program = "the program (.att file)"
+    via = "force a rule at the objective, e.g. 'jensen(iwae=8)'"
+    data = "rebind the data to a source, e.g. 'npz(\"file.npz\")' (paths relative to the working directory)"
+    seed = "the random seed (a whole number; default 0)"
 
     c = sub.add_parser("compile", help="parse, rewrite and print or emit a program")
-    c.add_argument("file")
-    c.add_argument("--show", choices=("ir", "derivation", "field"), default="derivation")
-    c.add_argument("--format", choices=("text", "json", "latex"), default="text")
-    c.add_argument("--emit", choices=("jax",))
-    c.add_argument("-o", "--output")
-    c.add_argument("--via", help="force a rule, e.g. 'jensen(iwae=8)'")
+    c.add_argument("file", help=program)
+    c.add_argument("--show", choices=("ir", "derivation", "field"), default="derivation",
+                   help="what to print: the rewritten IR, the derivation (default) or the vector field")
+    c.add_argument("--format", choices=("text", "json", "latex"), default="text", help="how to print it")
+    c.add_argument("--emit", choices=("jax",), help="write the standalone JAX module instead")
+    c.add_argument("-o", "--output", help="the file --emit writes (default: standard output)")
+    c.add_argument("--via", help=via)
 
     r = sub.add_parser("run", help="compile and train; print the result")
-    r.add_argument("file")
-    r.add_argument("--steps")
-    r.add_argument("--seed", default="0")
-    r.add_argument("--data", help="rebind the data, e.g. 'npz(\"file.npz\")'")
-    r.add_argument("--dynamics", choices=DYNAMICS)
-    r.add_argument("--via")
-    r.add_argument("--json", action="store_true")
-    r.add_argument("--plot")
-    r.add_argument("--samples")
+    r.add_argument("file", help=program)
+    r.add_argument("--steps", help="the number of steps (default: the train line's, or to tolerance)")
+    r.add_argument("--seed", default="0", help=seed)
+    r.add_argument("--data", help=data)
+    r.add_argument("--dynamics", choices=DYNAMICS, help="the training dynamics (default: the train line's)")
+    r.add_argument("--via", help=via)
+    r.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    r.add_argument("--plot", help="draw the history and the reports into this image file")
+    r.add_argument("--samples", help="save 2000 draws of the trained sampler to this .npy file")
     r.add_argument("--force", action="store_true", help="run even where the memory estimate exceeds this machine's")
+    r.add_argument("--save", metavar="PARAMS.npz", help="save the trained parameters, one array per leaf ('decoder/0/w')")
+    r.add_argument("--checkpoint", metavar="DIR", help="keep the whole training state in DIR/checkpoint.npz")
+    r.add_argument("--every", metavar="SECONDS", default="60",
+                   help="write the checkpoint at most this often (default 60; and at the end of the run)")
+    r.add_argument("--resume", action="store_true",
+                   help="continue from the checkpoint in --checkpoint DIR (ends as an uninterrupted run would)")
+
+    v = sub.add_parser("eval", help="evaluate saved parameters: objective and reports, no training")
+    v.add_argument("file", help=program)
+    v.add_argument("--params", required=True, metavar="PARAMS.npz", help="parameters saved by run --save")
+    v.add_argument("--data", help=data)
+    v.add_argument("--seed", default="0", help=seed)
+    v.add_argument("--via", help=via)
+    v.add_argument("--json", action="store_true", help="print the result as one JSON object")
+
+    s = sub.add_parser("sample", help="draw from a model, a sampler or a guide at saved parameters")
+    s.add_argument("file", help=program)
+    s.add_argument("--params", required=True, metavar="PARAMS.npz", help="parameters saved by run --save")
+    s.add_argument("-n", required=True, metavar="N", help="the number of draws (a guide: one per example, at most N)")
+    s.add_argument("-o", "--output", required=True, metavar="OUT.npy", help="the .npy file the draws go to")
+    s.add_argument("--of", metavar="NAME", help="the model, sampler or guide to draw from (default: the only sampler)")
+    s.add_argument("--data", help=data + "; the examples a guide is applied to")
+    s.add_argument("--seed", default="0", help=seed)
+    s.add_argument("--via", help=via)
 
     k = sub.add_parser("check", help="numerical certificates of every recorded relation")
-    k.add_argument("file")
-    k.add_argument("--seed", default="0")
-    k.add_argument("--via")
+    k.add_argument("file", help=program)
+    k.add_argument("--seed", default="0", help=seed)
+    k.add_argument("--via", help=via)
 
     e = sub.add_parser("explain", help="the rules that match, and the alternatives not taken")
-    e.add_argument("file")
+    e.add_argument("file", help=program)
 
     f = sub.add_parser("field", help="Jacobian eigenvalues of the vector field")
-    f.add_argument("file")
+    f.add_argument("file", help=program)
     f.add_argument("--at", default="init", help="init, final, or name=value,... for scalar parameters")
-    f.add_argument("--steps")
-    f.add_argument("--seed", default="0")
-    f.add_argument("--dynamics", choices=DYNAMICS)
-    f.add_argument("--plot")
+    f.add_argument("--steps", help="the steps trained before --at final (default: the train line's)")
+    f.add_argument("--seed", default="0", help=seed)
+    f.add_argument("--dynamics", choices=DYNAMICS, help="the dynamics whose field is analysed")
+    f.add_argument("--plot", help="draw the eigenvalues into this image file")
     return ap
 
 
@@ -81,36 +115,6 @@ def _whole_number(args, option: str, low: int, high: int) -> None:
     if not low <= value <= high:
         raise AttractorError(f"{option} must be from {low} to {high}, got {value}", None, option)
     setattr(args, attr, value)
-
-
-def output_path(path: str, option: str, program: str | None = None) -> Path:
-    """Where an output file goes, checked before any work: not the program itself, not a
-    folder, in a folder that exists and can be written."""
-    out = Path(path)
-    if program is not None and out.exists() and out.resolve() == Path(program).resolve():
-        raise AttractorError(f"the output {path} is the program file itself; choose another name", None, option)
-    if out.is_dir() or str(path).endswith(("/", os.sep)):
-        raise AttractorError(f"{path} is a folder; give a file name", None, option)
-    parent = out.parent if str(out.parent) else Path(".")
-    if not parent.is_dir():
-        raise AttractorError(f"the folder {parent} does not exist", None, option)
-    if not os.access(parent, os.W_OK):
-        raise AttractorError(f"the folder {parent} is not writable", None, option)
-    return out
-
-
-def write_atomically(path: Path, option: str, write) -> None:
-    """`write(temporary_path)`, then rename it over `path`: a failed write (a full disk, an
-    interrupt) leaves any earlier file whole. The temporary keeps `path`'s suffix."""
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except OSError as e:
-        raise AttractorError(f"cannot write {path}: {e.strerror or e}", None, option) from None
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def _compile(args) -> CompiledProgram:
@@ -169,6 +173,10 @@ class ProgressBar:
 def cmd_run(args) -> int:
     samples = output_path(args.samples, "--samples", args.file) if args.samples else None
     plot = output_path(args.plot, "--plot", args.file) if args.plot else None
+    save = output_path(args.save, "--save", args.file) if args.save else None
+    if args.resume and not args.checkpoint:
+        raise AttractorError("--resume continues from a checkpoint: give its folder with --checkpoint DIR", None, "--resume")
+    every = _seconds(args.every, "--every")
     from compiler.driver.api import parse_source
     from compiler.driver.resources import check_memory
     override = parse_source(args.data) if args.data else None
@@ -190,7 +198,15 @@ def cmd_run(args) -> int:
             import jax
             report_history.append({"step": done, **mod.reports(params, jax.random.PRNGKey(0), data)})
 
-    params, history = mod.fit(data, args.steps, args.seed, callback=callback)   # None: the program's default
+    checkpoints = _checkpoints(args, prog, every)
+    resume = checkpoints.resume if checkpoints is not None and args.resume and checkpoints.exists() else None
+    params, history = mod.fit(data, args.steps, args.seed, callback=callback,   # steps None: the program's default
+                              checkpoint=checkpoints, resume=resume)
+    if checkpoints is not None:
+        checkpoints.finish(history)
+    if save is not None:
+        from compiler.driver.workflow import save_params
+        save_params(save, params)
     seconds, compile_seconds = (history[-1]["seconds"], history[-1]["compile_seconds"]) if history else (0.0, None)
     result = mod.summary(params, data, steps, seconds, args.seed, compile_seconds, history)
     if samples is not None:
@@ -209,6 +225,33 @@ def cmd_run(args) -> int:
         for warning in result["warnings"]:
             print(f"warning: {warning}", file=sys.stderr)
     return 3 if diverged(result, history, mod.PLAYERS) else 0
+
+
+def _seconds(text: str, option: str) -> float:
+    """A positive number of seconds (`--every`)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise AttractorError(f"{option} must be a number of seconds, got {text!r}", None, option) from None
+    if not value > 0 or value == float("inf"):
+        raise AttractorError(f"{option} must be a positive number of seconds, got {text}", None, option)
+    return value
+
+
+def _checkpoints(args, prog, every):
+    """The run's checkpoints (`--checkpoint DIR`), or None; checked against this run before training."""
+    if not args.checkpoint:
+        return None
+    from compiler.driver.workflow import Checkpoints, run_identity
+    checkpoints = Checkpoints(args.checkpoint, every, run_identity(prog, args.dynamics or prog.dynamics, args.seed,
+                                                                    args.steps))
+    checkpoints.check_folder()
+    if args.resume and not checkpoints.exists():
+        print(f"note: no checkpoint in {checkpoints.path.resolve()}: starting from step 0", file=sys.stderr)
+    if not args.resume and checkpoints.exists():
+        raise AttractorError(f"{checkpoints.path.resolve()} exists: continue it with --resume, or remove it",
+                             None, "--checkpoint")
+    return checkpoints
 
 
 def diverged(result: dict, history: list[dict], players) -> bool:
@@ -231,6 +274,56 @@ def _save_samples(mod, params, path, seed) -> None:
         with open(tmp, "wb") as handle:
             np.save(handle, draws)
     write_atomically(path, "--samples", write)
+
+
+def cmd_eval(args) -> int:
+    """The objective and the reports at saved parameters, as `run` prints them, with no training."""
+    from compiler.driver.workflow import load_params
+    prog = _compile(args)
+    data = prog.load_data(args.data)
+    mod = prog.build()
+    params = load_params(args.params, mod)
+    result = mod.summary(params, data, 0, 0.0, args.seed, None, [])
+    training = ("steps", "seconds_per_step", "compile_seconds", "converged", "warnings")   # the verdict of a run
+    result = {k: v for k, v in result.items() if k not in training}
+    if args.json:
+        print(json.dumps(mod.json_safe(result)))
+    else:
+        print(f"objective {result['objective']:.6g}")
+        for k, v in result["reports"].items():
+            print(f"report {k} = {v:.6g}")
+    return 3 if diverged(result, [], mod.PLAYERS) else 0
+
+
+def cmd_sample(args) -> int:
+    """`-n` draws of the program's sampler at saved parameters, into a .npy file."""
+    import jax
+    import numpy as np
+
+    from compiler.driver.workflow import load_params
+    out = output_path(args.output, "-o", args.file)
+    _whole_number(args, "-n", 1, 10**8)
+    prog = _compile(args)
+    samplers = [b.name for b in prog.program.of_type(ir.Block) if b.kind == "sampler"]
+    blocks = {b.name: b.kind for b in prog.typed.of_type(ir.Block)}
+    if args.of is not None and args.of not in blocks:
+        raise AttractorError(f"--of {args.of}: the program has no model, sampler or guide of that name "
+                             f"(it has: {', '.join(blocks) or 'none'})", None, "--of")
+    if args.of is not None and blocks[args.of] != "sampler":
+        raise AttractorError(f"--of {args.of}: drawing from a {blocks[args.of]} is not implemented yet "
+                             "(only samplers)", None, "--of")
+    if not samplers:
+        raise AttractorError("the program has no sampler to draw from", None, "--of")
+    mod = prog.build()
+    params = load_params(args.params, mod)
+    draws = np.asarray(mod.sample(params, jax.random.PRNGKey(args.seed), args.n))
+
+    def write(tmp):
+        with open(tmp, "wb") as handle:
+            np.save(handle, draws)
+    write_atomically(out, "-o", write)
+    print(f"{draws.shape[0]} draws of {samplers[0]}, shape {draws.shape[1:]}, written to {out}", file=sys.stderr)
+    return 0
 
 
 def cmd_check(args) -> int:
@@ -271,7 +364,8 @@ def compile_file_text(path: str) -> str:
         raise AttractorError("the file is not UTF-8 text", None, str(path)) from None
 
 
-COMMANDS = {"compile": cmd_compile, "run": cmd_run, "check": cmd_check, "explain": cmd_explain, "field": cmd_field}
+COMMANDS = {"compile": cmd_compile, "run": cmd_run, "eval": cmd_eval, "sample": cmd_sample, "check": cmd_check,
+            "explain": cmd_explain, "field": cmd_field}
 
 
 def main(argv=None) -> int:

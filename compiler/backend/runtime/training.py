@@ -141,10 +141,9 @@ def tail_average(state):
 
 def apply_prox(new, step_size):
     """x <- prox_{step_size * weight * g}(x) for each parameter with a proximal term g."""
-    if PROX:   # folded away in a program without proximal terms, with the maps
-        for name, (kind, weight) in PROX.items():
-            if name in new:
-                new[name] = PROX_MAPS[kind](new[name], step_size * weight)
+    for name, (kind, weight) in PROX.items():
+        if name in new:
+            new[name] = PROX_MAPS[kind](new[name], step_size * weight)
     return new
 
 
@@ -292,7 +291,8 @@ def check_steps(steps):
     return int(steps)
 
 
-def fit(data, steps=None, seed=0, batch_size=BATCH, callback=None, chunk=None, seconds_per_call=0.25):
+def fit(data, steps=None, seed=0, batch_size=BATCH, callback=None, chunk=None, seconds_per_call=0.25,
+        checkpoint=None, resume=None):
     """Train from init(seed) for `steps` steps; returns (params, history).
 
     The steps run on the device in calls of `chunk` steps, or (chunk=None) of as many as take
@@ -300,6 +300,11 @@ def fit(data, steps=None, seed=0, batch_size=BATCH, callback=None, chunk=None, s
     `train_steps` is traced and compiled before the first step, by a call of no step: each
     history entry has `seconds` (training time so far, compilation excluded) and
     `compile_seconds` (that first call; near zero when this process compiled it already).
+
+    `resume(state) -> (state, history)` continues a run from a saved training state of the same
+    structure as `state` (parameters, optimiser states, step, averaged iterate) and its history;
+    `checkpoint(state, history)` is called after every call of `train_steps`. Step t draws from
+    fold_in(key, t) whatever the calls, so a resumed run ends where an uninterrupted one does.
     """
     tolerance = TOLERANCE if steps is None else None   # steps given: always honoured
     steps = check_steps(STEPS if steps is None else steps)
@@ -312,7 +317,11 @@ def fit(data, steps=None, seed=0, batch_size=BATCH, callback=None, chunk=None, s
     started = time.perf_counter()   # trace and compile (a call of no step: later calls reuse the executable)
     jax.block_until_ready(train_steps(state, key, data, jnp.asarray(0, jnp.int32), batch_size))
     compile_seconds = time.perf_counter() - started
-    history, done, seconds, length = [], 0, 0.0, chunk or 1
+    history = []
+    if resume is not None:
+        state, history = resume(state)
+    done, seconds = (history[-1]["step"], history[-1]["seconds"]) if history else (0, 0.0)
+    length = chunk or 1
     while done < steps:
         # at least HISTORY_POINTS entries; a run to tolerance, whose length is not known, grows
         # its chunks with the steps done (about 20 entries per factor e of steps)
@@ -324,6 +333,8 @@ def fit(data, steps=None, seed=0, batch_size=BATCH, callback=None, chunk=None, s
         elapsed = time.perf_counter() - t
         done, seconds = done + length, seconds + elapsed
         history.append({"step": done, "seconds": seconds, "compile_seconds": compile_seconds, **record})
+        if checkpoint is not None:
+            checkpoint(state, history)
         if callback is not None:
             callback(done, steps, record, state["params"])
         if nonfinite(record) or tolerance is not None and settled(history, MAIN_PLAYER, tolerance) \
