@@ -141,9 +141,10 @@ def tail_average(state):
 
 def apply_prox(new, step_size):
     """x <- prox_{step_size * weight * g}(x) for each parameter with a proximal term g."""
-    for name, (kind, weight) in PROX.items():
-        if name in new:
-            new[name] = PROX_MAPS[kind](new[name], step_size * weight)
+    if PROX:   # folded away in a program without proximal terms, with the maps
+        for name, (kind, weight) in PROX.items():
+            if name in new:
+                new[name] = PROX_MAPS[kind](new[name], step_size * weight)
     return new
 
 
