@@ -277,7 +277,7 @@ def compile_file(path: str | Path, via: str | None = None, dynamics: str | None 
     try:
         text = path.read_text()
     except OSError as e:
-        raise AttractorError(f"cannot read file: {e.strerror}", None, str(path)) from None
+        raise AttractorError(f"cannot read file {Path(path).resolve()}: {e.strerror}", None, str(path)) from None
     except UnicodeDecodeError:
         raise AttractorError("the file is not UTF-8 text", None, str(path)) from None
     return compile_source(text, via=via, filename=str(path), dynamics=dynamics)

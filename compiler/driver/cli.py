@@ -359,7 +359,7 @@ def compile_file_text(path: str) -> str:
     try:
         return Path(path).read_text()
     except OSError as e:
-        raise AttractorError(f"cannot read file: {e.strerror}", None, str(path)) from None
+        raise AttractorError(f"cannot read file {Path(path).resolve()}: {e.strerror}", None, str(path)) from None
     except UnicodeDecodeError:
         raise AttractorError("the file is not UTF-8 text", None, str(path)) from None
 
