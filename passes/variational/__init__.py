@@ -1,6 +1,7 @@
 """The variational rule family: Jensen bounds on marginal likelihoods, closed-form KL terms,
 and the gradient estimators of expectations under distributions that depend on the parameters.
 
+    enumerate       log p(x) = logsumexp_z log p(x, z), z discrete with <= 1024 joint states     (=)
     jensen          -log p(x) <= E_q[log q(z | x) - log p(x, z)]                      (<=; >= for log p(x))
                     gap KL(q(z | x) || p(z | x)); iwae=K: log p(x) >= E[log (1/K) sum_k p(x, z_k)/q(z_k | x)]
     analytic_kl     E_q[log q(z | x) - log p(x, z)] = KL(q(z | x) || p(z)) - E_q[log p(x | z)]   (=)
@@ -22,9 +23,9 @@ inside an importance-weighted bound).
     certificates.py     each relation measured on random instances (loaded by `check` only)
 """
 from compiler.rewrite.manager import RulePass
-from passes.variational import analytic_kl, jensen, reparameterize, score_function
+from passes.variational import analytic_kl, enumeration, jensen, reparameterize, score_function
 
-RULES: tuple = (jensen.RULE, analytic_kl.RULE, reparameterize.RULE, score_function.RULE)
-PASSES: tuple = (RulePass("jensen", (jensen.RULE,), "jensen"),
+RULES: tuple = (enumeration.RULE, jensen.RULE, analytic_kl.RULE, reparameterize.RULE, score_function.RULE)
+PASSES: tuple = (RulePass("jensen", (enumeration.RULE, jensen.RULE), "jensen"),
                  RulePass("analytic_kl", (analytic_kl.RULE,), "analytic_kl"),
                  RulePass("estimators", (reparameterize.RULE, score_function.RULE), "estimators"))
