@@ -304,7 +304,8 @@ def fit(data, steps=None, seed=0, batch_size=BATCH, callback=None, chunk=None, s
 
     `resume(state) -> (state, history)` continues a run from a saved training state of the same
     structure as `state` (parameters, optimiser states, step, averaged iterate) and its history;
-    `checkpoint(state, history)` is called after every call of `train_steps`. Step t draws from
+    `checkpoint(state, history)` is called after every call of `train_steps`. On several processes
+    (jax.distributed) every process makes the same calls: each of the history's cap of steps. Step t draws from
     fold_in(key, t) whatever the calls, so a resumed run ends where an uninterrupted one does.
     """
     tolerance = TOLERANCE if steps is None else None   # steps given: always honoured
@@ -341,8 +342,10 @@ def fit(data, steps=None, seed=0, batch_size=BATCH, callback=None, chunk=None, s
         if nonfinite(record) or tolerance is not None and settled(history, MAIN_PLAYER, tolerance) \
                 and stationary(state["params"], key, data, record[MAIN_PLAYER], tolerance):
             break   # diverged (the verdict names it), or converged to the tolerance asked for
-        if chunk is None:
+        if chunk is None and jax.process_count() == 1:
             length = max(1, min(10 * length, int(length * seconds_per_call / max(elapsed, 1e-6))))
+        elif chunk is None:   # several processes: the calls' lengths may not depend on any one clock
+            length = cap
     return state["average" if TAIL_AVERAGE else "params"], history
 
 
