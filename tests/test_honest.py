@@ -3,6 +3,7 @@ verdict, full-batch problems run to tolerance, NaN ends a run with exit code 3 a
 import json
 import math
 
+import numpy as np
 import pytest
 
 from attractor import AttractorError, compile_source
@@ -70,3 +71,59 @@ def test_a_diverging_run_exits_3_with_valid_json(tmp_path, capsys):
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["converged"] is False and result["objective"] is None
     assert any("not finite" in w for w in result["warnings"])
+
+
+LATENT_GAUSSIAN = """data x : real from gaussian(n=200, mean=1.0, std=1.5, seed=0)
+param mu : real
+param c : real
+model p:
+    z ~ Normal(mu, 1)
+    x ~ Normal(z, 1)
+guide q(z | x):
+    z ~ Normal(c * x, 0.7)
+minimize E[x ~ data] -log p(x)
+report nll = E[x ~ data] -log p(x)
+train steps=300, optimizer=adam(lr=0.05)
+"""
+
+
+def exact_nll(x, mu):
+    """-log p(x) averaged over the data, x ~ N(mu, 2) marginally (z ~ N(mu, 1), x | z ~ N(z, 1))."""
+    return float(np.mean(0.5 * np.log(2 * np.pi * 2.0) + (x - mu) ** 2 / 4.0))
+
+
+def test_as_written_counts_the_norm0_that_training_relaxed():
+    prog = compile_source(LEAST_SQUARES.replace("minimize 0.5 * E[(x, y) ~ data] (dot(w, x) - y)^2",
+                                                "minimize 0.5 * E[(x, y) ~ data] (dot(w, x) - y)^2 + 0.05 * norm0(w)"))
+    mod, data = prog.build(), prog.load_data()
+    params, history = mod.fit(data)
+    result = mod.summary(params, data, mod.STEPS, 0.0, history=history)
+    w, x, y = (np.asarray(a, np.float64) for a in (params["w"], data["x"], data["y"]))
+    truth = 0.5 * np.mean((x @ w - y) ** 2) + 0.05 * np.count_nonzero(w)
+    assert result["as_written_estimator"] == "exact" and result["as_written_stderr"] == 0.0
+    assert result["as_written"] == pytest.approx(truth, rel=1e-5)
+    assert result["objective"] != pytest.approx(truth, rel=1e-3)   # the compiled objective is the norm1 surrogate
+
+
+def test_a_marginal_likelihood_and_its_report_are_estimated_by_the_importance_weighted_bound():
+    prog = compile_source(LATENT_GAUSSIAN)
+    mod, data = prog.build(), prog.load_data()
+    params, history = mod.fit(data)
+    result = mod.summary(params, data, 300, 0.0, history=history)
+    truth = exact_nll(np.asarray(data["x"], np.float64), float(params["mu"]))
+    assert result["as_written_estimator"] == "iwae(K=100)" and result["as_written_stderr"] > 0
+    assert result["objective_stderr"] > 0   # the ELBO is averaged over keys, with its standard error
+    # the K = 100 bound lies between the exact -log p(x) and the ELBO (within noise)
+    assert truth - 3 * result["as_written_stderr"] <= result["as_written"]
+    assert result["as_written"] <= result["objective"] + 3 * result["objective_stderr"]
+    assert result["reports"]["nll"] == pytest.approx(result["as_written"], rel=1e-6)
+
+
+def test_run_json_names_the_estimator_of_the_objective_as_written(tmp_path, capsys):
+    src = tmp_path / "latent.att"
+    src.write_text(LATENT_GAUSSIAN.replace("steps=300", "steps=50"))
+    assert main(["run", str(src), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["as_written_estimator"] == "iwae(K=100)" and math.isfinite(result["reports"]["nll"])
+    assert main(["run", str(src)]) == 0
+    assert "as written" in capsys.readouterr().out

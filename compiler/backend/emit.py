@@ -24,6 +24,7 @@ from compiler.backend.lower import (
     dist_sample,
     ident,
     key_literal,
+    needs_key,
     num,
 )
 from compiler.ir.diagnostics import AttractorError
@@ -55,8 +56,10 @@ class ModuleWriter:
     """The emitted module of one program: `source()`."""
 
     def __init__(self, program: ir.Program, title: str, dynamics: str | None, program_dir: str | None = None,
-                 derivation: tuple = ()):
+                 derivation: tuple = (), as_written=None, reports: dict | None = None):
         self.program = program
+        self.as_written_spec = as_written   # (expr or None, program it is lowered in, estimator, reason) or None
+        self.report_exprs = reports or {}   # report name -> the expression to lower (an estimate where intractable)
         self.program_dir = program_dir
         self.title = ident(title)
         self.dynamics = dynamics or program.train.option("dynamics", "simultaneous")
@@ -172,11 +175,40 @@ class ModuleWriter:
             return ["JOINT = None   # one moving player: the field is the gradient of its loss"]
         return joint_function(self.em, players) + ["", "", "JOINT = joint_losses"]
 
+    def as_written(self) -> list[str]:
+        """`AS_WRITTEN(params, key, batch)`: the objective as the user wrote it (SPEC section 9.2),
+        exact where tractable, else the estimator `AS_WRITTEN_ESTIMATOR` names (None with
+        `AS_WRITTEN_REASON` where there is none); `*_DRAWS`: whether a value depends on the key,
+        so that the summary averages it over several keys with its standard error."""
+        expr, program, estimator, reason = self.as_written_spec or (None, None, None, "not computed")
+        main = self.program.players[0].loss
+        out: list[str] = []
+        if expr is not None:
+            lowering, self.em.program, self.em.value_mode = self.em.program, program, True
+            try:
+                out = self.function("as_written", expr, f"as written: {show(expr)}") + ["", ""]
+                function = "as_written"
+            except AttractorError as e:
+                out, function, estimator, reason = [], "None", None, f"cannot be evaluated: {e.message}"
+            finally:
+                self.em.program, self.em.value_mode = lowering, False
+        else:
+            function = "OBJECTIVE" if estimator else "None"
+        draws = needs_key(expr if expr is not None else main)
+        return out + [f"AS_WRITTEN = {function}",
+                      f"AS_WRITTEN_ESTIMATOR = {estimator!r}",
+                      f"AS_WRITTEN_REASON = {reason if function == 'None' else None!r}",
+                      f"AS_WRITTEN_DRAWS = {draws}",
+                      f"OBJECTIVE_DRAWS = {needs_key(main)}"]
+
     def reports(self) -> list[str]:
         out: list[str] = []
         for r in self.program.reports:
-            out += self.function(f"report_{ident(r.name)}", r.expr, show(r.expr)) + ["", ""]
+            expr = self.report_exprs.get(r.name, r.expr)
+            out += self.function(f"report_{ident(r.name)}", expr, show(r.expr)) + ["", ""]
         out.append("REPORTS = {" + ", ".join(f"{key_literal(r.name)}: report_{ident(r.name)}" for r in self.program.reports) + "}")
+        draws = {r.name: needs_key(self.report_exprs.get(r.name, r.expr)) for r in self.program.reports}
+        out.append("REPORT_DRAWS = {" + ", ".join(f"{key_literal(k)}: {v}" for k, v in draws.items()) + "}")
         return out
 
     def updates(self) -> list[str]:
@@ -239,7 +271,8 @@ class ModuleWriter:
         return head + [f"    return {ident(loader.__name__)}({variables}, data_folder({where}){''.join(', ' + a for a in args)})"]
 
     def program_part(self) -> list[str]:
-        pieces = [self.losses(), self.joint(), self.objective(), self.updates(), self.reports(), self.sampler(),
+        pieces = [self.losses(), self.joint(), self.objective(), self.as_written(), self.updates(), self.reports(),
+                  self.sampler(),
                   self.init(), self.constants(), self.step(), self.load_data()]
         out: list[str] = []
         for piece in pieces:
@@ -262,7 +295,10 @@ class ModuleWriter:
 
 
 def emit_module(program: ir.Program, title: str = "program", dynamics: str | None = None,
-                program_dir: str | None = None, derivation: tuple = ()) -> str:
+                program_dir: str | None = None, derivation: tuple = (), as_written=None,
+                reports: dict | None = None) -> str:
     """The emitted module; `program_dir` (the program file's folder) anchors relative data
-    paths; `derivation` (the steps that rewrote the program) goes into its docstring."""
-    return ModuleWriter(program, title, dynamics, program_dir, derivation).source()
+    paths; `derivation` (the steps that rewrote the program) goes into its docstring;
+    `as_written` (expr, program, estimator, reason) is the objective as the user wrote it and
+    `reports` the expressions that evaluate the reports (compiler.driver.as_written)."""
+    return ModuleWriter(program, title, dynamics, program_dir, derivation, as_written, reports).source()

@@ -196,9 +196,16 @@ class CompiledProgram:
 
     def emit(self, dynamics: str | None = None) -> str:
         from compiler.backend.emit import emit_module
+        from compiler.driver.as_written import as_written, reports_as_written
         where = Path(self.filename)
+        try:
+            found = as_written(self.typed, self.program)
+            written = (found.expr, found.program, found.estimator, found.reason)
+            reports = reports_as_written(self.typed, self.program)
+        except AttractorError as e:
+            raise e.located(self.filename, self.source) from None
         return emit_module(self.program, self.title, dynamics or self.dynamics,
-                           str(where.resolve().parent) if where.exists() else None, self.recorded)
+                           str(where.resolve().parent) if where.exists() else None, self.recorded, written, reports)
 
     def build(self, dynamics: str | None = None) -> types.ModuleType:
         """Import the emitted module (the very source `--emit jax` writes)."""

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
@@ -14,7 +15,6 @@ from compiler.driver.files import output_path, write_atomically
 from compiler import ir
 from compiler.ir.builtins import DYNAMICS
 from compiler.ir.diagnostics import AttractorError
-
 
 MAX_STEPS = 2**31 - 1   # steps are an int32 on the device
 MAX_SEED = 2**32 - 1    # jax.random.PRNGKey takes a 32-bit seed
@@ -217,7 +217,7 @@ def cmd_run(args) -> int:
     if args.json:
         print(json.dumps(mod.json_safe(result)))
     else:
-        print(f"objective {result['objective']:.6g}" + (f"   estimate {result['estimate']:.6g}" if result["estimate"] is not None else ""))
+        print(value_text(result) + (f"   estimate {result['estimate']:.6g}" if result["estimate"] is not None else ""))
         for k, v in result["reports"].items():
             print(f"report {k} = {v:.6g}")
         print(f"{result['steps']} steps, {result['seconds_per_step'] * 1e3:.3f} ms/step, "
@@ -289,10 +289,25 @@ def cmd_eval(args) -> int:
     if args.json:
         print(json.dumps(mod.json_safe(result)))
     else:
-        print(f"objective {result['objective']:.6g}")
+        print(value_text(result))
         for k, v in result["reports"].items():
             print(f"report {k} = {v:.6g}")
     return 3 if diverged(result, [], mod.PLAYERS) else 0
+
+
+def value_text(result: dict) -> str:
+    """`objective V (+- SE)   as written A (+- SE, estimator)`: the compiled objective and the
+    objective as the user wrote it (SPEC section 9.2), each with its standard error where it draws."""
+    def with_error(value, stderr):
+        if value is None or not math.isfinite(value):
+            return "null" if value is None else str(value)
+        return f"{value:.6g}" + (f" +- {stderr:.2g}" if stderr else "")
+    text = "objective " + with_error(result["objective"], result.get("objective_stderr"))
+    if "as_written" in result:
+        text += "   as written " + with_error(result["as_written"], result.get("as_written_stderr"))
+        if result.get("as_written_estimator"):
+            text += f" ({result['as_written_estimator']})"
+    return text
 
 
 def cmd_sample(args) -> int:

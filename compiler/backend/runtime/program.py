@@ -31,6 +31,12 @@ JOINT = None                          # every player's loss in one function (a g
 OBJECTIVE = None                      # the objective's value(params, key, batch)
 UPDATES: tuple = ()                   # (parameter, closed-form value(params, key, batch)), after each step
 REPORTS: dict = {}                    # report name -> value(params, key, batch)
+REPORT_DRAWS: dict = {}               # report name -> whether its value depends on the key
+AS_WRITTEN = None                     # the objective as written: value(params, key, batch), or None
+AS_WRITTEN_ESTIMATOR = None           # how AS_WRITTEN is computed: "exact", "monte_carlo", "iwae(K=100)", ...
+AS_WRITTEN_REASON = None              # why AS_WRITTEN is None
+AS_WRITTEN_DRAWS = False              # AS_WRITTEN depends on the key (averaged over keys)
+OBJECTIVE_DRAWS = False               # OBJECTIVE depends on the key (averaged over keys)
 
 
 def init(key):

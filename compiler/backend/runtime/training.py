@@ -14,6 +14,10 @@ import numpy as np
 import optax
 
 from compiler.backend.runtime.program import (
+    AS_WRITTEN,
+    AS_WRITTEN_DRAWS,
+    AS_WRITTEN_ESTIMATOR,
+    AS_WRITTEN_REASON,
     BACKTRACK,
     BATCH,
     COSINE,
@@ -28,9 +32,11 @@ from compiler.backend.runtime.program import (
     MAIN_PLAYER,
     MOVING,
     OBJECTIVE,
+    OBJECTIVE_DRAWS,
     OPTIMIZER,
     PLAYERS,
     PROX,
+    REPORT_DRAWS,
     REPORTS,
     SENSES,
     STEPS,
@@ -49,6 +55,7 @@ MESH = jax.sharding.Mesh(np.array(jax.devices()), ("data",))
 BATCH_SHARDING = jax.sharding.NamedSharding(MESH, jax.sharding.PartitionSpec("data"))
 REPLICATED = jax.sharding.NamedSharding(MESH, jax.sharding.PartitionSpec())
 MAX_STEPS = 2**31 - 1   # step counts are int32 on the device
+EVALUATION_KEYS = 8     # a value that draws is averaged over this many keys, with its standard error
 
 
 def shard_batch(batch):
@@ -125,6 +132,14 @@ def init_state(params, total=STEPS):
     return {"params": params, "opt": {p: OPTIMIZER.init(own(params, p)) for p in MOVING},
             "step": jnp.zeros((), jnp.int32), "total": jnp.asarray(total, jnp.int32),
             **({"average": params} if TAIL_AVERAGE else {})}
+
+
+@jax.jit
+def initial_state(key, total):
+    """init_state(init(key), total) as one compiled call: drawn eagerly, every net's weights and
+    every optimiser moment would cost a dispatch of its own on each `fit` (about 5 ms for a VAE,
+    as much as 15 of its steps on a CPU)."""
+    return init_state(init(key), total)
 
 
 def tail_average(state):
@@ -313,7 +328,7 @@ def fit(data, steps=None, seed=0, batch_size=BATCH, callback=None, chunk=None, s
     data = as_data(data)
     key = jax.random.PRNGKey(seed)
     key, k_init = jax.random.split(key)
-    state = jax.device_put(init_state(init(k_init), steps), REPLICATED)
+    state = jax.device_put(initial_state(k_init, steps), REPLICATED)
     if LIPSCHITZ_STEP:
         state = lipschitz_step(state, data)
     started = time.perf_counter()   # trace and compile (a call of no step: later calls reuse the executable)
@@ -353,20 +368,41 @@ def full_batch(data):
     return minibatch(as_data(data), None, None)
 
 
-def objective(params, key, data):
+def objective(params, key, data, stderr=False):
     """The compiled objective at `params`, over the whole data set, with the terms its
-    proximal maps apply."""
-    value = OBJECTIVE(params, key, full_batch(data))
+    proximal maps apply; averaged over EVALUATION_KEYS keys where it draws. With `stderr`:
+    (value, standard error)."""
+    value, error = averaged(OBJECTIVE, params, key, data, OBJECTIVE_DRAWS)
     if PROX:
-        value = value + sum(weight * PROX_TERMS[kind](params[name]) for name, (kind, weight) in PROX.items()
-                            if name in PLAYERS[MAIN_PLAYER])
-    return float(value)
+        value = value + float(sum(weight * PROX_TERMS[kind](params[name]) for name, (kind, weight) in PROX.items()
+                                  if name in PLAYERS[MAIN_PLAYER]))
+    return (value, error) if stderr else value
+
+
+def averaged(f, params, key, data, draws):
+    """(mean, standard error) of f(params, key_i, whole data set) over EVALUATION_KEYS keys split
+    from `key` when f draws (`draws`), else (f(params, key, data), 0.0): a Monte Carlo value is
+    never one draw."""
+    keys = jax.random.split(key, EVALUATION_KEYS) if draws else [key]
+    batch = full_batch(data)
+    values = np.asarray([float(f(params, k, batch)) for k in keys], np.float64)
+    stderr = float(values.std(ddof=1) / np.sqrt(len(values))) if len(values) > 1 else 0.0
+    return float(values.mean()), stderr
+
+
+def written(params, key, data):
+    """(as_written, its standard error, its estimator, a warning or None): the objective as the
+    user wrote it at `params` (SPEC section 9.2), None with a warning where it has no estimator."""
+    if AS_WRITTEN is None:
+        return None, None, None, f"as_written is null: {AS_WRITTEN_REASON}"
+    value, stderr = averaged(AS_WRITTEN, params, key, data, AS_WRITTEN_DRAWS)
+    return value, stderr, AS_WRITTEN_ESTIMATOR, None
 
 
 def reports(params, key, data):
-    """Each report at `params`, over the whole data set."""
-    batch = full_batch(data)
-    return {name: float(f(params, key, batch)) for name, f in REPORTS.items()}
+    """Each report at `params`, over the whole data set (averaged over EVALUATION_KEYS keys where
+    it draws: an importance-weighted estimate of -log p(x), a Monte Carlo average)."""
+    return {name: averaged(f, params, key, data, REPORT_DRAWS.get(name, False))[0] for name, f in REPORTS.items()}
 
 
 def gradient_mapping(params, key, data):
@@ -399,7 +435,8 @@ def summary(params, data, steps, seconds, seed=0, compile_seconds=None, history=
     key = jax.random.PRNGKey(seed + 1)
     history = history or []
     steps = history[-1]["step"] if history else steps
-    value = objective(params, key, data)
+    value, value_stderr = objective(params, key, data, stderr=True)
+    as_written, as_written_stderr, estimator, null_warning = written(params, key, data)
     values = reports(params, key, data)
     mapping = gradient_mapping(params, key, data) if DETERMINISTIC and LIPSCHITZ_STEP and history else None
     start, end = None, None
@@ -408,6 +445,10 @@ def summary(params, data, steps, seconds, seed=0, compile_seconds=None, history=
         start, end = field_norm(first, key, data), field_norm(params, key, data)
     converged, warnings = verdict(history, list(PLAYERS), list(MOVING), DETERMINISTIC, TOLERANCE or 1e-7, value,
                                   values, mapping, start, end)
+    if null_warning:
+        warnings = warnings + [null_warning]
     return {"steps": steps, "seconds_per_step": seconds / max(steps, 1), "compile_seconds": compile_seconds,
-            "objective": value, "reports": values, "estimate": value if IS_ESTIMATE else None,
+            "objective": value, "objective_stderr": value_stderr, "as_written": as_written,
+            "as_written_stderr": as_written_stderr, "as_written_estimator": estimator,
+            "reports": values, "estimate": value if IS_ESTIMATE else None,
             "converged": converged, "warnings": warnings}

@@ -1,0 +1,112 @@
+"""The objective as the user wrote it, at the final parameters (SPEC section 9.2, `as_written`).
+
+The compiled objective is what training minimises: a bound (the ELBO), a surrogate (norm1 for
+norm0, a smoothed loss), or an objective equal up to a constant. `as_written` is the typed
+objective itself, chosen here and lowered by the emitter into `AS_WRITTEN(params, key, batch)`:
+
+- no intractable node but piecewise-constant ones (norm0 counts non-zeros, a 0-1 loss counts
+  errors, a rounding rounds) and expectations under parameter-dependent distributions (whose
+  value is a Monte Carlo average; only their gradient needed a rule): the typed objective,
+  estimator "exact" (or "monte_carlo" when it draws);
+- a log marginal likelihood log p(x) of a model with latents: the importance-weighted bound
+  log (1/K) sum_k p(x, z_k)/q(z_k | x) with K = 100 draws from the guide (the program compiled
+  again with `via jensen(iwae=100)`), estimator "iwae(K=100)": a consistent estimate, biased
+  towards a larger -log p(x) by at most the gap of the K = 100 bound;
+- a divergence estimated by a critic: the compiled objective at the trained critic, estimator
+  "plug-in critic";
+- anything else (an objective equal to the compiled one up to an unknown constant, an
+  automatic guide that the K = 100 compilation would build anew): None, with the reason.
+
+Reports are lowered as written; a report of an intractable marginal is replaced the same way
+by its importance-weighted estimate (else refused at compile time, at the report's location).
+"""
+from __future__ import annotations
+
+import dataclasses
+
+from compiler import ir
+from compiler.analysis.problems import problems, program_problems
+from compiler.frontend.parser import parse
+from compiler.ir.diagnostics import AttractorError
+from compiler.rewrite.manager import run_passes
+
+IWAE_DRAWS = 100
+IWAE = f"iwae(K={IWAE_DRAWS})"
+VALUE_KINDS = {"nondiff", "estimator", "constraint"}   # problems of the gradient or the feasible set, not the value
+
+
+@dataclasses.dataclass(frozen=True)
+class AsWritten:
+    """The expression whose value is the objective as written (None: not estimated, `reason` says
+    why), the program it is lowered in, and the estimator named in the run's JSON."""
+
+    expr: ir.Node | None
+    program: ir.Program | None
+    estimator: str | None
+    reason: str | None = None
+
+
+def _iwae_program(typed: ir.Program, expr: ir.Node, compiled: ir.Program) -> ir.Program:
+    """`typed` with objective `minimize expr via jensen(iwae=100)`, rewritten; an AttractorError
+    when the rewriting fails or introduces parameters the compiled program does not have (an
+    automatic guide built anew would be untrained)."""
+    via = parse(f"minimize 0 via jensen(iwae={IWAE_DRAWS})\n")[0].via
+    failure = None
+    for sense in ("minimize", "maximize"):   # -log p(x) is bounded above for a minimisation, log p(x) below
+        objective = dataclasses.replace(typed.objective, expr=expr, sense=sense, via=via)
+        try:
+            program, _ = run_passes(dataclasses.replace(typed, objective=objective, reports=()), _pipeline(), via)
+            break
+        except AttractorError as e:
+            failure = failure or e
+    else:
+        raise failure
+    new = set(program.learnable()) - set(compiled.learnable())
+    if new:
+        raise AttractorError(f"its estimate would need parameters the run does not train ({', '.join(sorted(new))})")
+    return program
+
+
+def _pipeline():
+    from passes import PIPELINE
+    return PIPELINE
+
+
+def as_written(typed: ir.Program, compiled: ir.Program) -> AsWritten:
+    """What `AS_WRITTEN` evaluates for the program `typed` that compiled to `compiled`."""
+    expr = typed.objective.expr
+    kinds = {p.kind for p in program_problems(typed)} - {"constraint"}
+    draws = any(isinstance(n, ir.Expect) and not isinstance(n.source, ir.DataSet) for n in expr.walk())
+    if kinds <= VALUE_KINDS:
+        return AsWritten(expr, typed, "monte_carlo" if draws else "exact")
+    if kinds == {"marginal"}:
+        try:
+            program = _iwae_program(typed, expr, compiled)
+        except AttractorError as e:
+            return AsWritten(None, None, None, f"-log p(x) not estimated: {e.message}")
+        return AsWritten(program.players[0].loss, program, IWAE)
+    if "divergence" in kinds and compiled.players[0].loss is not None and len(compiled.players) > 1:
+        return AsWritten(None, compiled, "plug-in critic")
+    return AsWritten(None, None, None, "the objective as written has no estimator here (" + ", ".join(sorted(kinds))
+                     + "): the compiled objective is a bound or surrogate of it, not its value")
+
+
+def reports_as_written(typed: ir.Program, compiled: ir.Program) -> dict[str, ir.Node]:
+    """Each report's expression to lower, in `compiled`'s terms: as written when tractable, an
+    intractable marginal by its importance-weighted estimate (K = 100); anything else refused
+    at the report's location (a run must not fail where compile passed)."""
+    out = {}
+    for r in compiled.reports:
+        kinds = {p.kind for p in problems(typed, r.expr)}
+        if kinds <= VALUE_KINDS:
+            out[r.name] = r.expr
+            continue
+        if kinds == {"marginal"}:
+            try:
+                out[r.name] = _iwae_program(typed, r.expr, compiled).players[0].loss
+                continue
+            except AttractorError as e:
+                raise AttractorError(f"report {r.name} cannot be estimated: {e.message}", r.loc) from None
+        raise AttractorError(f"report {r.name} is intractable ({', '.join(sorted(kinds))}) and has no estimator: "
+                             "report a tractable quantity, or a bound written out", r.loc)
+    return out
