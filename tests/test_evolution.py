@@ -1,7 +1,6 @@
 """Evolution strategies: the smoothing rewrite, its options and diagnostics, the emitted
 population step, the certificate, and the es_zero_one example."""
 import json
-import time
 from pathlib import Path
 
 import jax
@@ -133,14 +132,10 @@ def test_certificate_passes():
 def test_es_zero_one_trains_to_a_low_error():
     prog = compile_file(ROOT / "examples" / "es_zero_one.att")
     mod, data = prog.build(), prog.load_data()
-    mod.fit(data, steps=2, seed=0)                    # compile
-    started = time.perf_counter()
     params, history = mod.fit(data, steps=mod.STEPS, seed=0)
-    per_generation = (time.perf_counter() - started) / mod.STEPS
     error = mod.reports(params, jax.random.PRNGKey(0), data)["error"]
     assert error < 0.03, error
     assert history[-1]["theta"] < history[0]["theta"]
-    assert per_generation < 0.05
 
 
 def test_default_optimizer_follows_the_search_scale():

@@ -29,7 +29,7 @@ KKT = ("param a : real\nparam b : real\nparam w : real[2]\nminimize (a - 2)^2 + 
 
 
 def _steps(prog):
-    return [(s.rule, s.relation, s.before, s.after) for s in prog.steps.steps]
+    return [(s.rule, s.relation, s.before, s.after) for s in prog.derivation.steps]
 
 
 def _fit(prog, data=None):
@@ -60,7 +60,7 @@ def test_golden_ir_before_and_after():
     assert prog.program.constraints == ()
     (_, kind, weight), = prog.program.players[1].prox
     assert kind == "nonneg" and weight.value == 1
-    step = prog.steps.steps[0]
+    step = prog.derivation.steps[0]
     assert any("weak duality" in c and "dual value <= primal value" in c for c in step.conditions)
     assert any("= at the saddle" in c for c in step.conditions)
     assert "augmented Lagrangian" in step.note and "cosine" in step.note
@@ -72,8 +72,8 @@ def test_plain_lagrangian_and_vector_equality_forms():
     plain = compile_source(SMALL, via="lagrangian(rho=0)")
     assert _steps(plain)[0][3] == "lambda_1 * (sumsq(w) - 1)"
     prog = compile_source(KKT)
-    assert [s.before for s in prog.steps.steps] == ["subject to w <= 1", "subject to 1 >= a", "subject to a + sum(w) + b == 0.5"]
-    assert [s.after for s in prog.steps.steps] == [
+    assert [s.before for s in prog.derivation.steps] == ["subject to w <= 1", "subject to 1 >= a", "subject to a + sum(w) + b == 0.5"]
+    assert [s.after for s in prog.derivation.steps] == [
         "sum(lambda_1 * s_1) + 0.5 * sumsq(s_1) with s_1 = max(w - 1, -lambda_1)",
         "lambda_2 * s_2 + 0.5 * s_2^2 with s_2 = max(a - 1, -lambda_2)",
         "nu_3 * h_3 + 0.5 * h_3^2 with h_3 = a + sum(w) + b - 0.5"]
@@ -94,7 +94,7 @@ def test_maximisation_flips_the_multiplier_player():
 
 
 def test_no_constraint_no_step():
-    assert compile_source("param w : real[2]\nminimize sumsq(w - 3)\n").steps.steps == ()
+    assert compile_source("param w : real[2]\nminimize sumsq(w - 3)\n").derivation.steps == ()
     with pytest.raises(AttractorError, match="rule lagrangian does not apply"):
         compile_source("param w : real[2]\nminimize sumsq(w - 3) via lagrangian\n")
 

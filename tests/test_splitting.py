@@ -52,7 +52,7 @@ def exact_fused_lasso(X: np.ndarray, y: np.ndarray, lam: float) -> tuple[float, 
 
 
 def _steps(prog):
-    return [(s.rule, s.relation, s.before, s.after) for s in prog.steps.steps]
+    return [(s.rule, s.relation, s.before, s.after) for s in prog.derivation.steps]
 
 
 def _objective(data, w, lam):
@@ -73,7 +73,7 @@ def test_fused_lasso_golden():
     assert updates == [("beta", "min(1.005 * beta, 10000)"), ("z", "prox_norm1(diff(w), lam / beta)")]
     field = str(prog.field)
     assert "after every step, in closed form: z <- prox_norm1(diff(w), lam / beta)" in field
-    step = prog.steps.steps[0]
+    step = prog.derivation.steps[0]
     assert any("Moreau envelope" in c for c in step.conditions) and any("affine in w" in c for c in step.conditions)
     assert "exact" in step.note and "cosine" in step.note
     assert json.loads(prog.to_json())["steps"][0]["relation"] == "~"
@@ -103,14 +103,14 @@ def test_box_constraint_split_instead_of_the_lagrangian():
         "min(diff(w), 0.5)", "max(w, -1)"]
     # not a box on an affine map: the Lagrangian keeps it
     kept = compile_source(HEAD + f"minimize {FIT} + 0.1 * norm1(diff(w)) via half_quadratic\nsubject to sumsq(w) <= 1\n")
-    assert [s.rule for s in kept.steps.steps] == ["lagrangian", "half_quadratic"]
+    assert [s.rule for s in kept.derivation.steps] == ["lagrangian", "half_quadratic"]
 
 
 # ---- non-matches -------------------------------------------------------------------------------
 
 def test_only_when_asked():
     prog = compile_source(HEAD + f"minimize {FIT} + 0.1 * norm1(diff(w))\n")
-    assert "half_quadratic" not in [s.rule for s in prog.steps.steps]
+    assert "half_quadratic" not in [s.rule for s in prog.derivation.steps]
 
 
 @pytest.mark.parametrize("term", ["0.1 * norm1(w * w)", "exp(0.1 * norm1(diff(w)))", "0.1 * norm1(diff(w)) * norm2(w)"])

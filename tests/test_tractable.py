@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _fit(name, steps=None):
     prog = compile_file(ROOT / "examples" / f"{name}.att")
-    assert prog.steps.steps == ()      # no rewrite needed
+    assert prog.derivation.steps == ()      # no rewrite needed
     mod = prog.build()
     data = prog.load_data()
     params, history = mod.fit(data, steps=steps or mod.STEPS, seed=0)
@@ -101,7 +101,7 @@ def test_maximum_likelihood_without_latents_is_exact(tmp_path):
         'data x : real from csv("c.csv")\nparam logits : real[4]\nmodel p:\n    x ~ Categorical(logits=logits)\n'
         "minimize E[x ~ data] -log p(x)\ntrain steps=600, optimizer=adam(lr=0.1)\n")
     prog = compile_file(tmp_path / "cat.att")
-    assert prog.steps.steps == ()
+    assert prog.derivation.steps == ()
     mod = prog.build()
     params, _ = mod.fit(prog.load_data(), steps=600, seed=0)
     freq = np.bincount(x, minlength=4) / len(x)

@@ -38,11 +38,11 @@ train steps=200, batch=50, optimizer=adam(lr=0.05)
 
 
 def steps(prog):
-    return [(s.rule, s.relation, s.before, s.after) for s in prog.steps.steps]
+    return [(s.rule, s.relation, s.before, s.after) for s in prog.derivation.steps]
 
 
 def rules(prog):
-    return [s.rule for s in prog.steps.steps]
+    return [s.rule for s in prog.derivation.steps]
 
 
 def draws(mod, params, n=4000):
@@ -114,12 +114,12 @@ def test_jensen_rule_does_not_match_a_density_or_another_node():
 def test_jensen_golden_vae():
     prog = compile_file(EXAMPLES / "vae.att")
     assert steps(prog)[0] == ("jensen", "<=", "-log p(x)", "E[z ~ q(z | x)] (log q(z | x) - log p(x, z))")
-    assert "supp q(z) = supp p(z) = the real line (Normal guide, Normal prior)" in prog.steps.steps[0].conditions
+    assert "supp q(z) = supp p(z) = the real line (Normal guide, Normal prior)" in prog.derivation.steps[0].conditions
 
 
 def test_jensen_automatic_guide_is_shown_and_owned():
     prog = compile_source(SMALL)
-    step = prog.steps.steps[0]
+    step = prog.derivation.steps[0]
     assert step.after == "E[z ~ q_p(z | x)] (log q_p(z | x) - log p(x, z))"
     assert step.introduces == ("net q_p_z_loc : mlp(1, 32, 1)", "net q_p_z_scale : mlp(1, 32, 1)",
                                "guide q_p(z | x): z ~ Normal(q_p_z_loc(x), softplus(q_p_z_scale(x)))")
@@ -209,7 +209,7 @@ def test_analytic_kl_golden_vae_and_sbn():
                              " with scale_z = softplus(enc_sd(x))) with loc_z = enc_mu(x)")
     assert steps(sbn)[1][3] == ("E[z ~ Bernoulli(logits=logits_z) : real[16]] -log p(x | z) + "
                                 "KL[Bernoulli || Bernoulli](logits_z, 0 : real[16]) with logits_z = enc(x)")
-    assert any("derived by SymPy" in c for c in vae.steps.steps[1].conditions)
+    assert any("derived by SymPy" in c for c in vae.derivation.steps[1].conditions)
 
 
 def test_analytic_kl_does_not_match_a_hierarchical_prior():
@@ -217,7 +217,7 @@ def test_analytic_kl_does_not_match_a_hierarchical_prior():
     hier = SMALL.replace("    x ~ Normal(w * z + b, 1)", "    u ~ Normal(z, 1)\n    x ~ Normal(w * u + b, 1)")
     guide = "guide q(z, u | x):\n    z ~ Normal(x, 1)\n    u ~ Normal(z, 1)\n"
     prog = compile_source(hier.replace("model p:", guide + "model p:"))
-    step = next(s for s in prog.steps.steps if s.rule == "analytic_kl")
+    step = next(s for s in prog.derivation.steps if s.rule == "analytic_kl")
     assert step.after == ("E[(z, u) ~ q(z, u | x)] (-log p(x | z, u) + (log q(u | z) - log p(u | x, z)))"
                           " + KL[Normal || Normal](x, 1, 0, 1)")
     iwae = compile_source(SMALL, via="jensen(iwae=4)")
@@ -226,7 +226,7 @@ def test_analytic_kl_does_not_match_a_hierarchical_prior():
 
 def test_analytic_kl_certificate():
     prog = compile_file(EXAMPLES / "sbn.att")
-    step = next(s for s in prog.steps.steps if s.rule == "analytic_kl")
+    step = next(s for s in prog.derivation.steps if s.rule == "analytic_kl")
     results = CERTIFICATES["analytic_kl"](prog, step, 2) + CERTIFICATES["analytic_kl"](compile_source(SMALL), step, 3)
     assert results and all(r.passed for r in results), results
 
@@ -396,8 +396,8 @@ def test_vimco_for_an_importance_weighted_bound_is_unbiased():
     """IWAE (K = 2) with Bernoulli latents: the certificate enumerates all pairs of draws."""
     prog = compile_file(EXAMPLES / "sbn.att", via="jensen(iwae=2)")
     assert "2 * stop(f - loo_logmeanexp[draws](" in steps(prog)[1][3]
-    assert any("VIMCO" in c for c in prog.steps.steps[1].conditions)
-    assert prog.steps.steps[1].fact("baseline") == "vimco"                # so `attractor check` runs this one
+    assert any("VIMCO" in c for c in prog.derivation.steps[1].conditions)
+    assert prog.derivation.steps[1].fact("baseline") == "vimco"                # so `attractor check` runs this one
     result = certify_vimco(seed=0)
     assert result.passed, result
 
@@ -475,7 +475,7 @@ def test_hierarchical_prior_with_a_mean_field_guide():
            "guide q(z1, z2 | x):\n    z1 ~ Normal(m1(x), softplus(s1(x)))\n    z2 ~ Normal(m2(x), softplus(s2(x)))\n"
            "minimize E[x ~ data] -log p(x)\ntrain steps=300, batch=100, optimizer=adam(lr=0.01)\n")
     prog = compile_source(src)
-    assert [s.rule for s in prog.steps.steps][:2] == ["jensen", "analytic_kl"]
+    assert [s.rule for s in prog.derivation.steps][:2] == ["jensen", "analytic_kl"]
     mod, data = prog.build(), prog.load_data()
     params, _ = mod.fit(data, steps=300, seed=0)
     w, s = float(params["w"]), float(np.exp(params["log_s"]))

@@ -160,11 +160,6 @@ class CompiledProgram:
     def derivation(self) -> Derivation:
         return Derivation(self.typed.objective, self.recorded, self.field_view())
 
-    @property
-    def steps(self) -> Derivation:
-        """TRANSITIONAL alias of `derivation` (`prog.steps.steps`), while certificates migrate."""
-        return self.derivation
-
     def field_view(self) -> Field:
         return Field(self.program, self.dynamics)
 

@@ -56,8 +56,6 @@ class Option:
             except AttractorError:
                 raise AttractorError(f"{rule}: {self.wording.format(value=value)}", loc) from None
         where = f"rule {rule}: option '{self.name}'"
-        if self.kind is object:   # TRANSITIONAL: untyped legacy option
-            return value
         if self.kind is bool:
             if value is True:
                 return True
@@ -155,7 +153,7 @@ class Rule:
     relation: str
     identity: str
     match: Callable[[ir.Node, Context], Any]
-    build: Callable[[Any, Context], Rewrite] | None
+    build: Callable[[Any, Context], Rewrite]
     options: tuple[Option, ...] = ()
     claims: Callable[[ir.Constraint, ir.Program], bool] | None = None
     unmatched: str = ""
@@ -167,7 +165,7 @@ class Rule:
         if not isinstance(node, self.matches):
             return None
         found = self.match(node, ctx)
-        if found is None or isinstance(found, Refusal) or self.build is None:   # build None: TRANSITIONAL legacy rule
+        if found is None or isinstance(found, Refusal):
             return found
         rw = self.build(found, ctx)
         return rw if rw.relation else _with_relation(rw, self.relation)
@@ -216,9 +214,3 @@ class Step:
 
     def fact(self, name: str, default=None):
         return dict(self.facts).get(name, default)
-
-
-def legacy_rule(name: str, problem: str, fn, options=(), claims=None) -> Rule:
-    """TRANSITIONAL: an old-style rule function (node, ctx) -> Rewrite | None, raising to refuse."""
-    return Rule(name, problem, (ir.Node,), "~", "", fn, None,
-                tuple(Option(o, object) for o in options), claims)

@@ -76,7 +76,7 @@ def _weak_duality(kind: str, seed: int) -> list[Certificate]:
     primal, star = exact_ball_least_squares(X, y, c) if kind == "ineq" else exact_sum_least_squares(X, y, c)
     prog = compile_source(INSTANCES[kind].format(d=d, c=number(c)), filename="<certificate>")
     mod = prog.build()
-    mult = prog.steps.steps[0].fact("multiplier")
+    mult = prog.derivation.steps[0].fact("multiplier")
     batch = mod.full_batch({"x": X, "y": y})
     params = mod.init(jax.random.PRNGKey(seed))
     scales = (0.0, 0.3, 0.7, 1.0, 1.5, 3.0)
@@ -98,7 +98,7 @@ def _weak_duality(kind: str, seed: int) -> list[Certificate]:
 
 def _violation_report(prog) -> str:
     """The name of the report the pass added for the largest violation (a fact of its last step)."""
-    return next(s.fact("violation") for s in prog.steps.steps if s.rule == "lagrangian" and s.fact("violation"))
+    return next(s.fact("violation") for s in prog.derivation.steps if s.rule == "lagrangian" and s.fact("violation"))
 
 
 def _pointwise(prog, seed: int) -> list[Certificate]:

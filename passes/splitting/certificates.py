@@ -20,7 +20,7 @@ INSTANCES = {"norm1": "param w : real[8]\nminimize sumsq(w - 1) + 0.3 * norm1(di
 
 def _loss_before(prog, step) -> ir.Node:
     """The step's player's loss just before `step`."""
-    steps = prog.steps.steps
+    steps = prog.derivation.steps
     index = next(i for i, s in enumerate(steps) if s is step)
     earlier = [s.node for s in steps[:index] if s.player == step.player]
     return earlier[-1] if earlier else next(p.loss for p in prog.typed.players if p.name == step.player)
@@ -153,7 +153,7 @@ def certify_half_quadratic(prog, step, seed: int) -> list[Certificate]:
     for kind, source in INSTANCES.items():
         instance = compile_source(source, filename="<certificate>")
         label = f"{kind} on a random instance"
-        out += checks.get(kind, envelope_certificates)(instance, instance.steps.steps[0], seed, label)
+        out += checks.get(kind, envelope_certificates)(instance, instance.derivation.steps[0], seed, label)
     return out
 
 
