@@ -77,7 +77,7 @@ def under_law(n: ir.Node) -> bool:
 
 
 def test_every_rule_declares_its_matches_relation_identity_and_options():
-    assert [r.name for r in RULES] == ["jensen", "analytic_kl", "reparameterize", "score_function"]
+    assert [r.name for r in RULES] == ["enumerate", "jensen", "analytic_kl", "reparameterize", "score_function"]
     for rule in RULES:
         assert rule.matches and rule.identity and rule.unmatched
     assert [(o.name, o.kind, o.low) for o in jensen.RULE.options] == [("iwae", int, 1), ("hidden", int, 1)]
@@ -420,7 +420,7 @@ BAD = [
      "minimize E[y ~ Normal(0, 1) : real[4]] -log p(y)\n",
      7, 45, "'y' is not observed"),
     (HEAD + "model p:\n    z ~ Bernoulli(logits=0) : real[2]\n    x ~ Normal(dec(z), 1)\n"
-     "guide q(z | x):\n    z ~ Normal(enc(x), 1)\nminimize E[x ~ data] -log p(x)\n",
+     "guide q(z | x):\n    z ~ Normal(enc(x), 1)\nminimize E[x ~ data] -log p(x) via jensen\n",
      8, 9, "guide q draws 'z' from Normal (support the real line), but model p's 'z' is Bernoulli (support {0, 1})"),
     (HEAD + MODEL + "guide q(z, x):\n    z ~ Normal(0, 1) : real[2]\n    x ~ Normal(0, 1) : real[4]\n"
      "minimize E[x ~ data] -log p(x)\n",
