@@ -140,7 +140,7 @@ def test_denoising_score_forms_and_their_facts():
     prog = compile_source(NORMAL_P + "minimize Fisher(data || p)\n")
     node = prog.typed.objective.expr
     exact = DENOISING_SCORE(node, context(prog))
-    assert exact.relation == "=" and dict(exact.facts) == {"form": "hyvarinen", "model": "p"}
+    assert exact.relation == "=+c" and dict(exact.facts) == {"form": "hyvarinen", "model": "p"}
     noisy = DENOISING_SCORE(node, context(prog, sigma=0.2))
     assert noisy.relation == "~" and dict(noisy.facts) == {"form": "denoising", "model": "p", "sigma": 0.2}
     assert dict(DENOISING_SCORE(node, context(prog, denoising=True)).facts)["sigma"] == 0.1
@@ -209,9 +209,12 @@ def test_nonsaturating_objective_reports_the_bound(objective):
     params = mod.init(jax.random.PRNGKey(0))
     key, batch = jax.random.PRNGKey(1), mod.full_batch(data)
     critic = next(p for p in mod.PLAYERS if p != "theta")
-    value = mod.objective(params, key, data)
-    assert value == pytest.approx(float(mod.LOSSES[critic](params, key, batch)), rel=1e-6)
-    assert value != pytest.approx(float(mod.LOSSES["theta"](params, key, batch)), rel=1e-3)
+    value = mod.objective(params, key, data)       # averaged over EVALUATION_KEYS draws
+    keys = jax.random.split(key, mod.EVALUATION_KEYS)
+    bound = np.mean([float(mod.LOSSES[critic](params, k, batch)) for k in keys])
+    surrogate = np.mean([float(mod.LOSSES["theta"](params, k, batch)) for k in keys])
+    assert value == pytest.approx(bound, rel=1e-5)
+    assert value != pytest.approx(surrogate, rel=1e-3)
     assert compile_source(SAMPLER + "minimize JS(data, g)\n").build().OBJECTIVE.__name__ == "loss_theta"
 
 
@@ -345,7 +348,7 @@ def test_default_form_follows_the_model():
     """An explicit model with a smooth closed-form log density gets Hyvarinen's exact form; an
     energy net (or a kinked family) gets the denoising task."""
     _, s = step(NORMAL_P + "minimize Fisher(data || p)\n")
-    assert (s.relation, s.after) == ("=", "E[x ~ data] (0.5 * sumsq(grad_x(log p(x))) + laplacian_x(log p(x)))")
+    assert (s.relation, s.after) == ("=+c", "E[x ~ data] (0.5 * sumsq(grad_x(log p(x))) + laplacian_x(log p(x)))")
     assert "chosen because log p is smooth" in s.note
     _, s = step(NORMAL_P + "minimize Fisher(data || p) via denoising_score(sigma=0.2)\n")
     assert s.relation == "~" and "0.2 * eps" in s.after
@@ -359,7 +362,7 @@ def test_default_form_follows_the_model():
 
 def test_hyvarinen_golden_and_value():
     prog, s = step(NORMAL_P + "minimize Fisher(data || p) via denoising_score(hyvarinen)\n")
-    assert (s.relation, s.after) == ("=", "E[x ~ data] (0.5 * sumsq(grad_x(log p(x))) + laplacian_x(log p(x)))")
+    assert (s.relation, s.after) == ("=+c", "E[x ~ data] (0.5 * sumsq(grad_x(log p(x))) + laplacian_x(log p(x)))")
     mod, data = prog.build(), prog.load_data()
     params = {"m": jnp.asarray([0.3, -0.2])}
     # log N(x; m, I): score -(x - m), Laplacian -2

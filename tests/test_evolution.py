@@ -23,7 +23,7 @@ ZERO_ONE = "E[(x, y) ~ data] [y * (dot(w, x) + b) <= 0]"
 def test_es_zero_one_golden():
     prog = compile_file(ROOT / "examples" / "es_zero_one.att")
     [step] = prog.derivation.steps
-    assert (step.rule, step.relation, step.before) == ("evolution_strategy", "<=", ZERO_ONE)
+    assert (step.rule, step.relation, step.before) == ("evolution_strategy", "min<=", ZERO_ONE)
     assert step.after == "E[(w', b') ~ Normal((w, b), 0.1^2) x64] E[(x, y) ~ data] [y * (dot(w', x) + b') <= 0]"
     assert step.note == "smooths over w, b with sigma = 0.1, population 64 in antithetic pairs, centred-rank fitness; forced by 'via'"
     player = prog.program.players[0]
@@ -152,7 +152,7 @@ def test_rule_object_matches_a_whole_loss_with_a_kink():
     typed = compile_source(HEAD + f"minimize {ZERO_ONE} + sumsq(w)\n").typed
     player = typed.players[0]
     rw = evolution_strategy.RULE(player.loss, Context(typed, player, 1, {}, False, None))
-    assert isinstance(rw, Rewrite) and rw.relation == "<=" and isinstance(rw.node, Smoothed)
+    assert isinstance(rw, Rewrite) and rw.relation == "min<=" and isinstance(rw.node, Smoothed)
     assert dict(rw.facts)["params"] == ("w", "b") and dict(rw.training)["optimizer"] == ("adam", (("lr", 0.05),))
     inner = player.loss.args[0]
     assert evolution_strategy.RULE(inner, Context(typed, player, 1, {}, False, ((None, player.loss, 0)))) is None   # not the root

@@ -91,7 +91,7 @@ def latex(node: ir.Node) -> str:
 
 
 def derivation_latex(objective: ir.Objective, steps) -> str:
-    rel = {"=": "=", "<=": r"\le", ">=": r"\ge", "~": r"\approx"}
+    rel = {"=": "=", "<=": r"\le", ">=": r"\ge", "~": r"\approx", "=+c": r"\overset{+c}{=}", "min<=": r"\overset{\min}{\le}"}
     sense = {"minimize": r"\min", "maximize": r"\max", "estimate": r"\mathrm{estimate}"}[objective.sense]
     lines = [rf"& {sense}\; {latex(objective.expr)}"]
     for s in steps:

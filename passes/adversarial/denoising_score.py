@@ -2,8 +2,8 @@
 
 Hyvärinen's form (option `hyvarinen`; the default for an explicit model whose log density is
 smooth in closed form: Normal lines, no net):
-E_data[½‖∇log p‖² + Δ log p] = Fisher(data‖p) − ½E_data‖∇log p_data‖², relation `=` up to that
-constant (integration by parts; p_data ∇log p → 0 at infinity).
+E_data[½‖∇log p‖² + Δ log p] = Fisher(data‖p) − ½E_data‖∇log p_data‖², relation `=+c` (equal up to
+that constant) (integration by parts; p_data ∇log p → 0 at infinity).
 Denoising score matching (Vincent 2011; the default otherwise, e.g. a Gibbs(energy) net; option
 `denoising` or sigma=σ): with x̃ = x + σε, ε ~ N(0, I),
 E ½‖∇log p(x̃) + ε/σ‖² = Fisher(data ∗ N(0, σ²I)‖p) + C: the Bayes-optimal score of the
@@ -122,7 +122,7 @@ def _hyvarinen(found: Found, ctx: Context, log_p: ir.Node, scope: str) -> Rewrit
                                                  "(via denoising_score(denoising) for the denoising task)")
     note = ("Hyvarinen's score matching, exact: equal up to the constant 1/2 E_data |grad log p_data|^2, "
             "which no parameter moves" + chosen)
-    return Rewrite(ir.Expect(found.binder, ir.DataSet(), body), "=", conditions, note=note,
+    return Rewrite(ir.Expect(found.binder, ir.DataSet(), body), "=+c", conditions, note=note,
                    facts=(("form", "hyvarinen"), ("model", found.model.name)))
 
 

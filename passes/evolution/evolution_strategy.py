@@ -110,14 +110,14 @@ def build(found: Kinked, ctx: Context) -> Rewrite:
     note = (f"smooths over {', '.join(names)} with sigma = {number(opts['sigma'])}{schedule}, population "
             f"{opts['population']}{' in antithetic pairs' if opts['antithetic'] else ''}, "
             f"{'centred-rank' if opts['shaping'] == 'centered_rank' else 'unshaped'} fitness")
-    return Rewrite(new, "<=" if sense > 0 else ">=", conditions, note=note,
+    return Rewrite(new, "min<=" if sense > 0 else ">=", conditions, note=note,
                    training=(("optimizer", ("adam", (("lr", opts["sigma"] / 2),))),),
                    facts=(("params", names), ("sigma", opts["sigma"]), ("population", opts["population"]),
                           ("antithetic", opts["antithetic"]), ("shaping", opts["shaping"])))
 
 
 RULE = Rule(
-    "evolution_strategy", problem="nondiff", matches=(ir.Node,), relation="<=",
+    "evolution_strategy", problem="nondiff", matches=(ir.Node,), relation="min<=",
     identity="min_theta f(theta) <= E[theta' ~ Normal(theta, sigma^2 I)] f(theta')",
     match=match, build=build, options=OPTIONS,
     unmatched="every term of the objective has a useful gradient (no step, sign, round, floor, norm0 or Iverson "
