@@ -22,7 +22,7 @@ run: $(BIN)/attractor
 	$(BIN)/attractor run examples/vae.att
 
 test: $(VENV)/.test-deps
-	$(BIN)/python -m ruff check compiler attractor grammar tests bench docs
+	$(BIN)/python -m ruff check compiler attractor grammar passes tests bench docs
 	$(BIN)/python -m pytest -q
 
 bench: $(VENV)/.test-deps

@@ -11,7 +11,8 @@
 """
 from passes import adversarial, evolution, lagrangian, relaxation, splitting, variational
 
-FAMILIES = ("adversarial", "evolution", "lagrangian", "relaxation", "splitting", "variational")   # packages passes/<family>/ whose certificates.py `attractor check` loads
+# the packages passes/<family>/ whose certificates.py `attractor check` loads
+FAMILIES = ("adversarial", "evolution", "lagrangian", "relaxation", "splitting", "variational")
 
 PIPELINE: tuple = tuple(sorted(
     (p for module in (lagrangian, variational, adversarial, relaxation, evolution, splitting)

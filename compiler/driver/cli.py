@@ -10,9 +10,9 @@ import time
 import traceback
 from pathlib import Path
 
+from compiler import ir
 from compiler.driver.api import CompiledProgram, compile_file
 from compiler.driver.files import output_path, write_atomically
-from compiler import ir
 from compiler.ir.builtins import DYNAMICS
 from compiler.ir.diagnostics import AttractorError
 

@@ -8,6 +8,8 @@ import math
 from dataclasses import dataclass, field
 
 from compiler import ir
+from compiler.frontend.arrays import ArrayChecks
+from compiler.frontend.players import check_players, objective_of
 from compiler.ir.builtins import (
     ARITHMETIC,
     DISTRIBUTIONS,
@@ -18,8 +20,6 @@ from compiler.ir.builtins import (
     RESERVED,
     TRAIN_OPTIONS,
 )
-from compiler.frontend.arrays import ArrayChecks
-from compiler.frontend.players import check_players, objective_of
 from compiler.ir.diagnostics import AttractorError, Loc
 
 Shape = tuple[int, ...]

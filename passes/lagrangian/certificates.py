@@ -180,7 +180,8 @@ def _pointwise(prog, seed: int) -> list[Certificate]:
         Certificate("lagrangian", "L <= f where the constraints hold: the multiplier terms are <= 0 for every multiplier (weak duality, pointwise)",
                     f"{seen['feasible']} feasible random points{found} x 8 random multipliers; largest term {worst_feasible:.3g}",
                     bool(feasible_ok and seen["feasible"])),
-        Certificate("lagrangian", "sup over the multipliers of L is +inf where a constraint fails: the terms grow linearly, at rate |violation|^2, along the violated entries",
+        Certificate("lagrangian", "sup over the multipliers of L is +inf where a constraint fails: the terms grow linearly, "
+                    "at rate |violation|^2, along the violated entries",
                     f"{seen['infeasible']} infeasible random points; largest relative error of the rate {worst_growth:.1e}",
                     bool(growth_ok)),
     ]

@@ -5,7 +5,8 @@ from __future__ import annotations
 import dataclasses
 
 from compiler import ir
-from compiler.backend.defaults import plain_gradient
+from compiler.backend.defaults import degree, plain_gradient
+from compiler.ir.printer import show
 from compiler.rewrite.manager import STAGES, Plan, RulePass, commit, try_rule
 from compiler.rewrite.rule import Step
 from passes.relaxation import proximal
@@ -15,7 +16,9 @@ class RelaxationPass(RulePass):
     """relax_l0 and relax_step, taken only when they can relax every non-differentiable node
     in the bound's direction (`covers_all`: otherwise the manager records the nodes left in
     `plan.passed_over` and a later pass, evolution strategies, takes them). Each step's note
-    says why the relaxation was taken."""
+    says why the relaxation was taken, and claims convexity only where it is proved: a convex
+    surrogate φ(s) is convex in the parameters when s is affine in them (degree <= 1 as a
+    polynomial in the learnables); of a network's output it is convex in s only."""
 
     covers_all = True
 
@@ -25,7 +28,13 @@ class RelaxationPass(RulePass):
             return None
         rule, node, path, rw = hit
         why = "forced by 'via'" if plan.forces_any(self.rules) else \
-            "relaxation chosen: every non-differentiable term has a convex surrogate, so the problem stays convex"
+            "relaxation chosen: every non-differentiable term has a convex surrogate"
+        argument = dict(rw.facts).get("margin", node.args[0] if isinstance(node, ir.Apply) and node.args else node)
+        if degree(argument, program) <= 1:
+            why += f"; the surrogate is convex in the parameters ({show(argument)} is affine in them)"
+        else:
+            why += (f"; the surrogate is convex in s = {show(argument)}, which is not affine in the parameters, "
+                    "so the relaxed problem need not be convex")
         return rule, node, path, dataclasses.replace(rw, note=f"{rw.note}; {why}" if rw.note else why)
 
 

@@ -77,8 +77,10 @@ class _Split:
         lower the split objective."""
         import jax.numpy as jnp
         value = float(self.new(at))
-        return all(float(self.new({**at, self.z: jnp.asarray(project(np.asarray(at[self.z]) + self.rng.normal(0, 0.05, size=np.shape(at[self.z]))), jnp.float32)}))
-                   >= value - 1e-6 * (1 + abs(value)) for _ in range(10))
+        def moved():
+            step = self.rng.normal(0, 0.05, size=np.shape(at[self.z]))
+            return jnp.asarray(project(np.asarray(at[self.z]) + step), jnp.float32)
+        return all(float(self.new({**at, self.z: moved()})) >= value - 1e-6 * (1 + abs(value)) for _ in range(10))
 
 
 def envelope_certificates(prog, step, seed: int, label: str) -> list[Certificate]:
