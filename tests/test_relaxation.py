@@ -160,13 +160,13 @@ def test_relaxation_taken_only_when_it_covers_every_node(tmp_path):
 
 def test_explain_lists_both_families_and_the_reason(tmp_path):
     text = explain(str(ROOT / "examples" / "svm_hinge.att"))
-    assert "matches: relax_step (<=)" in text and "matches: evolution_strategy (<=)" in text
+    assert "matches: relax_step (<=)" in text and "matches: evolution_strategy (min<=)" in text
     assert "taken: relax_step (<=)" in text and "relaxation chosen" in text
     path = tmp_path / "neg.att"
     path.write_text(HEAD + f"minimize sumsq(w - 1) - {ZERO_ONE}\n")
     text = explain(str(path))
     assert "matches: relax_step (refused: " in text and "negative weight" in text
-    assert "taken: evolution_strategy (<=)" in text and "no convex surrogate keeps the bound" in text
+    assert "taken: evolution_strategy (min<=)" in text and "no convex surrogate keeps the bound" in text
 
 
 # ---- training defaults and proximal steps ----------------------------------------------------------

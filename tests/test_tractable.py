@@ -58,8 +58,8 @@ def test_emitted_module_runs_standalone(tmp_path, name):
     r = subprocess.run([sys.executable, str(out), "--steps", "200", "--json"], capture_output=True, text=True, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     result = json.loads(r.stdout.strip().splitlines()[-1])
-    assert set(result) == {"steps", "seconds_per_step", "compile_seconds", "objective", "reports", "estimate",
-                           "converged", "warnings"}
+    assert set(result) == {"steps", "seconds_per_step", "compile_seconds", "objective", "objective_stderr", "as_written",
+                           "as_written_stderr", "as_written_estimator", "reports", "estimate", "converged", "warnings"}
     assert result["steps"] == 200 and result["estimate"] is None and np.isfinite(result["objective"])
 
 

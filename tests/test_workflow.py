@@ -82,9 +82,8 @@ def test_resume_after_kill_9_is_bit_identical_to_an_uninterrupted_run(tmp_path):
     proc = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
     while not checkpoint.exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.01)
-    time.sleep(0.3)
-    os.kill(proc.pid, signal.SIGKILL)
+        time.sleep(0.005)
+    os.kill(proc.pid, signal.SIGKILL)     # at the first checkpoint (written atomically: it is whole once it exists)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL, "the run ended before it was killed: make it longer"
     assert not (tmp_path / "cut.npz").exists()
