@@ -137,9 +137,9 @@ def test_maximum_likelihood_certificate_passes():
 def test_maximum_likelihood_certificate_fails_for_a_wrong_rewrite(monkeypatch):
     """-2 log q(x) in place of -log q(x): KL - objective is no longer one constant, and the gradient differs."""
     from compiler import ir
-    from passes.adversarial import exact
-    right = exact.log_density
-    monkeypatch.setattr(exact, "log_density",
+    from passes.adversarial import maximum_likelihood
+    right = maximum_likelihood.log_density
+    monkeypatch.setattr(maximum_likelihood, "log_density",
                         lambda block, binder: ir.Apply("mul", (ir.Num(2.0), right(block, binder))))
     results = _certified(MLE, "maximum_likelihood")
     assert results and not any(c.passed for c in results)
@@ -155,13 +155,13 @@ def test_explicit_kl_certificates_pass_for_both_routes():
 def test_explicit_kl_certificate_fails_for_a_wrong_closed_form(monkeypatch):
     """A closed form off by 0.05 nats is caught by the quadrature."""
     from compiler import ir
-    from passes.adversarial import exact
-    right = exact.closed_kl
+    from passes.adversarial import explicit_kl
+    right = explicit_kl.closed_kl
 
     def wrong(p_law, q_law, shape):
         term, text = right(p_law, q_law, shape)
         return ir.Apply("add", (term, ir.Num(0.05))), text
-    monkeypatch.setattr(exact, "closed_kl", wrong)
+    monkeypatch.setattr(explicit_kl, "closed_kl", wrong)
     results = _certified(TWO_NORMALS, "explicit_kl")
     assert results and not any(c.passed for c in results)
 

@@ -17,15 +17,15 @@ Draws from a sampler or model are paired with the data: `E[x ~ data] E[x ~ g] h(
 draw of g per data example, so a minibatch sets the number of draws per step and the objective
 on the whole data set averages as many draws as there are examples.
 
-`exact` holds the routes that need no game (maximum likelihood, a KL between two explicit
-densities: closed form or Monte Carlo), run before the games. One module per rule; `sides` and
+`maximum_likelihood` and `explicit_kl` are the routes that need no game (`densities` holds what they
+share), run before the games. One module per rule; `sides` and
 `critic` hold what the game rules share, `nodes` the node types the family introduces (∇ and Δ)
 and their lowering; `certificates` is loaded by `attractor check`.
 """
 from compiler.rewrite.manager import RulePass
-from passes.adversarial import classifier_ratio, conjugate, denoising_score, exact
+from passes.adversarial import classifier_ratio, conjugate, denoising_score, explicit_kl, maximum_likelihood
 
-EXACT = (exact.MAXIMUM_LIKELIHOOD, exact.EXPLICIT_KL)
+EXACT = (maximum_likelihood.RULE, explicit_kl.RULE)
 RULES = (*EXACT, classifier_ratio.RULE, conjugate.RULE, denoising_score.RULE)
 
 PASSES: tuple = (RulePass("exact", EXACT, "exact"),

@@ -1,15 +1,10 @@
-"""Exact routes for divergences between objects that have densities (SPEC §9.3): no game.
+"""explicit_kl: KL(p || q) between two models with densities, relation = (SPEC §9.3).
 
-    maximum_likelihood  KL(data || q) = -H(data) - E_data log q(x)                        (=+c)
-                        q a model with a density in x (its latents, if any, are then
-                        summed out or bounded by the marginal-likelihood rules)
-    explicit_kl         KL(p || q) = sum_x KL(p_x || q_x)   when p and q are models whose lines
-                        read no random variable and SymPy derives KL(family_p || family_q)
-                        (compiler.math.distributions.kl_closed_form);
-                        KL(p || q) = E_p[log p(x) - log q(x)] otherwise (a Monte Carlo estimate
-                        with both densities, its gradient by the estimator rules)         (=)
-
-A game (classifier_ratio, conjugate) is left for a side known only through samples.
+    KL(p || q) = sum_x KL(p_x || q_x)   when p and q draw the same variables from laws that read no
+                                         random variable and SymPy derives KL(family_p || family_q)
+                                         (compiler.math.distributions.kl_closed_form);
+    KL(p || q) = E_p[log p(x) - log q(x)] otherwise: a Monte Carlo estimate with both densities,
+                                         its gradient by the estimator rules.
 """
 from __future__ import annotations
 
@@ -21,73 +16,10 @@ from compiler import ir
 from compiler.analysis.problems import missing_latents
 from compiler.math.distributions import kl_closed_form
 from compiler.rewrite.rule import Context, Refusal, Rewrite, Rule
+from passes.adversarial.densities import explicit_model, log_density
 from passes.adversarial.sides import shared_variables, side_name
 from passes.variational.analytic_kl import closed_kl
 
-
-def explicit_model(program: ir.Program, side: ir.Node) -> ir.Block | None:
-    """The side as a model block with a normalised density (no Gibbs line, not conditioned), or None."""
-    if isinstance(side, ir.DataSet):
-        return None
-    block = program.decl(side.name)
-    if not isinstance(block, ir.Block) or block.kind != "model" or block.given:
-        return None
-    if any(isinstance(line, ir.Tilde) and line.dist.family == "Gibbs" for line in block.lines):
-        return None
-    return block
-
-
-def log_density(block: ir.Block, binder: tuple[str, ...]) -> ir.Node:
-    return ir.Apply("log", (ir.Density(block.name, binder),))
-
-
-# ---- maximum likelihood ------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class DataFit:
-    divergence: ir.Divergence
-    model: ir.Block
-    binder: tuple[str, ...]
-
-
-def match_data_fit(node: ir.Divergence, ctx: Context) -> DataFit | Refusal | None:
-    """KL(data || q) with q a model that has a density in the data's variables."""
-    if node.kind != "KL" or not isinstance(node.p, ir.DataSet):
-        return None
-    model = explicit_model(ctx.program, node.q)
-    if model is None:
-        return Refusal(f"{side_name(node.q)} has no normalised density: maximum likelihood needs log q(x)")
-    if ctx.program.objective.sense == "estimate":
-        return Refusal("the value of KL(data || q) needs the entropy of the data, which its samples do not give; "
-                       "maximum likelihood is exact only up to that constant")
-    binder, _ = shared_variables(ctx.program, node)
-    return DataFit(node, model, binder)
-
-
-def build_data_fit(found: DataFit, ctx: Context) -> Rewrite:
-    """E[x ~ data] -log q(x): the cross-entropy, the divergence less the data's entropy."""
-    node, model, binder = found.divergence, found.model, found.binder
-    new = ir.Expect(binder, ir.DataSet(), ir.Apply("neg", (log_density(model, binder),)), loc=node.loc)
-    latents = missing_latents(ctx.program, ir.Density(model.name, binder))
-    conditions = (f"KL(data || {model.name}) = E_data[log data(x)] - E_data[log {model.name}(x)] "
-                  f"= -H(data) - E_data[log {model.name}(x)]",
-                  "the constant -H(data), the negative entropy of the data, depends on no parameter",
-                  f"model {model.name} has a normalised density in {', '.join(binder)}")
-    note = "maximum likelihood: one player, no critic"
-    if latents:
-        note += f"; the latents {', '.join(latents)} of {model.name} are left to the marginal-likelihood rules"
-    return Rewrite(new, "=+c", conditions, note=note,
-                   facts=(("constant", "-H(data)"), ("model", model.name), ("latents", latents)))
-
-
-MAXIMUM_LIKELIHOOD = Rule(
-    "maximum_likelihood", problem="divergence", matches=(ir.Divergence,), relation="=+c",
-    identity="KL(data || q) = -H(data) - E_data log q(x)",
-    match=match_data_fit, build=build_data_fit,
-    unmatched="the objective has no KL(data || q) with q a model that has a density")
-
-
-# ---- KL between two explicit densities ---------------------------------------------------------------
 
 @dataclass(frozen=True)
 class TwoDensities:
@@ -160,7 +92,7 @@ def build_two_densities(found: TwoDensities, ctx: Context) -> Rewrite:
                    facts=(("route", "monte_carlo"),))
 
 
-EXPLICIT_KL = Rule(
+RULE = Rule(
     "explicit_kl", problem="divergence", matches=(ir.Divergence,), relation="=",
     identity="KL(p || q) = closed form (SymPy), else E_p[log p(x) - log q(x)]",
     match=match_two_densities, build=build_two_densities,
