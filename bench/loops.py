@@ -31,6 +31,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT))
 
 from harness import block, machine, versions  # noqa: E402
+from variational_vae import negative_elbo  # noqa: E402
 
 from attractor import compile_file  # noqa: E402
 
@@ -64,17 +65,9 @@ def tail_average(average, params, t, length):
 # ---- vae.att ---------------------------------------------------------------------------------------
 
 def vae_step(opt):
-    def loss(params, key, x):
-        mu, sd = mlp(params["enc_mu"], x), jax.nn.softplus(mlp(params["enc_sd"], x))
-        z = mu + sd * jax.random.normal(key, mu.shape)
-        logits = mlp(params["decoder"], z)
-        rec = jnp.sum(jax.nn.softplus(logits) - x * logits, axis=-1)
-        kl = jnp.sum(0.5 * (mu**2 + sd**2) - jnp.log(sd) - 0.5, axis=-1)
-        return jnp.mean(rec + kl)
-
     def step(state, key, x, t, length):
         params, opt_state = state
-        grads = jax.grad(loss)(params, key, x)
+        grads = jax.grad(negative_elbo)(params, key, x)
         updates, opt_state = opt.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state
     return step

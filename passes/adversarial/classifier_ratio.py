@@ -15,8 +15,8 @@ import sympy as sp
 
 from compiler import ir
 from compiler.rewrite.rule import Context, Option, Refusal, Rewrite, Rule
-from passes.adversarial.critic import critic_options, make_critic
-from passes.adversarial.sides import expect_over, moves, pairing_note, sampled_sides, side_name, sum_of
+from passes.adversarial.critic import critic_game, critic_options, make_critic
+from passes.adversarial.sides import expect_over, moves, sampled_sides, side_name, sum_of
 
 CLASSIFIER_KINDS = ("JS", "GAN")       # divergences a Bayes-optimal classifier gives
 
@@ -94,12 +94,9 @@ def build(found: Found, ctx: Context) -> Rewrite:
                             "P) instead of E_Q log(1 - D): the same stationary point P = Q, D = 1/2, with strong "
                             "gradients where D rejects its samples"),)
             note += f"; nonsaturating generator loss: a general-sum game, the discriminator keeps the {node.kind} bound"
-    pairing = pairing_note(node)
-    note += f"; {pairing}" if pairing else ""
-    player = ir.Player(critic.player, critic.params, "max", bound)
     facts = (("divergence", node.kind), ("critic", critic.player), ("optimal_logit", "log(p/q)"),
              ("nonsaturating", nonsaturating))
-    return Rewrite(loss, relation, conditions, critic.decls, (player,), game=True, note=note, facts=facts)
+    return critic_game(loss, relation, conditions, critic, bound, node, note, facts)
 
 
 RULE = Rule(

@@ -21,8 +21,8 @@ from compiler.ir.printer import show
 from compiler.math.convex import Conjugate, ConvexityError, U, V, check_generator, derive_conjugate, named_generator
 from compiler.math.symbolic import NotScalar, to_sympy
 from compiler.rewrite.rule import Context, Option, Refusal, Rewrite, Rule
-from passes.adversarial.critic import critic_options, make_critic
-from passes.adversarial.sides import expect_over, moves, pairing_note, sampled_sides, side_name
+from passes.adversarial.critic import critic_game, critic_options, make_critic
+from passes.adversarial.sides import expect_over, moves, sampled_sides, side_name
 
 
 def generator_of(program: ir.Program, node: ir.Divergence) -> tuple[sp.Expr, ir.Node]:
@@ -119,11 +119,8 @@ def build(found: Found, ctx: Context) -> Rewrite:
                         "2016, sec. 3.2): both are stationary where T is constant on Q's support, as at P = Q, and "
                         "-E_Q[T] keeps its gradient where the critic rejects Q's samples and f*(T) is flat"),)
         note += f"; nonsaturating generator loss: a general-sum game, the critic keeps the {name} bound"
-    pairing = pairing_note(node)
-    note += f"; {pairing}" if pairing else ""
-    player = ir.Player(critic.player, critic.params, "max", bound)
     facts = (("divergence", name), ("conjugate", c), ("critic", critic.player), ("nonsaturating", nonsaturating))
-    return Rewrite(loss, relation, conditions, critic.decls, (player,), game=True, note=note, facts=facts)
+    return critic_game(loss, relation, conditions, critic, bound, node, note, facts)
 
 
 RULE = Rule(

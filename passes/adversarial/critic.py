@@ -18,8 +18,8 @@ from compiler import ir
 from compiler.ir.builtins import NET_ACTIVATIONS
 from compiler.ir.diagnostics import AttractorError
 from compiler.ir.printer import show
-from compiler.rewrite.rule import Option
-from passes.adversarial.sides import fresh_name, sum_of
+from compiler.rewrite.rule import Option, Rewrite
+from passes.adversarial.sides import fresh_name, pairing_note, sum_of
 
 HIDDEN = 128                           # hidden width of an introduced critic net (option hidden=)
 CRITIC_ACT = {"classifier_ratio": "relu", "conjugate": "tanh"}   # hidden activation (option act=), per rule
@@ -75,3 +75,13 @@ def make_critic(program: ir.Program, binder, shapes, options: dict, base: str, d
     width = sum(math.prod(s) for s in shapes)
     net = ir.Net(player, (width, hidden, hidden, 1), options.get("act", CRITIC_ACT[rule]), owner=player)
     return Critic(player, (net,), (player,), lambda k: ir.NetCall(player, tuple(ir.Ref(v, k) for v in binder)))
+
+
+def critic_game(loss: ir.Node, relation: str, conditions: tuple, critic, bound: ir.Node, divergence: ir.Divergence,
+                note: str, facts: tuple) -> Rewrite:
+    """The rewrite of a game rule: `loss` for the player whose loss held the divergence, and the
+    critic as a new player maximising `bound` (>= the divergence for every critic, = at the sup)."""
+    pairing = pairing_note(divergence)
+    note += f"; {pairing}" if pairing else ""
+    player = ir.Player(critic.player, critic.params, "max", bound)
+    return Rewrite(loss, relation, conditions, critic.decls, (player,), game=True, note=note, facts=facts)
