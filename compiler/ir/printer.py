@@ -10,6 +10,10 @@ from compiler.ir.builtins import INFIX, OPERATIONS
 _PREFIX = 3
 _ATOM = 5
 
+# operations written under another name: one-argument `max(v)` / `min(v)` reduce (SPEC §9.5),
+# so that the text printed is the text the parser reads back to the same IR
+WRITTEN = {"amax": "max", "amin": "min"}
+
 
 def number(v: float) -> str:
     if math.isfinite(v) and v == int(v) and abs(v) < 1e15:
@@ -68,7 +72,7 @@ def _show(node: ir.Node) -> tuple[str, int]:
             return f"{_wrap(args[0], _ATOM)}[{show(args[1])}]", _ATOM
         if fn == "slice":
             return f"{_wrap(args[0], _ATOM)}[{show(args[1])}:{show(args[2])}]", _ATOM
-        return f"{fn}({', '.join(show(a) for a in args)})", _ATOM
+        return f"{WRITTEN.get(fn, fn)}({', '.join(show(a) for a in args)})", _ATOM
     if isinstance(node, ir.Compare):
         return f"[{show(node.lhs)} {node.op} {show(node.rhs)}]", _ATOM
     if isinstance(node, ir.NetCall):
