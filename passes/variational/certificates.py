@@ -401,7 +401,62 @@ def certify_enumerate(prog, step, seed: int) -> list[Certificate]:
         out.append(Certificate("enumerate", claim,
                                "; ".join(f"{g:.6f} vs {w:.6f}" for g, w, _ in errors)
                                + f" (brute force, float64): largest relative error {worst:.2g}", bool(worst <= 1e-5)))
+    if step.fact("continuous"):
+        out.append(_certify_inside_bound(rng))
     return out
+
+
+INSIDE_BOUND = """data x : real from npz("{path}")
+param m : real[3]
+param c : real[3]
+param gm : real
+param gb : real
+param gs : real
+model p:
+    k ~ Categorical(logits=c)
+    z ~ Normal(0, 1)
+    x ~ Normal(m[0] * k + m[1] * z + m[2] * k * z, 0.7)
+guide q(z | x):
+    z ~ Normal(gm * x + gb, softplus(gs))
+minimize E[x ~ data] -log p(x)
+"""
+
+
+def _certify_inside_bound(rng) -> Certificate:
+    """A Categorical k (3 states) summed out inside the ELBO over a continuous z: the compiled loss,
+    averaged over 4000 draws, equals E_q(z | x)[log q(z | x) - log sum_k p(x, z, k)] computed by
+    Gauss-Hermite quadrature in z (120 nodes) and an explicit sum over k in float64, within 4
+    standard errors, at 3 random parameter points."""
+    x = rng.normal(0.3, 1.4, size=6)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "x.npz"
+        np.savez(path, x=x)
+        prog = compile_source(INSIDE_BOUND.replace("{path}", path.as_posix()), filename="<certificate of enumerate>")
+        mod = prog.build()
+        batch = mod.full_batch({"x": x})
+    assert prog.derivation.steps[0].fact("continuous") == ("z",)
+    nodes, weights = np.polynomial.hermite_e.hermegauss(120)
+    weights = weights / weights.sum()
+    keys = jax.random.split(jax.random.PRNGKey(int(rng.integers(2**31))), 4000)
+    losses = jax.jit(jax.vmap(lambda params, key: mod.LOSSES["theta"](params, key, batch), in_axes=(None, 0)))
+    rows, passed = [], True
+    for _ in range(3):
+        p = {"m": rng.normal(size=3), "c": rng.normal(size=3), "gm": rng.normal() * 0.5,
+             "gb": rng.normal() * 0.5, "gs": rng.normal() * 0.5}
+        loc, scale = p["gm"] * x[:, None] + p["gb"], np.logaddexp(0.0, p["gs"])
+        z = loc + scale * nodes[None, :]                          # [example, node]
+        log_q = _log_normal(z, loc, scale)
+        log_pi = p["c"] - np.logaddexp.reduce(p["c"])
+        joint = [log_pi[k] + _log_normal(z, 0.0, 1.0)
+                 + _log_normal(x[:, None], p["m"][0] * k + p["m"][1] * z + p["m"][2] * k * z, 0.7) for k in range(3)]
+        exact = float(np.mean(((log_q - np.logaddexp.reduce(np.stack(joint), axis=0)) * weights).sum(axis=1)))
+        mean, se = _mean_se(losses({k: jnp.asarray(v, jnp.float32) for k, v in p.items()}, keys))
+        ok = abs(mean - exact) <= 4 * se + 1e-5
+        passed &= bool(ok)
+        rows.append(f"{mean:.5f} +- {se:.5f} vs {exact:.5f}")
+    return Certificate("enumerate", "a Categorical latent summed out inside the ELBO over a continuous latent: the "
+                       "compiled bound equals quadrature in z with an explicit sum over the states",
+                       "; ".join(rows) + " (4000 draws vs Gauss-Hermite quadrature, float64; within 4 s.e.)", passed)
 
 
 CERTIFICATES = {"jensen": certify_jensen, "analytic_kl": certify_analytic_kl,

@@ -5,9 +5,20 @@ TraceEnum_ELBO does the same inside its bound):
 
 over every joint configuration of the model's Bernoulli and Categorical latents, when their
 number (the product of the state counts of every element) is at most `limit` (default 1024).
-It runs before `jensen` (same problem): beyond the limit, or with continuous latents, the bound
-and its estimators remain. `via enumerate(limit=N)` forces it; forced on a continuous latent or
-beyond the limit it is a diagnostic at the marginal.
+
+With continuous latents c beside the discrete ones z, the continuous ones keep their bound and
+only z is summed out inside it (Pyro's TraceEnum_ELBO):
+
+    -log p(x) <= E_{q(c | x)}[log q(c | x) - logsumexp_z log p(x, c, z)]      (<=; >= for log p(x))
+
+the gap being KL(q(c | x) || p(c | x)), the same as the ELBO's over c alone; the sum over z is
+exact (=), so the bound is tighter than an ELBO with a guide for z too, and needs no estimator
+for z. q is the declared guide of c (a guide that draws z as well is left to `jensen`), or an
+automatic one.
+
+It runs before `jensen` (same problem): beyond the limit, or with no discrete latent, the bound
+and its estimators remain. `via enumerate(limit=N)` forces it; forced on a model without
+discrete latents or beyond the limit it is a diagnostic at the marginal.
 """
 from __future__ import annotations
 
@@ -20,6 +31,7 @@ from compiler.backend.lower import Emitter, Fn, define, ident, lowers
 from compiler.ir.printer import show
 from compiler.math.latex import latex
 from compiler.rewrite.rule import Context, Option, Refusal, Rewrite, Rule
+from passes.variational.guides import automatic_guide, declared_guide, supports_agree
 
 LIMIT = 1024     # the most joint configurations summed out by default
 
@@ -74,6 +86,11 @@ class Discrete:
     latents: tuple[str, ...]
     states: tuple[int, ...]
     shapes: tuple[tuple[int, ...], ...]
+    continuous: tuple[str, ...] = ()      # latents that keep their bound (drawn by `guide`)
+    guide: ir.Block | None = None         # the declared guide of the continuous latents (None: automatic)
+
+
+DISCRETE = ("Bernoulli", "Categorical")
 
 
 def _states(dist: ir.Dist, program: ir.Program) -> int | None:
@@ -90,6 +107,9 @@ def _states(dist: ir.Dist, program: ir.Program) -> int | None:
 
 
 def match_discrete(node: ir.Apply, ctx: Context) -> Discrete | Refusal | None:
+    """`log p(x)` or `-log p(x)` of a model with discrete latents whose joint configurations number
+    at most the limit; its continuous latents, if any, need observed data and a guide that draws
+    them and no discrete latent."""
     negated = node.fn == "neg"
     inner = node.args[0] if negated else node
     if not (isinstance(inner, ir.Apply) and inner.fn == "log" and isinstance(inner.args[0], ir.Density)):
@@ -99,12 +119,15 @@ def match_discrete(node: ir.Apply, ctx: Context) -> Discrete | Refusal | None:
     if not latents:
         return None
     model = program.decl(density.model)
+    discrete = tuple(z for z in latents if model.line(z).dist.family in DISCRETE)
+    continuous = tuple(z for z in latents if z not in discrete)
+    if not discrete:
+        z = continuous[0]
+        return Refusal(f"latent '{z}' of {model.name} is {model.line(z).dist.family}, continuous: only Bernoulli and "
+                       "Categorical latents can be enumerated", density.loc)
     states, shapes = [], []
-    for z in latents:
+    for z in discrete:
         line = model.line(z)
-        if line.dist.family not in ("Bernoulli", "Categorical"):
-            return Refusal(f"latent '{z}' of {model.name} is {line.dist.family}, continuous: only Bernoulli and "
-                           "Categorical latents can be enumerated", density.loc)
         k = _states(line.dist, program)
         if k is None:
             return Refusal(f"the number of categories of '{z}' is not known from its logits", density.loc)
@@ -113,13 +136,27 @@ def match_discrete(node: ir.Apply, ctx: Context) -> Discrete | Refusal | None:
     total = math.prod(k ** math.prod(s) for k, s in zip(states, shapes))
     limit = ctx.option("limit", LIMIT)
     if total > limit:
-        return Refusal(f"the latents {', '.join(latents)} of {model.name} have {total} joint configurations, "
+        return Refusal(f"the latents {', '.join(discrete)} of {model.name} have {total} joint configurations, "
                        f"more than the limit {limit} (via enumerate(limit=N) raises it)", density.loc)
-    return Discrete(node, negated, density, latents, tuple(states), tuple(shapes))
+    guide = None
+    if continuous:
+        data = {n for n, _ in program.data_vars}
+        if model.kind != "model" or any(v not in data for v in density.vars + density.given):
+            return Refusal(f"the continuous latents {', '.join(continuous)} keep a bound, which needs a model "
+                           "and observed data", density.loc)
+        drawn = [b for b in program.of_type(ir.Block) if b.kind == "guide" and set(b.latents) & set(discrete)]
+        if drawn:
+            return Refusal(f"guide {drawn[0].name} draws the discrete latent(s) "
+                           f"{', '.join(z for z in drawn[0].latents if z in discrete)}: the bound keeps its guide "
+                           "(enumeration sums out only latents that no guide draws)", density.loc)
+        guide = declared_guide(model, continuous, density.vars + density.given, program)
+    return Discrete(node, negated, density, discrete, tuple(states), tuple(shapes), continuous, guide)
 
 
 def build_sum_out(found: Discrete, ctx: Context) -> Rewrite:
     d = found.density
+    if found.continuous:
+        return _build_inside_bound(found, ctx)
     joint = ir.Apply("log", (ir.Density(d.model, d.vars + found.latents, d.given),))
     total = SumOut(found.latents, found.states, found.shapes, joint, loc=found.node.loc)
     new = ir.Apply("neg", (total,)) if found.negated else total
@@ -128,6 +165,38 @@ def build_sum_out(found: Discrete, ctx: Context) -> Rewrite:
                               f"{', '.join(found.latents)}): {n} joint configurations, each evaluated",),
                    note=f"exact marginal likelihood: {n} configurations summed out, no guide, no estimator",
                    facts=(("latents", found.latents), ("configurations", n)))
+
+
+def _build_inside_bound(found: Discrete, ctx: Context) -> Rewrite:
+    """The ELBO over the continuous latents c with the discrete z summed out inside it:
+    E_q(c | x)[log q(c | x) - logsumexp_z log p(x, c, z)] for -log p(x) (negated: its negative)."""
+    d, program = found.density, ctx.program
+    model = program.decl(d.model)
+    observed = d.vars + d.given
+    guide, decls = found.guide, ()
+    if guide is None:
+        guide, nets = automatic_guide(model, found.continuous, observed, program, ctx.player.name, None)
+        decls = nets + (guide,)
+    supports = supports_agree(guide, model, program)
+    joint = ir.Apply("log", (ir.Density(d.model, d.vars + guide.latents + found.latents, d.given),))
+    total = SumOut(found.latents, found.states, found.shapes, joint, loc=found.node.loc)
+    log_q = ir.Apply("log", (ir.Density(guide.name, guide.latents, guide.given),))
+    body = ir.Apply("sub", (log_q, total) if found.negated else (total, log_q))
+    new = ir.Expect(guide.latents, ir.Sample(guide.name, guide.latents, guide.given), body, loc=found.node.loc)
+    n = total.configurations()
+    c, z = ", ".join(guide.latents), ", ".join(found.latents)
+    conditions = ((f"{', '.join(observed)} observed (data); the continuous latents {c} are drawn by guide "
+                   f"{guide.name}({c} | {', '.join(guide.given)})",) + supports
+                  + (f"log {d.model}(x, {c}) = logsumexp_{{{z}}} log {d.model}(x, {c}, {z}): {n} joint "
+                     "configurations, each evaluated (=)",
+                     f"gap = KL({guide.name}({c} | {', '.join(guide.given)}) || {d.model}({c} | "
+                     f"{', '.join(observed)})) >= 0: the bound is over {c} only"))
+    how = "automatic, amortised" if decls else "declared"
+    return Rewrite(new, "<=" if found.negated else ">=", conditions, decls,
+                   note=(f"{n} configurations of {z} summed out inside the ELBO over {c}; guide {guide.name} "
+                         f"({how}) draws {c} only"),
+                   facts=(("latents", found.latents), ("configurations", n), ("continuous", guide.latents),
+                          ("guide", guide.name), ("automatic_guide", bool(decls)), ("bound", "elbo")))
 
 
 RULE = Rule(
