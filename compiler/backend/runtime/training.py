@@ -422,9 +422,42 @@ def stationary(params, key, data, value, tolerance):
     return gradient_mapping(params, key, data) <= np.sqrt(tolerance) * (1 + abs(value))
 
 
-def field_norm(params, key, data):
-    """|v| over every moving parameter, on the whole data set."""
-    return float(tree_norm(field(params, key, full_batch(data))))
+def field_norms(params, key, data):
+    """|v_p| of each moving player's part of the field, on the whole data set."""
+    v = field(params, key, full_batch(data))
+    return {p: float(tree_norm(own(v, p))) for p in MOVING}
+
+
+def best_response_gap(params, key, data, player, steps):
+    """How far a maximising player (a critic) is from its best response to the others at
+    `params`, as (gain, standard error): its loss after `steps` more steps of the run's optimiser
+    on its own parameters alone, the other players held fixed, minus its loss now, on the whole
+    data set with the same EVALUATION_KEYS keys (paired differences). A critic at its
+    Bayes-optimal value for the current generator gains nothing; a gain g means the plug-in
+    divergence it gives is low by at least g."""
+    data = as_data(data)
+    k_train, k_eval = jax.random.split(key)
+
+    def ascent(mine):
+        def body(t, carry):
+            mine, opt = carry
+            kb, ks = jax.random.split(jax.random.fold_in(k_train, t))
+            grad = jax.grad(lambda m: -LOSSES[player]({**params, **m}, ks, minibatch(data, kb, BATCH)))(mine)
+            updates, opt = OPTIMIZER.update(grad, opt, mine)
+            return optax.apply_updates(mine, updates), opt
+        return jax.lax.fori_loop(0, steps, body, (mine, OPTIMIZER.init(mine)))[0]
+    best = {**params, **jax.jit(ascent)(own(params, player))}
+    batch = full_batch(data)
+    keys = jax.random.split(k_eval, EVALUATION_KEYS)
+    loss = jax.jit(LOSSES[player])
+    gains = np.asarray([float(loss(best, k, batch)) - float(loss(params, k, batch)) for k in keys], np.float64)
+    return float(gains.mean()), float(gains.std(ddof=1) / np.sqrt(len(gains)))
+
+
+def best_response_steps(steps):
+    """The steps a critic's best response gets at the end of a game: as many as the averaging
+    window of the run (its last tenth), at least 200 and at most 2000."""
+    return int(min(max(200, steps // 10), 2000))
 
 
 def summary(params, data, steps, seconds, seed=0, compile_seconds=None, history=None):
@@ -439,12 +472,13 @@ def summary(params, data, steps, seconds, seed=0, compile_seconds=None, history=
     as_written, as_written_stderr, estimator, null_warning = written(params, key, data)
     values = reports(params, key, data)
     mapping = gradient_mapping(params, key, data) if DETERMINISTIC and LIPSCHITZ_STEP and history else None
-    start, end = None, None
+    start, end, gaps = None, None, {}
     if len(MOVING) > 1 and history:
         first = init(jax.random.split(jax.random.PRNGKey(seed))[1])
-        start, end = field_norm(first, key, data), field_norm(params, key, data)
+        start, end = field_norms(first, key, data), field_norms(params, key, data)
+        gaps = {p: best_response_gap(params, key, data, p, best_response_steps(steps)) for p in MOVING if SENSES[p] == "max"}
     converged, warnings = verdict(history, list(PLAYERS), list(MOVING), DETERMINISTIC, TOLERANCE or 1e-7, value,
-                                  values, mapping, start, end)
+                                  values, mapping, start, end, gaps)
     if null_warning:
         warnings = warnings + [null_warning]
     return {"steps": steps, "seconds_per_step": seconds / max(steps, 1), "compile_seconds": compile_seconds,

@@ -11,8 +11,14 @@ entry before) and what the summary measures at the final parameters.
   and the second half of the last fifth of the run agree within twice the standard error of their
   difference, the entries of each half taken as independent estimates (a trend larger than the
   noise means it is still moving).
-- A game: each player's loss flat by the same test, and the field at the averaged iterate no
-  larger than at the start (a field that does not shrink is a game that does not settle).
+- A game: each player's loss flat by the same test; the field at the returned (averaged)
+  parameters at most FIELD_SHRINK of its norm at the start (a field that does not shrink is a
+  game that has not settled), no player's own part of it larger than at the start (a stalled
+  player); and each critic (a maximising player) at its best response to the others: more
+  steps of the critic alone, the others held fixed, raise its objective by no more than
+  GAP_TOLERANCE (1 + |f|) and three standard errors. The Bayes-optimal critic of a divergence
+  (D* = p/(p + q) for JS) is the best response, so a critic that still gains is not at it and
+  the plug-in divergence is low by at least the gain.
 
 Only numpy and the standard library: this module is copied into emitted modules.
 """
@@ -24,6 +30,8 @@ FLOOR = 1e-12          # |f| below this counts as 0 when a relative change is ta
 FLOAT32_CHANGE = 4 * float(np.finfo(np.float32).eps)   # relative changes below this are rounding
 TAIL = 5               # the last 1/TAIL of the run is where a stochastic objective must be flat
 HISTORY_POINTS = 100   # a run of N steps records at least min(N, HISTORY_POINTS) history entries
+FIELD_SHRINK = 0.5     # a game's field at the returned parameters must be at most this fraction of its start
+GAP_TOLERANCE = 1e-2   # a critic's best response may raise its objective by at most this, relative to 1 + |f|
 
 
 def nonfinite(values):
@@ -99,11 +107,12 @@ def flat(history, name):
 
 
 def verdict(history, players, moving, deterministic, tolerance, objective, reports, mapping=None,
-            field_start=None, field_end=None):
+            field_start=None, field_end=None, gaps=None):
     """(converged, warnings) of a run; see the module docstring for the criteria. `players`: every
     player's name, the first the objective's; `moving`: those with parameters; `mapping`: the
     norm of the (proximal-)gradient mapping at the end (deterministic problems); `field_start`,
-    `field_end`: the field's norm at the start and at the returned parameters (games)."""
+    `field_end`: each moving player's part of the field, its norm at the start and at the returned
+    parameters (games); `gaps`: each critic's (gain of its best response, standard error)."""
     warnings = []
     bad = first_nonfinite(history, players)
     if bad is not None:
@@ -134,11 +143,32 @@ def verdict(history, players, moving, deterministic, tolerance, objective, repor
         converged &= ok
         if warning:
             warnings.append(warning)
-    if len(moving) > 1 and field_start is not None and field_end is not None and not field_end < field_start:
-        converged = False
-        warnings.append(f"the field does not shrink: |v| = {field_end:.3g} at the returned (averaged) parameters, "
-                        f"{field_start:.3g} at the start; the game has not settled")
+    if len(moving) > 1 and field_start and field_end:
+        game_ok, game_warnings = game_verdict(field_start, field_end, gaps or {}, objective)
+        converged &= game_ok
+        warnings += game_warnings
     return converged, warnings
+
+
+def game_verdict(field_start, field_end, gaps, objective):
+    """(settled, warnings) of a game from its players' parts of the field at the start and at the
+    returned parameters, and its critics' best-response gains (module docstring)."""
+    warnings = []
+    norm = lambda parts: math.sqrt(sum(v * v for v in parts.values()))
+    start, end = norm(field_start), norm(field_end)
+    if not end <= FIELD_SHRINK * start:
+        warnings.append(f"the field does not shrink: |v| = {end:.3g} at the returned (averaged) parameters, "
+                        f"{start:.3g} at the start; the game has not settled")
+    for p in field_end:
+        if field_start.get(p, 0.0) > 0 and not field_end[p] < field_start[p]:
+            warnings.append(f"player {p} stalled: its part of the field has norm {field_end[p]:.3g} at the end, "
+                            f"{field_start[p]:.3g} at the start (its gradient did not shrink)")
+    for p, (gain, stderr) in gaps.items():
+        if gain > max(3 * stderr, GAP_TOLERANCE * (1 + abs(objective))):
+            warnings.append(f"critic {p} is not at its Bayes-optimal value: more steps of {p} alone, the other players "
+                            f"held fixed, raise its objective by {gain:.3g} (standard error {stderr:.2g}), so the "
+                            "plug-in divergence is low by at least that and the game has not settled")
+    return not warnings, warnings
 
 
 def json_safe(value):
