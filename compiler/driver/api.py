@@ -124,7 +124,7 @@ class Derivation:
         return {
             "objective": f"{self.objective.sense} {show(self.objective.expr)}",
             "steps": [{"rule": s.rule, "relation": s.relation, "introduces": list(s.introduces),
-                       "conditions": list(s.conditions), "result": s.result} for s in self.steps],
+                       "conditions": list(s.conditions), "result": s.result, **choice_of(s)} for s in self.steps],
             "field": self.field.as_dict(),
         }
 
@@ -138,6 +138,15 @@ class Derivation:
         return "$$" + self.to_latex() + "$$"
 
 
+def choice_of(step: Step) -> dict:
+    """The search's choice at a step, for the JSON derivation: the derivation taken and the
+    runners-up with what was measured of them (empty where nothing was chosen among several)."""
+    if step.fact("chosen") is None:
+        return {}
+    return {"chosen": step.fact("chosen"),
+            "runners_up": [{"derivation": d, "relation": r, "measured": m} for d, r, m in step.fact("runners_up", ())]}
+
+
 @dataclasses.dataclass
 class CompiledProgram:
     """A compiled program: the typed program as written, the program the passes made, the
@@ -149,6 +158,7 @@ class CompiledProgram:
     program: ir.Program
     recorded: tuple[Step, ...]
     dynamics: str
+    ranking: object = None     # the search among derivations (compiler.driver.rank.Ranking), when one ran
 
     # ---- printable views ------------------------------------------------------------------
     @property
@@ -247,20 +257,33 @@ def parse_source(text: str) -> ir.Source:
 
 
 def compile_source(text: str, via: str | None = None, filename: str = "<input>",
-                   dynamics: str | None = None) -> CompiledProgram:
-    """Parse, check and rewrite a program; errors raise AttractorError with the diagnostic."""
+                   dynamics: str | None = None, search: bool = False, seed: int = 0,
+                   search_budget: float | None = None, rank: bool = False) -> CompiledProgram:
+    """Parse, check and rewrite a program; errors raise AttractorError with the diagnostic.
+
+    `search`: choose among the derivations of each node by measuring them at the initial
+    parameters of `fit(seed)` within `search_budget` seconds (compiler.driver.rank); without it,
+    rule order. `rank` fills `.ranking` (every alternative of each node, measured when searching)."""
     from passes import PIPELINE
     sys.setrecursionlimit(max(sys.getrecursionlimit(), 20000))   # objectives with thousands of terms
+
+    def compiled(choose=None) -> CompiledProgram:
+        program, rewriting = run_passes(typed, PIPELINE, typed.objective.via, choose)
+        dyn = dynamics or program.train.option("dynamics") or "simultaneous"
+        return CompiledProgram(text, filename, typed, program, declared_game(typed) + rewriting.steps, dyn)
+
     try:
         typed = check(parse(text))
         if via is not None:
             rule = parse(f"minimize 0 via {via}\n")[0].via
             typed = dataclasses.replace(typed, objective=dataclasses.replace(typed.objective, via=rule))
-        program, rewriting = run_passes(typed, PIPELINE, typed.objective.via)
+        if not (search or rank):
+            return compiled()
+        from compiler.driver.rank import SEARCH_SECONDS, Search
+        budget = SEARCH_SECONDS if search_budget is None else search_budget
+        return Search(compiled, (text, via, filename, dynamics), seed, budget, measure_all=rank, rule_order=not search).run()
     except AttractorError as e:
         raise e.located(filename, text) from None
-    dyn = dynamics or program.train.option("dynamics") or "simultaneous"
-    return CompiledProgram(text, filename, typed, program, declared_game(typed) + rewriting.steps, dyn)
 
 
 def declared_game(typed: ir.Program) -> tuple[Step, ...]:
@@ -274,7 +297,8 @@ def declared_game(typed: ir.Program) -> tuple[Step, ...]:
                  for pl in typed.players)
 
 
-def compile_file(path: str | Path, via: str | None = None, dynamics: str | None = None) -> CompiledProgram:
+def compile_file(path: str | Path, via: str | None = None, dynamics: str | None = None, search: bool = False,
+                 seed: int = 0, search_budget: float | None = None, rank: bool = False) -> CompiledProgram:
     path = Path(path)
     try:
         text = path.read_text()
@@ -282,4 +306,5 @@ def compile_file(path: str | Path, via: str | None = None, dynamics: str | None 
         raise AttractorError(f"cannot read file {Path(path).resolve()}: {e.strerror}", None, str(path)) from None
     except UnicodeDecodeError:
         raise AttractorError("the file is not UTF-8 text", None, str(path)) from None
-    return compile_source(text, via=via, filename=str(path), dynamics=dynamics)
+    return compile_source(text, via=via, filename=str(path), dynamics=dynamics, search=search, seed=seed,
+                          search_budget=search_budget, rank=rank)

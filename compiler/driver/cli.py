@@ -13,6 +13,7 @@ from pathlib import Path
 from compiler import ir
 from compiler.driver.api import CompiledProgram, compile_file
 from compiler.driver.files import output_path, write_atomically
+from compiler.driver.rank import search_options
 from compiler.ir.builtins import DYNAMICS
 from compiler.ir.diagnostics import AttractorError
 
@@ -91,6 +92,9 @@ def _parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("explain", help="the rules that match, and the alternatives not taken")
     e.add_argument("file", help=program)
+    e.add_argument("--rank", action="store_true",
+                   help="measure every derivation of each node (gradient variance, ms per step) and mark the one chosen")
+    e.add_argument("--json", action="store_true", help="with --rank: the table as JSON")
 
     f = sub.add_parser("field", help="Jacobian eigenvalues of the vector field")
     f.add_argument("file", help=program)
@@ -99,6 +103,11 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--seed", default="0", help=seed)
     f.add_argument("--dynamics", choices=DYNAMICS, help="the dynamics whose field is analysed")
     f.add_argument("--plot", help="draw the eigenvalues into this image file")
+    for command in (c, r, v, s, k, e, f):
+        command.add_argument("--no-search", action="store_true",
+                             help="keep rule order: take the first derivation that applies, measure nothing")
+        command.add_argument("--search-budget", metavar="S", default=None,
+                             help="seconds the search among derivations may spend measuring (default 10)")
     return ap
 
 
@@ -118,7 +127,8 @@ def _whole_number(args, option: str, low: int, high: int) -> None:
 
 
 def _compile(args) -> CompiledProgram:
-    return compile_file(args.file, via=getattr(args, "via", None), dynamics=getattr(args, "dynamics", None))
+    return compile_file(args.file, via=getattr(args, "via", None), dynamics=getattr(args, "dynamics", None),
+                        **search_options(args))
 
 
 def cmd_compile(args) -> int:
@@ -357,9 +367,14 @@ def cmd_check(args) -> int:
 
 
 def cmd_explain(args) -> int:
-    from compiler.driver.explain import explain
+    from compiler.driver.explain import explain, explain_rank
     compile_file_text(args.file)
-    print(explain(args.file))
+    if args.json and not args.rank:
+        raise AttractorError("--json prints the table of --rank: use them together", None, "--json")
+    if args.rank:
+        print(explain_rank(args.file, json=args.json, **search_options(args)))
+    else:
+        print(explain(args.file, **search_options(args)))
     return 0
 
 

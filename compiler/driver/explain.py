@@ -1,4 +1,5 @@
-"""`attractor explain`: for each intractable node, the rules that match and the one taken."""
+"""`attractor explain`: for each intractable node, the rules that match and the one taken;
+`explain --rank`: every derivation of each node measured, and the one chosen (SPEC 9.4)."""
 from __future__ import annotations
 
 from compiler import ir
@@ -52,7 +53,16 @@ def _matches(program: ir.Program, node: ir.Node, rules) -> list[tuple[str, str]]
     return list(out.items())
 
 
-def explain(path: str) -> str:
+def explain_rank(path: str, json: bool = False, search: bool = True, search_budget: float | None = None) -> str:
+    """The table of SPEC 9.4: for each node with a choice of derivation, every derivation with its
+    relation, gradient variance and ms per step at the initial parameters, the chosen one marked
+    (text: aligned columns; `json`: the normative JSON). Without `search`, rule order's choice
+    is marked and nothing is measured."""
+    prog = compile_file(path, search=search, search_budget=search_budget, rank=True)
+    return prog.ranking.to_json() if json else prog.ranking.text()
+
+
+def explain(path: str, search: bool = False, search_budget: float | None = None) -> str:
     from passes import PIPELINE
     text = open(path).read()
     try:
@@ -65,7 +75,7 @@ def explain(path: str) -> str:
     if not problems:
         lines.append("every term is tractable as written: no rule is needed")
     try:
-        prog = compile_file(path)
+        prog = compile_file(path, search=search, search_budget=search_budget)
         taken = prog.derivation.steps
         chosen_error = None
     except AttractorError as e:
@@ -87,6 +97,8 @@ def explain(path: str) -> str:
         step = next((s for s in taken if any(n == pr.node for n in s.matched.walk())), None)
         if step is not None:
             lines.append(f"  taken: {step.rule} ({step.relation})" + (f" — {step.note}" if step.note else ""))
+            for name, relation, measured in step.fact("runners_up", ()):
+                lines.append(f"  runner-up: {name} ({relation}): {measured}")
     if typed.objective.via:
         lines.append(f"forced by 'via': {typed.objective.via.name}")
     if chosen_error is not None:

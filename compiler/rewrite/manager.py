@@ -11,11 +11,17 @@ Policy, all here and nowhere in a rule:
 - A bound is never substituted in the direction that would break it (`check_direction`).
 - A forced rule's refusal at a node of its problem is the one diagnostic, at that node.
 - Passes run to a fixed point: a pass stops when no rule applies anywhere, not after a count.
+- Choosing among derivations (SPEC 9.4): with a `choose` callback, every rule of a pass that can
+  take a node of its problem (as written, or as `via` would force it), in each of its variants,
+  is an alternative; they are ordered exact, unbiased, bounds, surrogates (`tier`), and within a
+  class by what the callback measured (`ranked`); the callback (the driver, which can lower and
+  measure) returns the choice, recorded on the step with the runners-up.
 """
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from typing import Callable
 
 from compiler import ir
 from compiler.analysis.problems import node_problem, program_problems
@@ -44,6 +50,7 @@ class Plan:
     passed_over: dict = field(default_factory=dict)     # problem -> (pass name, [nodes])
     refusals: list = field(default_factory=list)        # (node, Refusal) of the forced rule
     resume: tuple | None = None     # (player, child indices): where the last rewrite in that loss stood
+    choose: Callable | None = None  # Decision -> Choice: the search among derivations (None: rule order)
 
     def enabled(self, rules: tuple[Rule, ...]) -> tuple[Rule, ...]:
         return tuple(r for r in rules if r.name not in self.disabled)
@@ -208,7 +215,7 @@ def commit(program: ir.Program, index: int, rule: Rule, node: ir.Node, path, rw:
     roles = dict(rw.roles)
     introduces = tuple(decl_summary(d) + (f"    # {roles[d.name]}" if d.name in roles else "") for d in rw.decls)
     introduces += tuple(f"player {p.name} ({p.sense} over {', '.join(p.params)}): {show(p.loss)}" for p in rw.players)
-    options = tuple(sorted(plan.options.items())) if plan.is_forced(rule) else ()
+    options = tuple(sorted(plan.options.items())) if plan.is_forced(rule) else rw.options
     step = Step(rule.name, rw.relation, player.name, node, rw.node, new_loss,
                 introduces, rw.conditions, note, options, rw.facts)
     return program, step
@@ -289,7 +296,124 @@ class RulePass:
                     continue
                 rw = try_rule(rule, node, plan.context(program, player, rule, pol, path), plan)
                 if rw is not None:
-                    return rule, node, path, rw
+                    return self.chosen(program, player, rules, rule, node, pol, path, rw, plan)
+        return None
+
+    def chosen(self, program, player, rules, rule, node, pol, path, rw, plan: Plan):
+        """The hit (rule, node, path, rewrite) the search takes at `node`: rule order's `rule`
+        without a search, when `via` forced the node's problem, or for a rule that answers no problem."""
+        if plan.choose is None or not rule.problem or (plan.forced is not None and plan.forced.problem == rule.problem):
+            return rule, node, path, rw
+        decision = Decision(f"{player.name}: {show(node)}", player.name, node,
+                            alternatives(program, player, rules, rule, node, pol, path, rw))
+        choice = plan.choose(decision)
+        taken = decision.alternatives[choice.index]
+        if len(decision.alternatives) == 1:
+            return rule, node, path, rw
+        facts = (("chosen", taken.label), ("runners_up", choice.runners_up))
+        note = f"{taken.rewrite.note}; {choice.why}" if taken.rewrite.note else choice.why
+        return taken.rule, node, path, dataclasses.replace(taken.rewrite, facts=taken.rewrite.facts + facts, note=note,
+                                                           options=taken.options)
+
+
+# ---- choosing among derivations ---------------------------------------------------------------------
+
+TIERS = ("exact", "unbiased", "bound", "surrogate")
+
+
+def tier(rw: Rewrite) -> int:
+    """The class of a derivation, best first: exact (`=`, `=+c` with no draw left: a closed form,
+    an enumeration, maximum likelihood over the data), unbiased (`=`, `=+c` estimated from draws),
+    a bound (`<=`, or `>=` closed by a game), a surrogate (`~`, `min<=`)."""
+    if rw.relation in ("=", "=+c"):
+        drawn = any(isinstance(n, ir.Expect) and not isinstance(n.source, ir.DataSet) for n in rw.node.walk())
+        return 1 if drawn or rw.players else 0
+    return 2 if rw.relation in ("<=", ">=") else 3
+
+
+@dataclass(frozen=True)
+class Alternative:
+    """One way to take a node: a rule, the options it was given (a variant) and its rewrite."""
+
+    rule: Rule
+    options: tuple          # ((key, value), ...)
+    rewrite: Rewrite
+    tier: int
+
+    @property
+    def label(self) -> str:
+        """The derivation as `via` would name it: `jensen(iwae=5, dreg)`."""
+        given = ", ".join(k if v is True else f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in self.options)
+        return f"{self.rule.name}({given})" if given else self.rule.name
+
+
+@dataclass(frozen=True)
+class Decision:
+    """A node with its alternatives, in rule order (the first is what rule order takes). `key`
+    names the node the same way in every compilation of the program that reaches it."""
+
+    key: str
+    player: str
+    node: ir.Node
+    alternatives: tuple[Alternative, ...]
+
+    @property
+    def best(self) -> tuple[int, ...]:
+        """The alternatives of the best class."""
+        top = min(a.tier for a in self.alternatives)
+        return tuple(i for i, a in enumerate(self.alternatives) if a.tier == top)
+
+
+@dataclass(frozen=True)
+class Choice:
+    """What the search took (an index into the decision's alternatives), why, and the runners-up
+    ((derivation, relation, what was measured), ...), recorded as facts of the step."""
+
+    index: int
+    why: str = ""
+    runners_up: tuple = ()
+
+
+def ranked(decision: Decision, measured: dict) -> list[int]:
+    """The alternatives best first: by class (exact, unbiased, bound, surrogate); within a class
+    the measured ones by gradient variance x cost per step (an exact route has variance 0, so the
+    cheapest exact one leads), then cost; unmeasured ones (or those that failed to measure) after
+    them, in rule order. `measured`: index -> (variance, cost), both finite."""
+    def key(i):
+        found = measured.get(i)
+        return (decision.alternatives[i].tier, found is None,
+                (found[0] * found[1], found[1]) if found is not None else (0.0, 0.0), i)
+    return sorted(range(len(decision.alternatives)), key=key)
+
+
+def alternatives(program, player, rules, rule, node, pol, path, rw) -> tuple[Alternative, ...]:
+    """Every rule of the pass for the same problem that takes `node` as written or as `via`
+    would force it, in each of its variants (rule order, variants in the rule's order); a
+    variant that refuses, fails or would break a bound's direction is no alternative."""
+    found = [Alternative(rule, (), rw, tier(rw))]
+    for other in rules:
+        if other.problem != rule.problem or not isinstance(node, other.matches):
+            continue
+        for variant in other.variants:
+            options = tuple(sorted(variant.items()))
+            if other is rule and not options:
+                continue
+            out = _variant(other, node, Context(program, player, pol, dict(variant), False, path), program)
+            if out is None:
+                out = _variant(other, node, Context(program, player, pol, dict(variant), True, path), program)
+            if out is not None:
+                found.append(Alternative(other, options, out, tier(out)))
+    return tuple(found)
+
+
+def _variant(rule: Rule, node: ir.Node, ctx: Context, program: ir.Program) -> Rewrite | None:
+    try:
+        out = _run_rule(rule, node, ctx)
+        if out is None or isinstance(out, Refusal):
+            return None
+        check_direction(rule, out, node, ctx.polarity, program)
+        return out
+    except AttractorError:
         return None
 
 
@@ -301,9 +425,12 @@ class Derivation:
     steps: tuple[Step, ...]
 
 
-def run_passes(program: ir.Program, passes, via: ir.RuleRef | None) -> tuple[ir.Program, Derivation]:
-    """Run the passes in order under one plan; refuse what is left intractable."""
+def run_passes(program: ir.Program, passes, via: ir.RuleRef | None,
+               choose: Callable | None = None) -> tuple[ir.Program, Derivation]:
+    """Run the passes in order under one plan; refuse what is left intractable. `choose`
+    (Decision -> Choice) chooses among the derivations of each node; None keeps rule order."""
     plan = make_plan(passes, via)
+    plan.choose = choose
     objective = show(program.objective.expr)
     steps: list[Step] = []
     for p in passes:

@@ -120,6 +120,7 @@ class Rewrite:
     training: tuple = ()       # ((train option, default), ...)
     loss: ir.Node | None = None   # the player's whole loss after it, when a term leaves the loss (proximal)
     prox: tuple = ()           # ((param, kind, weight), ...) proximal maps the player applies after each step
+    options: tuple = ()        # ((key, value), ...) the options the search gave the rule (a variant), recorded on the step
 
 
 @dataclass(frozen=True)
@@ -145,7 +146,9 @@ class Rule:
     (or a Refusal, or None); `build` makes the Rewrite. `problem` is the analysis problem the
     rule answers (compiler.analysis.problems; "" for optional rules): forcing a rule with `via`
     disables every other rule of its problem. `unmatched` is why a forced rule that found
-    nothing to rewrite does not apply ("the objective has no norm0 term in its parameters")."""
+    nothing to rewrite does not apply ("the objective has no norm0 term in its parameters").
+    `variants` are the option sets the search among derivations may try at a node (SPEC 9.4);
+    `{}` is the rule as written."""
 
     name: str
     problem: str
@@ -157,6 +160,7 @@ class Rule:
     options: tuple[Option, ...] = ()
     claims: Callable[[ir.Constraint, ir.Program], bool] | None = None
     unmatched: str = ""
+    variants: tuple[dict, ...] = ({},)     # option sets a measuring search may try for the rule
 
     def __post_init__(self):
         assert self.relation in RELATIONS, self.relation
