@@ -266,6 +266,87 @@ def test_a_run_that_cannot_fit_is_refused_with_the_estimate(capsys, tmp_path, mo
     assert code == 1 and err.startswith("p.att:") and "needs about" in err and words in err and "--force" in err, err
 
 
+WIDE_NET = DATA + "net f : mlp(1, 100000000, 1)\nminimize E[x ~ data] (f(x) - x)^2\n"
+
+
+@pytest.mark.parametrize("command", ["run", "check", "field"])
+def test_a_net_too_wide_is_refused_at_its_declaration_before_allocating(capsys, tmp_path, monkeypatch, command):
+    """mlp(1, 1e8, 1): 1.2 GB of weights, 12 GB of activations for a step over 10 examples; the
+    refusal names the net's declaration (line 2, column 5) in every command that allocates."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("compiler.driver.resources.available_memory", lambda: 16 * 10**9)
+    Path("p.att").write_text(WIDE_NET)
+    start = time.monotonic()
+    code, _, err = cli(capsys, command, "p.att")
+    head = next((line for line in err.splitlines() if "error:" in line), "")   # run prints the derivation first
+    assert code == 1 and head.startswith("p.att:2:5: error: ") and f"`attractor {command}`" in head, err
+    assert "one step through net f 12 GB" in head and "--force" in head, err
+    assert "net f : mlp(1, 100000000, 1)" in err and time.monotonic() - start < 30
+
+
+def test_check_leaves_the_optimiser_out_of_its_estimate():
+    from compiler.driver.resources import estimate
+    program = compile_source(WIDE_NET).program
+    run = dict((what, size) for what, size, _ in estimate(program, program.data_source, ROOT))
+    check = dict((what, size) for what, size, _ in estimate(program, program.data_source, ROOT, training=False))
+    weights = (100000000 * 2 + 100000001) * 4
+    assert run["net f"] == check["net f"] == weights
+    assert run["gradients and adam state"] == 4 * weights and check["gradients"] == weights
+    assert run["one step through net f"] == check["one step through net f"] == 3 * 100000002 * 10 * 4
+
+
+def test_an_outer_budget_that_ends_first_reports_its_own_overrun():
+    with pytest.raises(AttractorError, match="outer"), time_budget(0.1, "outer"):
+        with time_budget(5, "inner"):
+            time.sleep(2)
+
+
+def test_latex_falls_back_to_structure_when_sympy_does_not_finish(monkeypatch):
+    """SymPy that never returns (patched to spin) costs its share of the budget, not a hang: the
+    expression is typeset node by node instead."""
+    import compiler.math.latex as latex_module
+
+    def spin(*args, **kwargs):
+        while True:
+            pass
+    prog = compile_source(W + "minimize (w - 2)^2 + exp(w)\n")
+    monkeypatch.setattr(latex_module, "to_sympy", spin)
+    monkeypatch.setattr(latex_module, "SYMPY_SECONDS", 0.2)
+    start = time.monotonic()
+    text = prog.to_latex()
+    assert time.monotonic() - start < 5
+    assert r"\left(w - 2\right)^{2}" in text and r"\operatorname{exp}\left(w\right)" in text, text
+
+
+def test_latex_of_a_rendering_shares_one_budget(monkeypatch):
+    """Once a rendering has spent RENDERING_SECONDS in SymPy, the rest is typeset without it."""
+    import compiler.math.latex as latex_module
+    calls = []
+
+    def slow(node, symbols):
+        calls.append(node)
+        time.sleep(0.1)
+        raise latex_module.NotScalar("counted")
+    terms = " + ".join(f"(w - {i})^2" for i in range(40))
+    prog = compile_source(W + f"minimize {terms}\n")
+    monkeypatch.setattr(latex_module, "to_sympy", slow)
+    monkeypatch.setattr(latex_module, "RENDERING_SECONDS", 0.35)
+    text = prog.to_latex()
+    assert 1 <= len(calls) <= 5 and r"\left(w - 39\right)" in text
+
+
+def test_latex_of_a_long_sum_calls_sympy_once_per_scalar_term(monkeypatch):
+    """Linear, not quadratic: each maximal scalar subtree goes to SymPy once (the sum itself is not
+    scalar: its expectations are not)."""
+    import compiler.math.latex as latex_module
+    seen = []
+    real = latex_module.to_sympy
+    monkeypatch.setattr(latex_module, "to_sympy", lambda node, symbols: seen.append(node) or real(node, symbols))
+    terms = " + ".join(f"E[x ~ data] (x - w - {i})^2 + (w - {i})^2" for i in range(50))
+    text = latex_module.latex(compile_source(DATA + W + f"minimize {terms}\n").typed.objective.expr)
+    assert len(seen) == 100 and r"\left(w - 49\right)^{2}" in text and r"\mathbb{E}" in text
+
+
 def test_time_budget_ends_in_a_diagnostic():
     start = time.monotonic()
     with pytest.raises(AttractorError, match="too slow"), time_budget(0.2, "too slow"):

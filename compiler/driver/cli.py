@@ -89,6 +89,7 @@ def _parser() -> argparse.ArgumentParser:
     k.add_argument("file", help=program)
     k.add_argument("--seed", default="0", help=seed)
     k.add_argument("--via", help=via)
+    k.add_argument("--force", action="store_true", help="check even where the memory estimate exceeds this machine's")
 
     e = sub.add_parser("explain", help="the rules that match, and the alternatives not taken")
     e.add_argument("file", help=program)
@@ -103,6 +104,7 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--seed", default="0", help=seed)
     f.add_argument("--dynamics", choices=DYNAMICS, help="the dynamics whose field is analysed")
     f.add_argument("--plot", help="draw the eigenvalues into this image file")
+    f.add_argument("--force", action="store_true", help="analyse even where the memory estimate exceeds this machine's")
     for command in (c, r, v, s, k, e, f):
         command.add_argument("--no-search", action="store_true",
                              help="keep rule order: take the first derivation that applies, measure nothing")
@@ -353,7 +355,9 @@ def cmd_sample(args) -> int:
 
 def cmd_check(args) -> int:
     from compiler.driver.check import certify
+    from compiler.driver.resources import check_memory
     prog = _compile(args)
+    check_memory(prog, None, args.force, "check")
     results = certify(prog, seed=args.seed)
     failed = 0
     for r in results:

@@ -30,6 +30,7 @@ import numpy as np
 
 from compiler.driver.api import compile_file
 from compiler.driver.rank import search_options
+from compiler.driver.resources import check_memory
 from compiler.ir.diagnostics import AttractorError
 
 DENSE_LIMIT = 400      # parameters up to which J is formed and every eigenvalue computed
@@ -200,6 +201,7 @@ def _sampling_text(sampling: dict) -> str:
 
 def field_command(args) -> str:
     prog = compile_file(args.file, dynamics=args.dynamics, **search_options(args))
+    check_memory(prog, None, args.force, "field")
     r = jacobian_report(prog, args.at, args.seed, args.steps)
     n = r["point"].size
     note = " (the simultaneous field: its continuous-time limit)" if prog.dynamics == "alternating" else ""

@@ -7,7 +7,7 @@ The estimate, in float32 bytes, adds
   - data: what the source holds once loaded (compiler.data.datasets.estimate);
   - a step: for every net call in a loss, its activations and their gradients,
     sum(widths) * 3 numbers per example, times the examples of a batch and the draws of the
-    expectations around the call.
+    expectations around the call; counted net by net, so that a refusal points at the net.
 It is an order of magnitude, not a measurement: it exists to refuse `real[1e5, 1e5]` or an mlp of
 width 1e8 with a message instead of an out-of-memory error (or a machine that swaps) after the fact.
 """
@@ -67,15 +67,18 @@ def _draws_around(loss: ir.Node) -> dict[int, int]:
     return out
 
 
-def estimate(program: ir.Program, data_source: ir.Source | None, base_dir: Path) -> list[tuple[str, int, ir.Node | None]]:
-    """(what, bytes, the declaration responsible) for each part of a run's memory."""
+def estimate(program: ir.Program, data_source: ir.Source | None, base_dir: Path,
+             training: bool = True) -> list[tuple[str, int, ir.Node | None]]:
+    """(what, bytes, the declaration responsible) for each part of a run's memory; without
+    `training` (the certificates of `check` evaluate losses and gradients but keep no optimiser)
+    the optimiser's state is left out."""
     parts: list[tuple[str, int, ir.Node | None]] = []
     params = 0
     for d in program.decls:
         if isinstance(d, ir.Param):
             size = math.prod(d.shape) * FLOAT
         elif isinstance(d, ir.Net):
-            size = _net_size(d.widths) * FLOAT
+            size = (_net_size(d.widths) if d.widths else d.size) * FLOAT   # a Python net: its parameters as counted
         else:
             continue
         params += size
@@ -83,21 +86,24 @@ def estimate(program: ir.Program, data_source: ir.Source | None, base_dir: Path)
     optimizer = program.train.option("optimizer")
     name = optimizer if isinstance(optimizer, str) else (optimizer[0] if optimizer else "adam")
     moments = 1 if name == "sgd" else 2
-    parts.append((f"gradients and {name} state", params * (1 + moments + 1), None))
+    if training:
+        parts.append((f"gradients and {name} state", params * (1 + moments + 1), None))
+    else:
+        parts.append(("gradients", params, None))
     examples = None
     if data_source is not None and program.data_vars:
         examples, size = datasets.estimate(data_source.name, data_source.args, dict(data_source.kwargs),
                                            list(program.data_vars), base_dir)
         parts.append(("data", size, program.of_type(ir.DataDecl)[0] if program.of_type(ir.DataDecl) else None))
     batch = program.train.option("batch") or examples or 1
-    step = 0
     nets = {d.name: d for d in program.of_type(ir.Net)}
+    step = dict.fromkeys(nets, 0)   # the activations of a step, net by net: each is charged to its declaration
     for player in program.players:
         draws = _draws_around(player.loss)
         for node in player.loss.walk():
             if isinstance(node, ir.NetCall) and node.net in nets:
-                step += 3 * sum(nets[node.net].widths) * int(batch) * draws.get(id(node), 1) * FLOAT
-    parts.append(("one training step", step, None))
+                step[node.net] += 3 * sum(nets[node.net].widths) * int(batch) * draws.get(id(node), 1) * FLOAT
+    parts.extend((f"one step through net {name}", size, nets[name]) for name, size in step.items() if size)
     return parts
 
 
@@ -109,9 +115,10 @@ def human(size: float) -> str:
     return f"{size:.3g} PB"
 
 
-def check_memory(prog, override: ir.Source | None = None, force: bool = False) -> None:
-    """Refuse (AttractorError at the largest declaration) a run whose estimate exceeds the
-    memory available, unless `force`."""
+def check_memory(prog, override: ir.Source | None = None, force: bool = False, command: str = "run") -> None:
+    """Refuse (AttractorError at the declaration of the largest part, else at the largest
+    parameter or net) a `command` (run, check, field) whose estimate exceeds the memory
+    available, unless `force`. `check` trains nothing: its estimate has no optimiser state."""
     if force:
         return
     available = available_memory()
@@ -119,13 +126,15 @@ def check_memory(prog, override: ir.Source | None = None, force: bool = False) -
         return
     source = override if override is not None else prog.program.data_source
     base = Path(prog.filename).resolve().parent if Path(prog.filename).exists() else Path.cwd()
-    parts = estimate(prog.program, source, base)
+    parts = estimate(prog.program, source, base, training=command != "check")
     total = sum(size for _, size, _ in parts)
     if total <= USABLE * available:
         return
     what, _, decl = max(parts, key=lambda p: p[1])
+    if decl is None:   # optimiser state or a step: the largest declaration it comes from
+        decl = max((p for p in parts if isinstance(p[2], (ir.Param, ir.Net))), key=lambda p: p[1], default=(None, 0, None))[2]
     listed = ", ".join(f"{name} {human(size)}" for name, size, _ in sorted(parts, key=lambda p: -p[1]) if size)
     loc = getattr(decl, "loc", None) or prog.program.objective.loc
-    raise AttractorError(f"this run needs about {human(total)} of memory ({listed}), more than the "
+    raise AttractorError(f"`attractor {command}` on this program needs about {human(total)} of memory ({listed}), more than the "
                          f"{human(available)} available; the largest part is {what}. "
                          f"Shrink it, or pass --force to try anyway", loc, prog.filename, prog.source)

@@ -4,7 +4,8 @@
 into `AttractorError(message, loc)`. It uses the interval timer (SIGALRM) of the main thread:
 no thread, no process, nothing to clean up. Off the main thread, or where the platform has no
 SIGALRM, the block runs without a budget. Budgets nest: an inner one never outlives the outer
-one, and leaving it restores what remained of the outer.
+one, an overrun is reported by the budget whose deadline passed (an inner budget cut short by the
+outer one lets the outer report it), and leaving a budget restores what remained of the outer.
 """
 from __future__ import annotations
 
@@ -14,6 +15,11 @@ import threading
 import time
 
 from compiler.ir.diagnostics import AttractorError, Loc
+
+
+class OutOfTime(AttractorError):
+    """The diagnostic of a budget that ran out; an AttractorError, so that it reaches the user as one,
+    and its own class, so that a caller with a fallback (LaTeX without SymPy) can catch only it."""
 
 
 class Overrun(BaseException):
@@ -38,16 +44,18 @@ def time_budget(seconds: float, message: str, loc: Loc | None = None):
     if not _available() or seconds <= 0:
         yield
         return
-    deadline = time.monotonic() + seconds
-    if _deadlines:
-        deadline = min(deadline, _deadlines[-1])
+    own = time.monotonic() + seconds
+    outer_first = bool(_deadlines) and _deadlines[-1] <= own   # the outer budget ends first: its overrun, not ours
+    deadline = _deadlines[-1] if outer_first else own
     previous = signal.signal(signal.SIGALRM, _on_alarm)
     _deadlines.append(deadline)
     try:
         signal.setitimer(signal.ITIMER_REAL, max(deadline - time.monotonic(), 1e-3))
         yield
     except Overrun:
-        raise AttractorError(message, loc) from None
+        if outer_first:
+            raise
+        raise OutOfTime(message, loc) from None
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         _deadlines.pop()
