@@ -347,6 +347,25 @@ def test_latex_of_a_long_sum_calls_sympy_once_per_scalar_term(monkeypatch):
     assert len(seen) == 100 and r"\left(w - 49\right)^{2}" in text and r"\mathbb{E}" in text
 
 
+def test_the_grammar_tables_are_cached_per_user_and_a_damaged_cache_is_rebuilt(tmp_path):
+    """The LALR tables go to $XDG_CACHE_HOME/attractor (never a shared temporary folder) and are
+    read back; a damaged file is rebuilt silently; no cache folder, no cache, same parse."""
+    code = ("import sys; from compiler.frontend.parser import parse, _lark; "
+            "print(len(parse('param w : real\\nminimize (w - 1)^2\\n')), _lark().options.cache)")
+
+    def parse_with(cache_home):
+        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=False,
+                           env={"XDG_CACHE_HOME": str(cache_home), "PATH": "/usr/bin:/bin"})
+        assert r.returncode == 0 and r.stderr == "", r.stderr
+        return r.stdout.split()
+    count, where = parse_with(tmp_path)
+    cached = list((tmp_path / "attractor").glob("grammar-*.lark"))
+    assert count == "2" and [str(c) for c in cached] == [where] and cached[0].stat().st_size > 10000
+    cached[0].write_bytes(cached[0].read_bytes()[:500])   # a damaged file (a write cut short)
+    assert parse_with(tmp_path)[0] == "2" and cached[0].stat().st_size > 10000
+    assert parse_with(tmp_path / "no" / "such")[:2] == ["2", "False"]
+
+
 def test_time_budget_ends_in_a_diagnostic():
     start = time.monotonic()
     with pytest.raises(AttractorError, match="too slow"), time_budget(0.2, "too slow"):
