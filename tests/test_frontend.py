@@ -33,10 +33,10 @@ def test_spec_examples_parse_and_check(name):
 @pytest.mark.parametrize("name", sorted(p.stem for p in (ROOT / "examples").glob("*.att")))
 def test_a_printed_program_reparses_to_the_same_ir(name):
     """print, parse, check: the same typed program (players are the checker's, not written)."""
-    program = check(parse((ROOT / "examples" / f"{name}.att").read_text()))
+    program = check(parse((ROOT / "examples" / f"{name}.att").read_text()), ROOT / "examples")
     declared = program.players if program.aux("declared_game") else ()   # players written by hand print
     printed = program_text(dataclasses.replace(program, players=declared))
-    assert check(parse(printed + "\n")) == program
+    assert check(parse(printed + "\n"), ROOT / "examples") == program
 
 
 def test_spec_examples_are_verbatim_from_the_spec():

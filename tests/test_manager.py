@@ -40,7 +40,7 @@ def test_a_thousand_independent_expectations_compile():
 
 
 def typed(name: str) -> ir.Program:
-    return check(parse((ROOT / "examples" / f"{name}.att").read_text()))
+    return check(parse((ROOT / "examples" / f"{name}.att").read_text()), ROOT / "examples")
 
 
 @pytest.mark.parametrize("example", sorted(p.stem for p in (ROOT / "examples").glob("*.att")))

@@ -56,8 +56,9 @@ class ModuleWriter:
     """The emitted module of one program: `source()`."""
 
     def __init__(self, program: ir.Program, title: str, dynamics: str | None, program_dir: str | None = None,
-                 derivation: tuple = (), as_written=None, reports: dict | None = None):
+                 derivation: tuple = (), as_written=None, reports: dict | None = None, draws_of: str | None = None):
         self.program = program
+        self.draws_of = draws_of            # the block `draw` samples (attractor sample --of), or None
         self.as_written_spec = as_written   # (expr or None, program it is lowered in, estimator, reason) or None
         self.report_exprs = reports or {}   # report name -> the expression to lower (an estimate where intractable)
         self.program_dir = program_dir
@@ -125,6 +126,9 @@ class ModuleWriter:
         for i, d in enumerate(self.program.decls):
             if isinstance(d, ir.Param):
                 out.append(f"    params[{key_literal(d.name)}] = {self.initial_value(d, i)}")
+            elif isinstance(d, ir.Net) and d.python:
+                example = f"jnp.zeros({_tuple(map(str, d.shape_in))}, jnp.float32)"
+                out.append(f"    params[{key_literal(d.name)}] = user_net_{ident(d.name)}().init(jax.random.fold_in(key, {i}), {example})")
             elif isinstance(d, ir.Net):
                 out.append(f"    params[{key_literal(d.name)}] = mlp_init(jax.random.fold_in(key, {i}), {_tuple(map(str, d.widths))})")
         out.append("    return params")
@@ -142,6 +146,21 @@ class ModuleWriter:
             return f"jnp.full({shape}, {num(value)}, jnp.float32)"
         constant = self.em.lower(d.init, Fn(self.em, 1, {}, None))
         return f"jnp.broadcast_to(jnp.asarray({constant}, jnp.float32), {shape})"
+
+    def python_nets(self) -> list[str]:
+        """`user_net_NAME()`: the author's object for each `net NAME : python("FILE.py:ATTR")`, imported
+        from FILE at run time (compiler.data.python_nets). The path is written as code points and ATTR
+        is a checked identifier: no text of the program reaches the source. A relative path starts at
+        the program's folder where it exists, else at this module's folder."""
+        out: list[str] = []
+        folder = _text_literal(self.program_dir) if self.program_dir else "None"
+        for d in self.program.of_type(ir.Net):
+            if d.python:
+                path, _, attr = d.python.rpartition(":")
+                out += [f"def user_net_{ident(d.name)}():",
+                        f'    """The net {ident(d.name)}: {ident(attr)} of a Python file, with init(key, x) and apply(params, x)."""',
+                        f"    return python_net({_text_literal(path)}, {key_literal(attr)}, data_folder({folder}))", "", ""]
+        return out
 
     def function(self, name: str, node: ir.Node, doc: str) -> list[str]:
         fn = Fn(self.em, 1, {}, "key")
@@ -234,6 +253,36 @@ class ModuleWriter:
                 + fn.body() + ["    return jax.vmap(one)(jax.random.split(key, n))", "", ""])
 
     def step(self) -> list[str]:
+    def draws(self) -> list[str]:
+        """`draw(params, key, n, given)` for the block `draws_of` (`attractor sample --of NAME`), by
+        ancestral sampling: a guide's latents, given its conditioning variables (`given`, arrays of n
+        examples: one draw per example); a model's or a sampler's data variables (its last variable
+        where it draws none), given the data variables it reads but does not draw. Returns a tuple
+        of arrays, each of shape (n, *shape of the variable)."""
+        if self.draws_of is None:
+            return []
+        b = self.program.decl(self.draws_of)
+        data = [n for n, _ in self.program.data_vars]
+        drawn_here = {line.name for line in b.lines}
+        if b.kind == "guide":
+            given, wanted = b.given, b.latents
+        else:
+            read = {r.name for line in b.lines for r in line.walk() if isinstance(r, ir.Ref)}
+            given = tuple(n for n in data if n in read and n not in drawn_here)
+            wanted = tuple(n for n in data if n in drawn_here) or (b.lines[-1].name,)
+        inputs = [f"given_{ident(g)}" for g in given]
+        fn = Fn(self.em, 2, dict(zip(given, inputs)), "key")
+        drawn = block_sample(self.em, ir.Sample(b.name, wanted, given), fn)
+        fn.emit("return (" + "".join(f"{drawn[n]}, " for n in wanted) + ")")
+        mapped = ", ".join(["jax.random.split(key, n)"] + [f"given[{key_literal(g)}]" for g in given])
+        condition = ", ".join(map(ident, given)) or "nothing"
+        return (["def draw(params, key, n, given):",
+                 f'    """n draws of {b.kind} {ident(b.name)}: {", ".join(map(ident, wanted))}, given {condition}."""',
+                 f"    def one({', '.join(['key'] + inputs)}):"]
+                + fn.body() + [f"    return jax.vmap(one)({mapped})", "", "",
+                               f"DRAW_GIVEN = {_tuple(key_literal(g) for g in given)}   # the data variables draw is given",
+                               f"DRAWN = {_tuple(key_literal(w) for w in wanted)}   # the variables it returns", "", ""])
+
         """`step`: one step of the program's dynamics, a runtime step function."""
         return ["@jax.jit",
                 "def step(state, key, batch):",
@@ -271,8 +320,8 @@ class ModuleWriter:
         return head + [f"    return {ident(loader.__name__)}({variables}, data_folder({where}){''.join(', ' + a for a in args)})"]
 
     def program_part(self) -> list[str]:
-        pieces = [self.losses(), self.joint(), self.objective(), self.as_written(), self.updates(), self.reports(),
-                  self.sampler(),
+        pieces = [self.python_nets(), self.losses(), self.joint(), self.objective(), self.as_written(), self.updates(), self.reports(),
+                  self.sampler(), self.draws(),
                   self.init(), self.constants(), self.step(), self.load_data()]
         out: list[str] = []
         for piece in pieces:
@@ -285,7 +334,7 @@ class ModuleWriter:
         if SITE_MARK in program:
             raise AttractorError("internal: a random site was left unresolved in the emitted module")
         library = Library(runtime.MODULES, runtime.PROGRAM)
-        entries = ENTRIES + (("sample",) if "def sample(" in program else ())
+        entries = ENTRIES + (("sample",) if "def sample(" in program else ()) + (("draw",) if self.draws_of else ())
         imports, definitions = library.closure(program, entries)
         rule = "# " + "-" * 98
         banner = [rule, "# The runtime: helpers copied from compiler/backend/runtime, only those this program uses.", rule]
@@ -296,9 +345,10 @@ class ModuleWriter:
 
 def emit_module(program: ir.Program, title: str = "program", dynamics: str | None = None,
                 program_dir: str | None = None, derivation: tuple = (), as_written=None,
-                reports: dict | None = None) -> str:
+                reports: dict | None = None, draws_of: str | None = None) -> str:
     """The emitted module; `program_dir` (the program file's folder) anchors relative data
     paths; `derivation` (the steps that rewrote the program) goes into its docstring;
     `as_written` (expr, program, estimator, reason) is the objective as the user wrote it and
-    `reports` the expressions that evaluate the reports (compiler.driver.as_written)."""
-    return ModuleWriter(program, title, dynamics, program_dir, derivation, as_written, reports).source()
+    `reports` the expressions that evaluate the reports (compiler.driver.as_written); `draws_of`
+    names a block the module draws from with `draw` (`attractor sample --of`)."""
+    return ModuleWriter(program, title, dynamics, program_dir, derivation, as_written, reports, draws_of).source()

@@ -388,6 +388,8 @@ def _block(em: Emitter, name: str) -> ir.Block:
 
 def log_density(em: Emitter, density: ir.Density, fn: Fn) -> str:
     """log p(vars | given): the sum of the block's factors for `vars`, at bound values."""
+    if net.python:   # the author's net (`user_net_NAME`, emit.py), mapped over the examples and draws
+        return f"apply_python_net(user_net_{ident(net.name)}(), {fn.params}[{key_literal(net.name)}], {x}, {tuple(net.shape_in)!r})"
     block = _block(em, density.model)
     local = fn.view()
     known = set(density.vars) | set(density.given) | set(block.given)

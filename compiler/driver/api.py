@@ -199,7 +199,7 @@ class CompiledProgram:
         stem = Path(self.filename).stem
         return stem if stem.isidentifier() and not stem.startswith("__") else "program"
 
-    def emit(self, dynamics: str | None = None) -> str:
+    def emit(self, dynamics: str | None = None, draws_of: str | None = None) -> str:
         from compiler.backend.emit import emit_module
         from compiler.driver.as_written import as_written, reports_as_written
         where = Path(self.filename)
@@ -210,11 +210,13 @@ class CompiledProgram:
         except AttractorError as e:
             raise e.located(self.filename, self.source) from None
         return emit_module(self.program, self.title, dynamics or self.dynamics,
-                           str(where.resolve().parent) if where.exists() else None, self.recorded, written, reports)
+                           str(where.resolve().parent) if where.exists() else None, self.recorded, written, reports,
+                           draws_of)
 
-    def build(self, dynamics: str | None = None) -> types.ModuleType:
-        """Import the emitted module (the very source `--emit jax` writes)."""
-        source = self.emit(dynamics)
+    def build(self, dynamics: str | None = None, draws_of: str | None = None) -> types.ModuleType:
+        """Import the emitted module (the very source `--emit jax` writes; with `draws_of`, a block
+        it draws from with `draw(params, key, n, given)`, as `attractor sample --of` uses it)."""
+        source = self.emit(dynamics, draws_of)
         name = f"attractor_emitted_{self.title}"
         filename = f"<attractor:{self.title}>"
         module = types.ModuleType(name)
@@ -273,7 +275,8 @@ def compile_source(text: str, via: str | None = None, filename: str = "<input>",
         return CompiledProgram(text, filename, typed, program, declared_game(typed) + rewriting.steps, dyn)
 
     try:
-        typed = check(parse(text))
+        where = Path(filename)
+        typed = check(parse(text), where.resolve().parent if where.is_file() else None)   # nets' paths start there
         if via is not None:
             rule = parse(f"minimize 0 via {via}\n")[0].via
             typed = dataclasses.replace(typed, objective=dataclasses.replace(typed.objective, via=rule))

@@ -80,7 +80,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--params", required=True, metavar="PARAMS.npz", help="parameters saved by run --save")
     s.add_argument("-n", required=True, metavar="N", help="the number of draws (a guide: one per example, at most N)")
     s.add_argument("-o", "--output", required=True, metavar="OUT.npy", help="the .npy file the draws go to")
-    s.add_argument("--of", metavar="NAME", help="the model, sampler or guide to draw from (default: the only sampler)")
+    s.add_argument("--of", metavar="NAME", help="the model, sampler or guide to draw from (default: the program's "
+                   "sampler); a model or sampler gives its data variables, a guide its latents for each example of the data")
     s.add_argument("--data", help=data + "; the examples a guide is applied to")
     s.add_argument("--seed", default="0", help=seed)
     s.add_argument("--via", help=via)
@@ -323,33 +324,32 @@ def value_text(result: dict) -> str:
 
 
 def cmd_sample(args) -> int:
-    """`-n` draws of the program's sampler at saved parameters, into a .npy file."""
+    """`-n` draws at saved parameters, into a .npy file: of the program's sampler (no `--of`), or
+    `--of NAME`: a model or a sampler (its data variables, by ancestral sampling) or a guide (its
+    latents, applied to the first n examples of the data: one draw per example). Several variables
+    are flattened and joined, in the block's order, one row per draw."""
     import jax
     import numpy as np
 
-    from compiler.driver.workflow import load_params
+    from compiler.driver.workflow import block_draws, load_params
     out = output_path(args.output, "-o", args.file)
     _whole_number(args, "-n", 1, 10**8)
     prog = _compile(args)
-    samplers = [b.name for b in prog.program.of_type(ir.Block) if b.kind == "sampler"]
-    blocks = {b.name: b.kind for b in prog.typed.of_type(ir.Block)}
-    if args.of is not None and args.of not in blocks:
-        raise AttractorError(f"--of {args.of}: the program has no model, sampler or guide of that name "
-                             f"(it has: {', '.join(blocks) or 'none'})", None, "--of")
-    if args.of is not None and blocks[args.of] != "sampler":
-        raise AttractorError(f"--of {args.of}: drawing from a {blocks[args.of]} is not implemented yet "
-                             "(only samplers)", None, "--of")
-    if not samplers:
-        raise AttractorError("the program has no sampler to draw from", None, "--of")
-    mod = prog.build()
-    params = load_params(args.params, mod)
-    draws = np.asarray(mod.sample(params, jax.random.PRNGKey(args.seed), args.n))
+    if args.of is None:
+        samplers = [b.name for b in prog.program.of_type(ir.Block) if b.kind == "sampler"]
+        if not samplers:
+            raise AttractorError("the program has no sampler to draw from; name a model or a guide with --of", None, "--of")
+        mod = prog.build()
+        params = load_params(args.params, mod)
+        draws, what = np.asarray(mod.sample(params, jax.random.PRNGKey(args.seed), args.n)), samplers[0]
+    else:
+        draws, what = block_draws(prog, args.of, args.params, args.data, args.n, args.seed)
 
     def write(tmp):
         with open(tmp, "wb") as handle:
             np.save(handle, draws)
     write_atomically(out, "-o", write)
-    print(f"{draws.shape[0]} draws of {samplers[0]}, shape {draws.shape[1:]}, written to {out}", file=sys.stderr)
+    print(f"{draws.shape[0]} draws of {what}, shape {draws.shape[1:]}, written to {out}", file=sys.stderr)
     return 0
 
 

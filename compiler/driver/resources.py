@@ -102,7 +102,9 @@ def estimate(program: ir.Program, data_source: ir.Source | None, base_dir: Path,
         draws = _draws_around(player.loss)
         for node in player.loss.walk():
             if isinstance(node, ir.NetCall) and node.net in nets:
-                step[node.net] += 3 * sum(nets[node.net].widths) * int(batch) * draws.get(id(node), 1) * FLOAT
+                net = nets[node.net]
+                width = math.prod(net.shape_in) + math.prod(net.shape_out) if net.python else sum(net.widths)
+                step[node.net] += 3 * width * int(batch) * draws.get(id(node), 1) * FLOAT
     parts.extend((f"one step through net {name}", size, nets[name]) for name, size in step.items() if size)
     return parts
 

@@ -163,3 +163,36 @@ class Checkpoints:
                 raise AttractorError(f"{where} was written by a run with --{field} {meta.get(field)}, "
                                      f"this one has {self.identity[field]}", None, "--resume")
         return fill(state, arrays, where, "--resume", "a checkpoint"), meta["history"]
+
+
+def block_draws(prog, name: str, params_path: str, data_source: str | None, n: int, seed: int) -> tuple[np.ndarray, str]:
+    """`attractor sample --of NAME`: draws of the model, sampler or guide `name` at the parameters in
+    `params_path`, by ancestral sampling (the emitted module's `draw`). A guide is applied to the
+    first n examples of the data (`data_source`, else the program's): one draw of its latents per
+    example; a model or a sampler gives n draws of its data variables. Returns (the draws, one row
+    per draw: a single variable as it is, several flattened and joined in order; what was drawn)."""
+    import jax
+
+    from compiler import ir
+    kinds = {b.name: b.kind for b in prog.typed.of_type(ir.Block)}
+    if name not in kinds:
+        raise AttractorError(f"--of {name}: the program has no model, sampler or guide of that name "
+                             f"(it has: {', '.join(kinds) or 'none'})", None, "--of")
+    if name not in {b.name for b in prog.program.of_type(ir.Block)}:
+        raise AttractorError(f"--of {name}: the compiled program has no {kinds[name]} {name} left to draw from",
+                             None, "--of")
+    mod = prog.build(draws_of=name)
+    params = load_params(params_path, mod)
+    given = {}
+    if mod.DRAW_GIVEN:
+        data = prog.load_data(data_source)
+        missing = [g for g in mod.DRAW_GIVEN if g not in data]
+        if missing:
+            raise AttractorError(f"--of {name}: the data have no variable '{missing[0]}', which {kinds[name]} {name} "
+                                 "is given", None, "--data" if data_source else "--of")
+        n = min(n, *(len(data[g]) for g in mod.DRAW_GIVEN))
+        given = {g: data[g][:n] for g in mod.DRAW_GIVEN}
+    draws = [np.asarray(a) for a in mod.draw(params, jax.random.PRNGKey(seed), n, given)]
+    joined = draws[0] if len(draws) == 1 else np.concatenate([a.reshape(len(a), -1) for a in draws], axis=1)
+    condition = f" given {', '.join(mod.DRAW_GIVEN)} (the first {n} examples)" if mod.DRAW_GIVEN else ""
+    return joined, f"{', '.join(mod.DRAWN)} from {kinds[name]} {name}{condition}"

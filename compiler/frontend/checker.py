@@ -4,10 +4,13 @@ Every error is an `AttractorError` at the location of the offending text.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from compiler import ir
+from compiler.data.python_nets import PythonNetError, python_net, python_net_shapes, split_reference
 from compiler.frontend.arrays import ArrayChecks
 from compiler.frontend.players import check_players, objective_of
 from compiler.ir.builtins import (
@@ -108,8 +111,10 @@ class Scope:
 
 
 class Checker(ArrayChecks):
-    def __init__(self, stmts: list[ir.Node]):
+    def __init__(self, stmts: list[ir.Node], folder: str | Path | None = None):
         self.stmts = stmts
+        self.folder = Path(folder) if folder is not None else Path.cwd()   # where python("nets.py:f") starts
+        self.python_nets: dict[str, ir.Net] = {}   # a Python net, with its shapes found at its first call
         self.decls: dict[str, ir.Node] = {}
         self.data_shapes: dict[str, Shape] = {}
         self.const_shapes: dict[str, Shape] = {}
@@ -192,10 +197,19 @@ class Checker(ArrayChecks):
         sense = {"minimize": "min", "maximize": "max", "estimate": "min"}[obj.sense]
         if declared:
             players = check_players(declared, learnable, lambda e: self.expr(e, Scope()))
-            return ir.Program(program.decls, objective, constraints, tuple(reports), train, players,
-                              (("declared_game", True),))
+            return ir.Program(self.with_python_nets(program.decls), objective, constraints, tuple(reports), train,
+                              players, (("declared_game", True),))
         player = ir.Player("theta", learnable if obj.sense != "estimate" else (), sense, expr)
-        return ir.Program(program.decls, objective, constraints, tuple(reports), train, (player,))
+        return ir.Program(self.with_python_nets(program.decls), objective, constraints, tuple(reports), train, (player,))
+
+    def with_python_nets(self, decls: tuple[ir.Node, ...]) -> tuple[ir.Node, ...]:
+        """The declarations with each Python net's shapes, found at its calls; a Python net never
+        called has no input shape, so its parameters could not be made."""
+        for d in decls:
+            if isinstance(d, ir.Net) and d.python and d.name not in self.python_nets:
+                raise AttractorError(f"net {d.name} is never called, so the shape of its input (and of its "
+                                     "parameters) is unknown", d.loc)
+        return tuple(self.python_nets.get(d.name, d) if isinstance(d, ir.Net) else d for d in decls)
 
     # ---- declarations ------------------------------------------------------------------
     def _declare(self, name: str, node: ir.Node, loc: Loc | None) -> None:
@@ -334,6 +348,8 @@ class Checker(ArrayChecks):
                     raise AttractorError("Gibbs(energy) takes the name of a net: the energy "
                                          "function", v.loc or call.loc)
                 net = self.decls[v.name]
+                if net.python:
+                    raise AttractorError(f"Gibbs(energy) takes an mlp; '{net.name}' is a net from Python", v.loc)
                 if net.widths[-1] != 1:
                     raise AttractorError(f"the energy net '{net.name}' must output one number (last width 1)", v.loc)
                 args.append(ir.Ref(v.name, "net", loc=v.loc))
@@ -629,6 +645,8 @@ class Checker(ArrayChecks):
         if not node.args:
             raise AttractorError(f"net {net.name} needs an input", node.loc)
         args = [self.expr(a, scope) for a in node.args]
+        if net.python:
+            return self.python_net_call(node, net, args)
         width = 0
         for (_, s), a in zip(args, node.args):
             if len(s) > 1:
@@ -638,6 +656,32 @@ class Checker(ArrayChecks):
             raise AttractorError(f"net {net.name} takes an input of width {net.widths[0]}, got width {width}", node.loc)
         out = net.widths[-1]
         return ir.NetCall(net.name, tuple(a for a, _ in args), loc=node.loc), (() if out == 1 else (out,))
+
+    def python_net_call(self, node: ir.Call, net: ir.Net, args: list[tuple[ir.Node, Shape]]) -> tuple[ir.Node, Shape]:
+        """A call of the author's net: its input is the one argument as it is, or several scalars and
+        vectors joined into one vector. The first call loads the file and finds the output shape with
+        `jax.eval_shape` on that input; every later call must give an input of the same shape."""
+        if len(args) == 1:
+            shape_in = args[0][1]
+        else:
+            for (_, s), a in zip(args, node.args):
+                if len(s) > 1:
+                    raise AttractorError(f"net {net.name} joins several arguments into one vector: each must be a "
+                                         f"scalar or a vector, got {show_shape(s)}", a.loc)
+            shape_in = (sum(s[0] if s else 1 for _, s in args),)
+        found = self.python_nets.get(net.name)
+        if found is None:
+            path, attr = split_reference(net.python)
+            try:
+                shape_out, size = python_net_shapes(python_net(path, attr, self.folder), shape_in)
+            except PythonNetError as e:
+                raise AttractorError(f"net {net.name}: {e}", net.loc) from None
+            found = self.python_nets[net.name] = dataclasses.replace(net, shape_in=shape_in, shape_out=shape_out,
+                                                                     size=size)
+        elif found.shape_in != shape_in:
+            raise AttractorError(f"net {net.name} takes an input of shape {show_shape(found.shape_in)} (as at its "
+                                 f"first call), got {show_shape(shape_in)}", node.loc)
+        return ir.NetCall(net.name, tuple(a for a, _ in args), loc=node.loc), found.shape_out
 
     def density(self, node: ir.Call, b: ir.Block, scope: Scope) -> tuple[ir.Node, Shape]:
         if b.kind == "sampler":
@@ -688,5 +732,7 @@ class Checker(ArrayChecks):
         return ir.Divergence(name, p, q, loc=loc), ()
 
 
-def check(stmts: list[ir.Node]) -> ir.Program:
-    return Checker(stmts).check()
+def check(stmts: list[ir.Node], folder: str | Path | None = None) -> ir.Program:
+    """The typed program; `folder` (default: the working directory) is where the paths of nets
+    from Python start: the program file's folder."""
+    return Checker(stmts, folder).check()

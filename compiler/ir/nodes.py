@@ -221,10 +221,19 @@ class Param(Node):
 
 @dataclass(frozen=True)
 class Net(Node):
+    """`net f : mlp(w0, ..., wL; act=A)`, or `net f : python("file.py:name")` (SPEC §9.5): the
+    author's object with `init(key, x)` and `apply(params, x)`, which sees one example; its input
+    and output shapes and number of parameters are found by the checker (`jax.eval_shape`), its
+    widths are empty."""
+
     name: str
     widths: tuple[int, ...]
     act: str = "relu"
     owner: str = ""
+    python: str = ""                 # "file.py:name" as written ("" for an mlp)
+    shape_in: Shape = ()
+    shape_out: Shape = ()
+    size: int = 0                    # a Python net's number of parameters
 
 
 @dataclass(frozen=True)

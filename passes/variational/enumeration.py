@@ -102,7 +102,8 @@ def _states(dist: ir.Dist, program: ir.Program) -> int | None:
         decl = program.decl(logits.name)
         return decl.shape[-1] if isinstance(decl, ir.Param) and decl.shape else None
     if isinstance(logits, ir.NetCall):
-        return program.decl(logits.net).widths[-1]
+        net = program.decl(logits.net)
+        return (net.shape_out[-1] if net.shape_out else None) if net.python else net.widths[-1]
     return None
 
 

@@ -2,7 +2,7 @@
 
 Each module here imports only jax, optax, numpy and the standard library (and its sibling
 runtime modules); the data-set loaders of `compiler.data.datasets` (numpy and the standard
-library only) are runtime too. The emitter (`compiler.backend.inline`) copies into an emitted module only
+library only) and the loader of the author's nets, `compiler.data.python_nets`, are runtime too. The emitter (`compiler.backend.inline`) copies into an emitted module only
 the top-level definitions its program part needs, with their dependencies and imports, so the
 emitted file stands alone.
 
@@ -21,7 +21,7 @@ _HERE = "compiler.backend.runtime"
 
 MODULES: list[str] = [f"{_HERE}.distributions", f"{_HERE}.nets", f"{_HERE}.special", f"{_HERE}.prox",
                       f"{_HERE}.verdict", f"{_HERE}.training", f"{_HERE}.dynamics", "compiler.data.datasets",
-                      f"{_HERE}.command"]
+                      "compiler.data.python_nets", f"{_HERE}.command"]
 PROGRAM = f"{_HERE}.program"   # the names a program part defines (never copied)
 
 
