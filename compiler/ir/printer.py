@@ -123,6 +123,8 @@ def _decl(d: ir.Node) -> list[str]:
         if isinstance(d.init, ir.Dist):
             init = f" ~ {show(d.init)}"
         return [f"param {d.name} : {shape_text(d.shape)}{init}{owner}"]
+    if isinstance(d, ir.Net) and d.python:
+        return [f'net {d.name} : python("{d.python}"){owner}']
     if isinstance(d, ir.Net):
         act = "" if d.act == "relu" else f"; act={d.act}"
         return [f"net {d.name} : mlp({', '.join(map(str, d.widths))}{act}){owner}"]
