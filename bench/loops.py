@@ -16,6 +16,7 @@ Run: `python bench/loops.py [--only vae sbn ...] [--scale 1.0] [--rounds 5]`; nu
 from __future__ import annotations
 
 import argparse
+import re
 import statistics
 import sys
 import time
@@ -203,8 +204,9 @@ def es_step(opt, population=64, sigma=0.1):
 
 # ---- the benchmark ---------------------------------------------------------------------------------
 
-def contenders(name: str, steps: int):
-    """(emitted fit, {hand-written loops}) for examples/NAME.att, each a blocking callable."""
+def contenders(name: str, steps: int, compiled: dict | None = None):
+    """(emitted fit, {hand-written loops}) for examples/NAME.att, each a blocking callable;
+    `compiled`, where given, receives for each a function returning its loop's optimised HLO."""
     prog = compile_file(ROOT / "examples" / f"{name}.att")
     mod, data = prog.build(), prog.load_data()
     arrays = mod.as_data(data)
@@ -213,11 +215,16 @@ def contenders(name: str, steps: int):
     length = jnp.asarray(steps, jnp.int32)
     emitted = lambda: mod.fit(data, steps, 0, chunk=steps)
     hand = {}
+    hand_args = {}
+    if compiled is not None:
+        compiled["emitted"] = lambda: mod.train_steps.lower(mod.initial_state(key, steps), key, arrays, length,
+                                                            mod.BATCH).compile().as_text()
     if name == "vae":
         opt = optax.adam(1e-3)
         run = loop(vae_step(opt), 128)
         state = (params, opt.init(params))
         hand["by hand (fori_loop)"] = lambda: block(run(state, key, arrays["x"], length))
+        hand_args["by hand (fori_loop)"] = (run, state, arrays["x"])
         svi, numpyro_run = numpyro_loop(params, 128, 1e-3)
         if svi is not None:
             svi_state = svi.init(jax.random.PRNGKey(0), arrays["x"][:128])
@@ -227,23 +234,30 @@ def contenders(name: str, steps: int):
         run = loop(sbn_step(opt), 128)
         state = (params, opt.init(params))
         hand["by hand (fori_loop)"] = lambda: block(run(state, key, arrays["x"], length))
+        hand_args["by hand (fori_loop)"] = (run, state, arrays["x"])
     elif name == "gan_ring":
         opt = optax.adam(1e-4, b1=0.5)
         run = loop(gan_step(opt), 256)
         state = (params, (opt.init(params["gen"]), opt.init(params["disc"])), params)
         hand["by hand (fori_loop)"] = lambda: block(run(state, key, arrays["x"], length))
+        hand_args["by hand (fori_loop)"] = (run, state, arrays["x"])
     elif name == "hellinger_fit":
         opt = optax.adam(1e-2)
         run = loop(hellinger_step(opt), 512)
         theta = {"mu": params["mu"], "log_sd": params["log_sd"]}
         state = (params, (opt.init(theta), opt.init(params["critic"])), params)
         hand["by hand (fori_loop)"] = lambda: block(run(state, key, arrays["x"], length))
+        hand_args["by hand (fori_loop)"] = (run, state, arrays["x"])
     elif name == "es_zero_one":
         opt = optax.adam(0.05)
         run = loop(es_step(opt), None)
         mu = jnp.zeros(31)
         xy = jnp.concatenate([arrays["x"], arrays["y"][:, None]], axis=1)
         hand["by hand (fori_loop)"] = lambda: block(run((mu, opt.init(mu)), key, xy, length))
+        hand_args["by hand (fori_loop)"] = (run, (mu, opt.init(mu)), xy)
+    if compiled is not None:
+        for who, (run, state, xs) in hand_args.items():
+            compiled[who] = lambda run=run, state=state, xs=xs: run.lower(state, key, xs, length).compile().as_text()
     return emitted, hand
 
 
@@ -260,6 +274,42 @@ def samples(contenders, rounds: int, warmup: int = 1) -> dict[str, list[float]]:
             fn()
             times[name].append(time.perf_counter() - start)
     return times
+
+
+def hlo_counts(text: str) -> dict[str, int]:
+    """Instruction counts of an optimised HLO module: the instructions of the computations
+    that run as such (the entry, loop bodies and conditions: `ops`, parameters, constants
+    and tuples aside), the fusions among them, and the dots and reduces anywhere."""
+    computations: dict[str, list[str]] = {}
+    for line in text.splitlines():
+        if line.startswith("%") or line.startswith("ENTRY %"):
+            current = computations.setdefault(line.removeprefix("ENTRY ").split()[0], [])
+        elif line.startswith("  ") and " = " in line and computations:
+            current.append(line)
+    called = set(re.findall(r"(?:calls|to_apply)=(%[\w.\-]+)", text))
+    counts = {"ops": 0, "fusions": 0, "dots": 0, "reduces": 0}
+    for name, lines in computations.items():
+        for line in lines:
+            op = re.search(r" = .*?([a-z][a-z0-9\-]*)\(", line).group(1)
+            counts["dots"] += op in ("dot", "convolution")
+            counts["reduces"] += op == "reduce"
+            if name not in called and op not in ("parameter", "constant", "get-tuple-element", "tuple"):
+                counts["ops"] += 1
+                counts["fusions"] += op == "fusion"
+    return counts
+
+
+def hlo_table(names) -> str:
+    """HLO counts of each contender's whole loop, side by side."""
+    lines = ["| program | contender | ops | fusions | dots | reduces |", "|---|---|---|---|---|---|"]
+    for name in names:
+        compiled: dict = {}
+        contenders(name, STEPS[name], compiled)
+        for who, text in compiled.items():
+            c = hlo_counts(text())
+            lines.append(f"| {name}.att | {who} | {c['ops']} | {c['fusions']} | {c['dots']} | {c['reduces']} |")
+            print(lines[-1], flush=True)
+    return "\n".join(lines) + "\n"
 
 
 STEPS = {"vae": 500, "sbn": 300, "gan_ring": 200, "es_zero_one": 1000, "hellinger_fit": 300}
@@ -291,6 +341,7 @@ if __name__ == "__main__":
     ap.add_argument("--only", nargs="+", choices=list(STEPS), default=list(STEPS))
     ap.add_argument("--scale", type=float, default=1.0, help="multiply every N")
     ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--hlo", action="store_true", help="count the instructions of each loop's optimised HLO instead of timing")
     args = ap.parse_args()
     print(f"Machine: {machine()}, devices {jax.devices()}\nVersions: {versions()}\n", flush=True)
-    print(run(args.only, args.scale, args.rounds))
+    print(hlo_table(args.only) if args.hlo else run(args.only, args.scale, args.rounds))

@@ -182,6 +182,40 @@ def test_emitted_module_runs_standalone_and_agrees_with_the_api(example, tmp_pat
     assert result["reports"] == pytest.approx(want["reports"], rel=1e-5)
 
 
+def test_a_subtree_used_twice_in_a_loss_is_computed_once():
+    """Structurally equal subtrees of one loss are bound once per scope (lower.CommonSubtrees)."""
+    prog = compile_source("data x : real[3] from gaussian(n=16)\nparam w : real[3] = 0.5\n"
+                          "minimize E[x ~ data] ((dot(w, x) - 1)^2 + exp(dot(w, x) - 1))\n")
+    source = prog.emit()
+    loss = source[source.index("def loss_theta("):source.index("LOSSES = ")]
+    assert loss.count("jnp.einsum(") == 1 and "common" in loss
+    mod, data = prog.build(), prog.load_data()
+    x = np.asarray(data["x"], np.float64)
+    a = x @ np.full(3, 0.5) - 1
+    value = mod.loss_theta(mod.init(jax.random.PRNGKey(0)), jax.random.PRNGKey(1), mod.full_batch(mod.as_data(data)))
+    assert float(value) == pytest.approx(np.mean(a ** 2 + np.exp(a)), rel=1e-5)
+
+
+def test_the_score_term_is_zero_with_the_gradient_of_its_argument():
+    """gradient_only(x) = x - stop_gradient(x): value 0, first and second derivatives those of x."""
+    f = lambda t: jnp.sin(t) * t
+    for g in (lambda t: special.gradient_only(f(t)), lambda t: f(t) - jax.lax.stop_gradient(f(t))):
+        assert float(g(0.7)) == 0.0
+        assert float(jax.grad(g)(0.7)) == pytest.approx(float(jax.grad(f)(0.7)), rel=1e-6)
+        assert float(jax.grad(jax.grad(g))(0.7)) == pytest.approx(float(jax.grad(jax.grad(f))(0.7)), rel=1e-6)
+    prog = compile_file(ROOT / "examples" / "sbn.att")
+    mod = prog.build()
+    assert "gradient_only(" in mod.SOURCE_TEXT and "- jax.lax.stop_gradient(" not in mod.SOURCE_TEXT
+    params, key = mod.init(jax.random.PRNGKey(0)), jax.random.PRNGKey(1)
+    batch = mod.minibatch(mod.as_data(prog.load_data()), key, 32)
+    value, grads = jax.value_and_grad(mod.loss_theta)(params, key, batch)
+    mod.gradient_only = lambda t: t - jax.lax.stop_gradient(t)   # the term as written
+    value_written, grads_written = jax.value_and_grad(mod.loss_theta)(params, key, batch)
+    assert float(value) == float(value_written)
+    for g, w in zip(jax.tree.leaves(grads), jax.tree.leaves(grads_written)):
+        np.testing.assert_allclose(g, w, rtol=1e-6, atol=1e-7)
+
+
 def test_bad_arguments_to_main_are_one_line_and_exit_code_2(capsys):
     mod = compile_file(ROOT / "examples" / "lasso.att").build()
     for argv in (["--steps", "-5"], ["--steps", str(2**40)], ["--steps", "1.5"], ["--steps", "x"],

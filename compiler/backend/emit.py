@@ -164,6 +164,7 @@ class ModuleWriter:
 
     def function(self, name: str, node: ir.Node, doc: str) -> list[str]:
         fn = Fn(self.em, 1, {}, "key")
+        self.em.share(node)
         fn.emit(f"return {self.em.lower(node, fn)}")
         return [f"def {name}(params, key, batch):", f'    """{_docstring_text(doc)}"""'] + fn.body()
 

@@ -28,6 +28,7 @@ def joint_function(em: Emitter, players: list[ir.Player]) -> list[str]:
         params = em.fresh("params")
         scope.emit(f"{params} = ctx[{key_literal(pl.name)}]")
         views.append(scope.view(params=params))
+    em.share(*(pl.loss for pl in players))
     values = lower_together(em, [(view, pl.loss) for view, pl in zip(views, players)])
     doc = "Every player's loss, player p reading the parameters ctx[p]; shared draws are made once."
     result = "{" + ", ".join(f"{key_literal(pl.name)}: {v}" for pl, v in zip(players, values)) + "}"

@@ -7,6 +7,7 @@ Generated code holds no user text but validated identifiers and numbers.
 """
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Callable
 
@@ -68,6 +69,8 @@ class Fn:
         self.noise = noise   # where the scope takes its draws' standard noise as arguments instead of a key
         self.capture: dict[str, str] | None = None   # a hoisted body: enclosing value -> its local name
         self.own: set[str] = set()   # a hoisted body: the names it defines itself
+        self.bound: dict[tuple, str] = {}   # common subexpressions bound in this scope (Emitter.lower), shared by its views
+        self.enclosing: list[dict[tuple, str]] = []   # those of the enclosing scopes, visible from a nested function
 
     def emit(self, line: str) -> None:
         self.lines.append("    " * self.indent + line)
@@ -100,7 +103,9 @@ class Fn:
         values of the enclosing names in one tuple, `captured`, unpacked on its first line."""
         if hoistable and noise is None and params is None and self.indent + 1 >= HOIST_INDENT:
             return self._hoisted_child(env, key)
-        return Fn(self.emitter, self.indent + 1, {**self.env, **env}, key, params or self.params, noise=noise)
+        inner = Fn(self.emitter, self.indent + 1, {**self.env, **env}, key, params or self.params, noise=noise)
+        inner.enclosing = [self.bound] + self.enclosing
+        return inner
 
     def _hoisted_child(self, env: dict[str, str], key: str | None) -> Fn:
         inner = Fn(self.emitter, 1, {}, key)
@@ -125,6 +130,7 @@ class Fn:
         """The same scope (lines, key, random sites, noise) with its own environment and parameters."""
         out = Fn(self.emitter, self.indent, dict(self.env if env is None else env), self.key,
                  params or self.params, self.lines, self._sites, self.noise)
+        out.bound, out.enclosing = self.bound, self.enclosing
         if self.capture is not None:   # a view of a hoisted body reads enclosing values through its captures
             out.capture, out.own = self.capture, self.own
             out.env, out.params = out._captured_env(out.env), out._captured(out.params)
@@ -176,6 +182,75 @@ def lowers(*types):
     return register
 
 
+class CommonSubtrees:
+    """The subtrees that occur more than once in one expression (each root apart), by structure.
+
+    Frozen IR nodes compare by structure, so `log q(z) - stop(log q(z))` holds one subtree
+    twice; lowered twice, it is computed twice (XLA does not merge the copies under a
+    gradient). Each subtree gets a structural number, bottom-up, in time linear in the size
+    of the trees (hashing each subtree whole would be quadratic in their depth). A subtree
+    is shared when it occurs twice or more, counting the subtrees of a shared one only once,
+    and is pure: no expectation inside (those are merged by `lower_together`), hence no draw.
+    Leaves (numbers, names) are not worth a binding. `key` says where the value of a shared
+    subtree is the same: the same parameters, the same values of the names it reads and of
+    the draws axis it may reduce over, the same mode (value or training)."""
+
+    def __init__(self, roots: tuple[ir.Node, ...]):
+        self.roots = roots   # kept alive: the numbers are keyed by the nodes' ids
+        self.number: dict[int, int] = {}
+        self.pure: dict[int, bool] = {}
+        self.shared: set[int] = set()
+        self._names: dict[int, tuple[str, ...]] = {}
+        self._by_number: dict[int, ir.Node] = {}
+        structures: dict[tuple, int] = {}
+        for root in roots:
+            stack = [(root, False)]
+            while stack:
+                node, children_done = stack.pop()
+                if id(node) in self.number:
+                    continue
+                if not children_done:
+                    stack.append((node, True))
+                    stack.extend((c, False) for c in node.children())
+                    continue
+                n = structures.setdefault(self._structure(node), len(structures))
+                self.number[id(node)] = n
+                self._by_number.setdefault(n, node)
+                self.pure[n] = not isinstance(node, ir.Expect) and all(self.pure[self.number[id(c)]] for c in node.children())
+        for root in roots:
+            seen: dict[int, int] = {}
+            stack = [root]
+            while stack:
+                node = stack.pop()
+                n = self.number[id(node)]
+                seen[n] = seen.get(n, 0) + 1
+                worth = self.pure[n] and not isinstance(node, (ir.Num, ir.Ref))
+                if seen[n] == 2 and worth:
+                    self.shared.add(n)
+                if score_term(node):   # x - stop(x) lowers x once
+                    stack.append(node.args[0])
+                elif seen[n] == 1 or not worth:
+                    stack.extend(reversed(node.children()))
+
+    def _structure(self, node: ir.Node) -> tuple:
+        def field(value):
+            if isinstance(value, ir.Node):
+                return ("#", self.number[id(value)]) if id(value) in self.number else value
+            if isinstance(value, tuple):
+                return tuple(field(v) for v in value)
+            return value
+        return (type(node),) + tuple(field(getattr(node, f.name)) for f in dataclasses.fields(node) if f.compare)
+
+    def key(self, node: ir.Node, fn: Fn, value_mode: bool) -> tuple | None:
+        """Where `node` is shared, what its value depends on in `fn`; else None."""
+        n = self.number.get(id(node))
+        if n is None or n not in self.shared:
+            return None
+        if n not in self._names:
+            self._names[n] = tuple(sorted(ir.free_names(self._by_number[n])))
+        return (n, fn.params, value_mode, fn.env.get(DRAWS_AXIS)) + tuple(fn.env.get(v) for v in self._names[n])
+
+
 MAX_HEIGHT = 24   # operator levels an emitted expression may nest before it is bound to a temporary
 
 
@@ -192,6 +267,7 @@ class Emitter:
 
     def __init__(self, program: ir.Program):
         self.program = program
+        self.common = CommonSubtrees(())
         self.counter = 0
         self.scopes = 0
         self.value_mode = False   # lowering the objective's value: a surrogate lowers to what it stands for
@@ -223,9 +299,20 @@ class Emitter:
         self.scopes += 1
         return self.scopes
 
+    def share(self, *roots: ir.Node) -> None:
+        """Bind the subtrees that occur more than once in `roots` (one function's expressions)
+        once per scope from now on (`CommonSubtrees`)."""
+        self.common = CommonSubtrees(roots)
+
     def lower(self, node: ir.Node, fn: Fn) -> str:
         if fn.known and type(node) is ir.Expect and node in fn.known:
             return fn.known[node]
+        shared = self.common.key(node, fn, self.value_mode)
+        if shared is not None:
+            for bound in [fn.bound] + fn.enclosing:
+                if shared in bound:
+                    self._note_height(1)
+                    return bound[shared]
         handler = LOWER.get(type(node))
         if handler is None:
             raise AttractorError(f"cannot lower {type(node).__name__}: {show(node)} (a rule should have rewritten it)", node.loc)
@@ -234,11 +321,18 @@ class Emitter:
             text = handler(self, node, fn)
         finally:
             height = self._heights.pop() + 1
-        if height >= MAX_HEIGHT:
+        if shared is not None:
+            text = fn.bound[shared] = fn.tmp(text, "common")
+            height = 1
+        elif height >= MAX_HEIGHT:
             text, height = fn.tmp(text), 1
+        self._note_height(height)
+        return text
+
+    def _note_height(self, height: int) -> None:
+        """Record the height of an operand just lowered in the expression being lowered."""
         if self._heights:
             self._heights[-1] = max(self._heights[-1], height)
-        return text
 
 
 # ---- leaves and arithmetic ---------------------------------------------------------------
@@ -261,12 +355,21 @@ def _ref(em: Emitter, node: ir.Ref, fn: Fn) -> str:
     raise AttractorError(f"'{node.name}' is not bound here", node.loc)
 
 
+def score_term(node: ir.Node) -> bool:
+    """Is `node` x - stop(x)? Its value is 0 and its gradient that of x: it lowers to the
+    runtime's `gradient_only(x)`, whose value does not compute x."""
+    return (isinstance(node, ir.Apply) and node.fn == "sub"
+            and isinstance(node.args[1], ir.Apply) and node.args[1].fn == "stop" and node.args[1].args == (node.args[0],))
+
+
 @lowers(ir.Apply)
 def _apply(em: Emitter, node: ir.Apply, fn: Fn) -> str:
     if node.fn == "log" and isinstance(node.args[0], ir.Density):
         return log_density(em, node.args[0], fn)
     if node.fn not in OPERATIONS:
         raise AttractorError(f"cannot lower function {node.fn}", node.loc)
+    if score_term(node):
+        return f"gradient_only({em.lower(node.args[0], fn)})"
     op = OPERATIONS[node.fn]
     args = [str(int(a.value)) if 0 <= op.static <= i else em.lower(a, fn) for i, a in enumerate(node.args)]
     if node.fn == "pow" and isinstance(node.args[1], ir.Num) and node.args[1].value == 2:

@@ -1,4 +1,5 @@
-"""Special functions closed forms call: the Wright omega function, a norm safe at zero."""
+"""Special functions closed forms call: the Wright omega function, a norm safe at zero, the
+score term x - stop_gradient(x)."""
 import jax
 import jax.numpy as jnp
 
@@ -19,6 +20,19 @@ def _wright_omega_jvp(primals, tangents):
     """d omega / dz = omega / (1 + omega), from differentiating w + log w = z."""
     w = wright_omega(primals[0])
     return w, tangents[0] * w / (1.0 + w)
+
+
+@jax.custom_jvp
+def gradient_only(x):
+    """x - stop_gradient(x): zero in value, the derivative of x in every direction (the score
+    term of a score-function estimator). Its value does not read x, so a loss's value (the loss
+    history) does not compute x where only its gradient needs it."""
+    return jnp.zeros_like(x)
+
+
+@gradient_only.defjvp
+def _gradient_only_jvp(primals, tangents):
+    return jnp.zeros_like(primals[0]), tangents[0]
 
 
 def safe_norm(x):
