@@ -106,9 +106,12 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--dynamics", choices=DYNAMICS, help="the dynamics whose field is analysed")
     f.add_argument("--plot", help="draw the eigenvalues into this image file")
     f.add_argument("--force", action="store_true", help="analyse even where the memory estimate exceeds this machine's")
+    e.add_argument("--no-search", action="store_true",
+                   help="with --rank: keep rule order (the first derivation that applies) and measure nothing")
+    for command in (c, r, v, s, k, f):
+        command.add_argument("--search", action="store_true",
+                             help="choose among the derivations of each node by measuring them (default: rule order)")
     for command in (c, r, v, s, k, e, f):
-        command.add_argument("--no-search", action="store_true",
-                             help="keep rule order: take the first derivation that applies, measure nothing")
         command.add_argument("--search-budget", metavar="S", default=None,
                              help="seconds the search among derivations may spend measuring (default 10)")
     return ap
@@ -378,7 +381,7 @@ def cmd_explain(args) -> int:
     if args.rank:
         print(explain_rank(args.file, json=args.json, **search_options(args)))
     else:
-        print(explain(args.file, **search_options(args)))
+        print(explain(args.file))
     return 0
 
 

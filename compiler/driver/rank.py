@@ -21,8 +21,9 @@ parameters of `fit(seed)`:
 
 The measured derivation is fixed and the next such node searched, until none is left. A node
 with one derivation, or one in the best class, is never measured (rank mode, `explain --rank`,
-measures every alternative to print them). Measuring stops when the time budget is spent:
-the nodes left take their class's first derivation in rule order, and the choice says so.
+measures every alternative to print them). The time budget is checked before each node: a node
+begun is measured whole, so that its choice does not depend on the machine's load; when the
+budget is spent, the nodes left take their class's first derivation in rule order, and say so.
 Measurements are cached in-process by (program text, via, the choices before, node, derivation, seed).
 """
 from __future__ import annotations
@@ -71,12 +72,13 @@ class Row:
 
 @dataclass(frozen=True)
 class NodeRanking:
-    """A node, its alternatives best first, and how the choice was made."""
+    """A node, its alternatives best first, how the choice was made, and what rule order takes."""
 
     node: str
     player: str
     rows: tuple[Row, ...]
     how: str
+    rule_order: str
 
 
 @dataclass
@@ -114,6 +116,9 @@ class Ranking:
                 out.append(("  " + "  ".join(c.ljust(w) if i < 4 or i == 6 else c.rjust(w)
                                               for i, (c, w) in enumerate(zip(row, widths)))).rstrip())
             out.append(f"  chosen: {n.how}")
+            taken = next(r.derivation for r in n.rows if r.chosen)
+            if taken != n.rule_order:
+                out.append(f"  rule order (compile without --search) takes {n.rule_order}")
             out.append("")
         out.append(f"search: {self.seconds:.1f} s" + ("; its time budget ran out, the nodes left take rule order"
                                                        if self.budget_spent else ""))
@@ -121,9 +126,10 @@ class Ranking:
 
 
 def search_options(args) -> dict:
-    """compile_file's search arguments from the command line's `--no-search` / `--search-budget S`:
-    the command line chooses among derivations by measuring, with seed 0 whatever `--seed` trains
-    with, so that run, eval and sample of one program take the same derivation."""
+    """compile_file's search arguments from the command line: `--search` (compile, run, eval,
+    sample, check, field; their default is rule order) or `explain --rank`, which searches unless
+    `--no-search`; `--search-budget S`. The seed is 0 whatever `--seed` trains with, so that run,
+    eval and sample of one program take the same derivation."""
     text = getattr(args, "search_budget", None)
     budget = None
     if text is not None:
@@ -133,7 +139,8 @@ def search_options(args) -> dict:
             raise AttractorError(f"--search-budget must be a number of seconds, got {text!r}", None, "--search-budget") from None
         if not 0 <= budget < float("inf"):
             raise AttractorError(f"--search-budget must be a number of seconds >= 0, got {text}", None, "--search-budget")
-    return {"search": not getattr(args, "no_search", False), "search_budget": budget}
+    search = not args.no_search if hasattr(args, "no_search") else getattr(args, "search", False)
+    return {"search": search, "search_budget": budget}
 
 
 def _number(m: Measurement | None, name: str) -> str:
@@ -223,13 +230,12 @@ class Search:
             measured = {}
             order = ranked(decision, {})
             best = set(decision.best)
-            for i in sorted(range(len(order)), key=lambda i: (i not in best, order.index(i))):
-                if not self.measure_all and i not in best:
-                    continue
-                if time.perf_counter() - started > self.budget:
-                    spent = True
-                    break
-                measured[i] = self.measure(fixed, decision, i)
+            if time.perf_counter() - started >= self.budget:
+                spent = True
+            else:       # a node's alternatives are all measured once it is begun: its choice does not depend on the load
+                for i in sorted(range(len(order)), key=lambda i: (i not in best, order.index(i))):
+                    if self.measure_all or i in best:
+                        measured[i] = self.measure(fixed, decision, i)
             usable = {i: (m.grad_variance, m.cost) for i, m in measured.items() if m.usable}
             index = ranked(decision, usable)[0]
             fixed[decision.key] = (decision.alternatives[index].label, measured, _measured_why(decision, index, usable, spent))
@@ -255,9 +261,9 @@ def _measured_why(decision: Decision, index: int, usable: dict, spent: bool) -> 
     if index not in usable:
         return (f"chosen in rule order: the first {TIERS[taken.tier]} derivation"
                 + (" (the search's time budget ran out)" if spent else " (no alternative could be measured)"))
-    variance, cost = usable[index]
-    return (f"chosen by measuring at the initial parameters: the {TIERS[taken.tier]} derivation with the least "
-            f"gradient variance x cost ({variance:.4g} x {cost:.4g} flops)")
+    rivals = sum(a.tier == taken.tier for a in decision.alternatives)
+    return (f"chosen by measuring at the initial parameters: the least gradient variance x cost of {rivals} "
+            f"{TIERS[taken.tier]} derivations")
 
 
 def _table(seen: list[Decision], fixed: dict, rule_order: bool = False) -> list[NodeRanking]:
@@ -274,7 +280,8 @@ def _table(seen: list[Decision], fixed: dict, rule_order: bool = False) -> list[
             chosen = order[0] if label is None else [a.label for a in decision.alternatives].index(label)
         rows = tuple(Row(decision.alternatives[i].label, decision.alternatives[i].rewrite.relation,
                          TIERS[decision.alternatives[i].tier], measured.get(i), i == chosen) for i in order)
-        nodes.append(NodeRanking(show(decision.node), decision.player, rows, why or _static_why(decision, chosen)))
+        nodes.append(NodeRanking(show(decision.node), decision.player, rows, why or _static_why(decision, chosen),
+                                 decision.alternatives[0].label))
     return nodes
 
 

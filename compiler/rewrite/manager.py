@@ -389,7 +389,8 @@ def ranked(decision: Decision, measured: dict) -> list[int]:
 def alternatives(program, player, rules, rule, node, pol, path, rw) -> tuple[Alternative, ...]:
     """Every rule of the pass for the same problem that takes `node` as written or as `via`
     would force it, in each of its variants (rule order, variants in the rule's order); a
-    variant that refuses, fails or would break a bound's direction is no alternative."""
+    variant that refuses, fails or would break a bound's direction is no alternative, nor one
+    whose rewrite is that of an earlier alternative (a Rao-Blackwellisation with one latent)."""
     found = [Alternative(rule, (), rw, tier(rw))]
     for other in rules:
         if other.problem != rule.problem or not isinstance(node, other.matches):
@@ -401,8 +402,8 @@ def alternatives(program, player, rules, rule, node, pol, path, rw) -> tuple[Alt
             out = _variant(other, node, Context(program, player, pol, dict(variant), False, path), program)
             if out is None:
                 out = _variant(other, node, Context(program, player, pol, dict(variant), True, path), program)
-            if out is not None:
-                found.append(Alternative(other, options, out, tier(out)))
+            if out is not None and not any(out.node == a.rewrite.node and out.players == a.rewrite.players for a in found):
+                found.append(Alternative(other, options, out, tier(out)))   # a variant that changes nothing is none
     return tuple(found)
 
 

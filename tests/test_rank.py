@@ -1,0 +1,195 @@
+"""Choosing among derivations by measuring (SPEC 9.4): the manager's policy, the measured choice,
+`explain --rank [--json]`, determinism, `--no-search`, the budget, and bad input."""
+import json
+from pathlib import Path
+
+import pytest
+
+from attractor import compile_file, compile_source
+from compiler import ir
+from compiler.driver import rank
+from compiler.driver.cli import main
+from compiler.rewrite.manager import TIERS, Alternative, Choice, Decision, ranked, run_passes, tier
+from compiler.rewrite.rule import Rewrite, Rule
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# E[z ~ Normal(m, 1)] (z - 2)^2: the pathwise gradient is 2 (m + eps - 2), of variance 4; the
+# score function's, (z - 2)^2 (z - m) less a leave-one-out baseline, is larger
+PATHWISE = "param m : real = 0.5\nminimize E[z ~ Normal(m, 1)] (z - 2)^2\n"
+BUDGET = "600"          # measurements finish on a loaded machine: the choice is the measured one
+
+
+@pytest.fixture(scope="module")
+def program_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("rank") / "pathwise.att"
+    path.write_text(PATHWISE)
+    return path
+
+
+@pytest.fixture(scope="module")
+def ranked_program(program_file):
+    return compile_file(program_file, search=True, search_budget=float(BUDGET), rank=True)
+
+
+def _explain(capsys, *argv):
+    code = main(["explain", *map(str, argv)])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+# ---- the policy (no measuring) ----------------------------------------------------------------------
+
+def _alternative(relation: str, name: str, drawn: bool = False) -> Alternative:
+    """An alternative whose rewrite is 0, or an expectation under a law (drawn: estimated from draws)."""
+    node = ir.Expect("z", ir.Ref("q", "dist"), ir.Num(0)) if drawn else ir.Num(0)
+    rw = Rewrite(node, relation=relation)
+    return Alternative(Rule(name, "estimator", (ir.Expect,), relation, name, None, None), (), rw, tier(rw))
+
+
+def test_classes_order_exact_unbiased_bounds_surrogates_and_measurement_orders_within_one():
+    alts = (_alternative("~", "surrogate"), _alternative("<=", "bound"), _alternative("=", "unbiased", drawn=True),
+            _alternative("=+c", "exact"), _alternative("=", "unbiased_2", drawn=True))
+    assert [TIERS[a.tier] for a in alts] == ["surrogate", "bound", "unbiased", "exact", "unbiased"]
+    decision = Decision("theta: x", "theta", alts[0].rewrite.node, alts)
+    assert decision.best == (3,)
+    # unmeasured: class, then rule order
+    assert [alts[i].rule.name for i in ranked(decision, {})] == ["exact", "unbiased", "unbiased_2", "bound", "surrogate"]
+    # measured: variance x cost within the class (2 x 10 = 20 < 1 x 30 = 30), an unmeasured one after
+    assert [alts[i].rule.name for i in ranked(decision, {2: (1.0, 30.0), 4: (2.0, 10.0)})][:3] == \
+        ["exact", "unbiased_2", "unbiased"]
+    assert [alts[i].rule.name for i in ranked(decision, {4: (2.0, 10.0)})][:3] == ["exact", "unbiased_2", "unbiased"]
+
+
+def test_the_manager_asks_the_chooser_and_records_its_choice_and_the_runners_up():
+    from compiler.frontend.checker import check
+    from compiler.frontend.parser import parse
+    from passes import PIPELINE
+    typed = check(parse(PATHWISE))
+    asked = []
+
+    def take_score_function(decision):
+        asked.append(decision)
+        labels = [a.label for a in decision.alternatives]
+        return Choice(labels.index("score_function"), "taken for the test", (("reparameterize", "=", "not measured"),))
+
+    _, derivation = run_passes(typed, PIPELINE, None, take_score_function)
+    assert [a.label for a in asked[0].alternatives][:2] == ["reparameterize", "score_function"]
+    step = derivation.steps[-1]
+    assert step.rule == "score_function" and step.fact("chosen") == "score_function"
+    assert step.fact("runners_up") == (("reparameterize", "=", "not measured"),) and "taken for the test" in step.note
+    # without a chooser (compile_source's default): rule order, nothing recorded
+    _, plain = run_passes(typed, PIPELINE, None)
+    assert plain.steps[-1].rule == "reparameterize" and plain.steps[-1].fact("chosen") is None
+
+
+def test_via_fixes_the_rule_and_nothing_is_searched_for_its_problem():
+    prog = compile_source(PATHWISE, via="score_function", search=True, search_budget=0.0, rank=True)
+    assert prog.derivation.steps[-1].rule == "score_function" and prog.ranking.nodes == []
+
+
+# ---- measuring ---------------------------------------------------------------------------------------
+
+def test_the_lower_variance_derivation_is_measured_and_chosen(ranked_program):
+    [node] = ranked_program.ranking.nodes
+    rows = {r.derivation: r for r in node.rows}
+    path, score = rows["reparameterize"], rows["score_function"]
+    assert path.chosen and not score.chosen and sum(r.chosen for r in node.rows) == 1
+    assert 2.0 < path.measurement.grad_variance < 6.5        # 4 (the sample variance of 32 draws)
+    assert score.measurement.grad_variance > path.measurement.grad_variance
+    assert all(r.measurement.ms_per_step > 0 and r.measurement.cost > 0 for r in node.rows)
+    step = ranked_program.derivation.steps[-1]
+    assert step.rule == "reparameterize" and step.fact("chosen") == "reparameterize"
+    assert "score_function" in [name for name, _, _ in step.fact("runners_up")]
+    assert "chosen by measuring" in step.note
+    steps = json.loads(ranked_program.to_json())["steps"]
+    assert steps[-1]["chosen"] == "reparameterize"
+    assert {r["derivation"] for r in steps[-1]["runners_up"]} >= {"score_function"}
+    assert all("grad variance" in r["measured"] for r in steps[-1]["runners_up"])
+
+
+def test_the_search_is_deterministic_for_a_seed(ranked_program):
+    first = {r.derivation: r.measurement.grad_variance for r in ranked_program.ranking.nodes[0].rows}
+    kept = dict(rank._measured)
+    rank._measured.clear()             # measure again, not from the cache
+    again = compile_source(PATHWISE, search=True, search_budget=float(BUDGET), rank=True)
+    rank._measured.update(kept)
+    second = {r.derivation: r.measurement.grad_variance for r in again.ranking.nodes[0].rows}
+    assert second == first
+    assert [r.chosen for r in again.ranking.nodes[0].rows] == [r.chosen for r in ranked_program.ranking.nodes[0].rows]
+    assert again.derivation.steps[-1].rule == ranked_program.derivation.steps[-1].rule
+
+
+def test_explain_rank_json_has_exactly_the_schema_of_spec_9_4(ranked_program, program_file, capsys):
+    code, out, err = _explain(capsys, program_file, "--rank", "--json", "--search-budget", BUDGET)
+    assert code == 0, err
+    table = json.loads(out)
+    assert set(table) == {"nodes"} and len(table["nodes"]) == 1
+    node = table["nodes"][0]
+    assert set(node) == {"node", "alternatives"} and node["node"] == "E[z ~ Normal(m, 1)] (z - 2)^2"
+    types = {"derivation": str, "relation": str, "grad_variance": float, "ms_per_step": float, "chosen": bool}
+    for alternative in node["alternatives"]:
+        assert set(alternative) == set(types)
+        assert all(isinstance(alternative[k], t) for k, t in types.items()), alternative
+        assert alternative["relation"] in ("=", "<=", ">=", "~", "=+c", "min<=")
+    assert [a["derivation"] for a in node["alternatives"] if a["chosen"]] == ["reparameterize"]
+
+
+def test_explain_rank_text_is_an_aligned_table_marking_the_choice(ranked_program, program_file, capsys):
+    code, out, err = _explain(capsys, program_file, "--rank", "--search-budget", BUDGET)
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0] == "node: E[z ~ Normal(m, 1)] (z - 2)^2   (player theta)"
+    header = lines[1]
+    for column in ("derivation", "relation", "class", "grad variance", "ms/step"):
+        assert column in header
+    chosen = [line for line in lines[2:] if line.startswith("  *")]
+    assert len(chosen) == 1 and "reparameterize" in chosen[0] and "unbiased" in chosen[0]
+    rows = [line for line in lines[2:] if line.strip().startswith(("*", "reparameterize", "score_function"))]
+    at = header.index("relation")
+    assert all(row[at] in "=<>~m" for row in rows)      # the relation column starts at the same place in every row
+    assert any(line.startswith("  chosen: chosen by measuring") for line in lines)
+
+
+def test_no_search_keeps_rule_order_and_measures_nothing(program_file, capsys):
+    code, out, err = _explain(capsys, program_file, "--rank", "--json", "--no-search")
+    assert code == 0, err
+    [node] = json.loads(out)["nodes"]
+    assert node["alternatives"][0]["derivation"] == "reparameterize" and node["alternatives"][0]["chosen"]
+    assert all(a["grad_variance"] is None and a["ms_per_step"] is None for a in node["alternatives"])
+
+
+def test_one_derivation_or_a_spent_budget_measures_nothing():
+    before = len(rank._measured)
+    lasso = compile_file(ROOT / "examples" / "lasso.att", search=True)      # relax_l0 is the only derivation
+    assert lasso.ranking.nodes == [] and len(rank._measured) == before
+    spent = compile_source(PATHWISE.replace("2)^2", "3)^2"), search=True, search_budget=0.0, rank=True)
+    assert spent.ranking.budget_spent and len(rank._measured) == before
+    [node] = spent.ranking.nodes
+    assert node.rows[0].chosen and node.rows[0].derivation == "reparameterize" and "budget ran out" in node.how
+
+
+# ---- bad input ---------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("argv, message", [
+    (["missing.att", "--rank"], "missing.att: error: cannot read file"),
+    (["PROGRAM", "--rank", "--search-budget", "-1"], "--search-budget must be a number of seconds >= 0"),
+    (["PROGRAM", "--rank", "--search-budget", "soon"], "--search-budget must be a number of seconds, got 'soon'"),
+    (["PROGRAM", "--json"], "--json prints the table of --rank"),
+])
+def test_bad_input_is_a_located_diagnostic(program_file, capsys, tmp_path, monkeypatch, argv, message):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = _explain(capsys, *[str(program_file) if a == "PROGRAM" else a for a in argv])
+    assert code == 1 and message in err and "Traceback" not in err and out == ""
+
+
+def test_compile_search_and_explain_name_the_choice_and_the_runners_up(ranked_program, program_file, capsys):
+    from compiler.driver.explain import explain
+    text = explain(str(program_file), search=True, search_budget=float(BUDGET))
+    assert "taken: reparameterize (=)" in text and "runner-up: score_function (=): grad variance" in text
+    code = main(["compile", str(program_file), "--format", "json", "--search", "--search-budget", BUDGET])
+    steps = json.loads(capsys.readouterr().out)["steps"]
+    assert code == 0 and steps[-1]["rule"] == "reparameterize" and steps[-1]["chosen"] == "reparameterize"
+    code = main(["compile", str(program_file), "--format", "json"])           # without --search: rule order, no choice recorded
+    steps = json.loads(capsys.readouterr().out)["steps"]
+    assert code == 0 and steps[-1]["rule"] == "reparameterize" and "chosen" not in steps[-1]
