@@ -80,3 +80,62 @@ def test_inside_bound_certificate_passes_and_fails_for_a_dropped_state(inside_bo
     monkeypatch.setattr(enumeration, "SumOut", missing_one)
     from passes.variational.certificates import _certify_inside_bound
     assert not _certify_inside_bound(np.random.default_rng(0)).passed
+
+
+# ---- the linear-Gaussian marginal ------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def linear_gaussian():
+    return compile_source((GOLDEN / "gaussian_marginal" / "linear.att").read_text())
+
+
+def test_linear_gaussian_marginal_is_exact_and_before_jensen(linear_gaussian):
+    from scipy import stats
+    (step,) = linear_gaussian.derivation.steps
+    assert step.rule == "gaussian_marginal" and step.relation == "=" and step.fact("slopes") == ("w",)
+    mod, data = linear_gaussian.build(), linear_gaussian.load_data()
+    params = mod.init(jax.random.PRNGKey(0))
+    value = float(mod.LOSSES["theta"](params, None, mod.full_batch(data)))
+    x = np.asarray(data["x"], np.float64)
+    exact = -np.mean(stats.norm.logpdf(x, 0.0, np.sqrt(0.5 ** 2 + 1)))
+    assert abs(value - exact) < 1e-5 * abs(exact)
+
+
+def test_linear_gaussian_fit_reaches_the_moments(linear_gaussian):
+    mod, data = linear_gaussian.build(), linear_gaussian.load_data()
+    params, _ = mod.fit(data, steps=800, seed=0)
+    x = np.asarray(data["x"], np.float64)
+    assert abs(float(params["b"]) - x.mean()) < 0.02
+    assert abs(float(params["w"]) ** 2 + 1 - x.var()) < 0.05 * x.var()
+
+
+def test_non_affine_or_latent_scale_keeps_the_bound():
+    for case in ("nonlinear_mean", "scale_depends_on_z"):
+        prog = compile_source((GOLDEN / "gaussian_marginal" / f"{case}.att").read_text())
+        assert prog.derivation.steps[0].rule == "jensen", case
+
+
+def test_shared_scalar_latent_is_not_elementwise():
+    """One scalar z shared by the components of a vector x correlates them: not this rule."""
+    prog = compile_source("""
+data x : real[3] from gaussian(mean=1, std=2, n=50)
+param w : real[3]
+model p:
+    z ~ Normal(0, 1)
+    x ~ Normal(w * z, 1)
+minimize E[x ~ data] -log p(x)
+""")
+    assert prog.derivation.steps[0].rule == "jensen"
+
+
+def test_gaussian_marginal_certificate_passes_and_fails_for_a_wrong_form(linear_gaussian, monkeypatch):
+    results = _certified(linear_gaussian, "gaussian_marginal")
+    assert len(results) == 1 and results[0].passed, results[0].evidence
+    import dataclasses
+
+    from passes.variational import gaussian_marginal
+    right = gaussian_marginal.linear_gaussian_marginal()
+    wrong = dataclasses.replace(right, variance=right.w ** 2 * right.s ** 2 + 1.1 * right.sigma ** 2)
+    monkeypatch.setattr(gaussian_marginal, "linear_gaussian_marginal", lambda: wrong)
+    results = _certified(linear_gaussian, "gaussian_marginal")
+    assert results and not results[0].passed

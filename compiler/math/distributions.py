@@ -252,6 +252,52 @@ def entropy_closed_form(family: str) -> ClosedForm | None:
     return None if found is None else ClosedForm(qs, (), found[0], "H = -E_q[log q]; " + found[1])
 
 
+@dataclass(frozen=True)
+class GaussianMarginal:
+    """x | z ~ Normal(w z + b, sigma), z ~ Normal(a, s)  =>  x ~ Normal(loc, sqrt(variance)):
+    `loc` and `variance` in the symbols w, b, a, s, sigma, and how they were derived."""
+
+    w: sp.Symbol
+    b: sp.Symbol
+    a: sp.Symbol
+    s: sp.Symbol
+    sigma: sp.Symbol
+    loc: sp.Expr
+    variance: sp.Expr
+    how: str
+
+
+@functools.lru_cache(maxsize=None)
+def linear_gaussian_marginal() -> GaussianMarginal:
+    """Derive the marginal of x when z ~ Normal(a, s) enters x ~ Normal(w z + b, sigma) linearly.
+
+    log p(x, z) is a quadratic A z² + B z + C in z (A < 0); SymPy integrates
+    ∫ exp(−α z² + β z) dz (α > 0) once, so log p(x) = C + log ∫ exp(A z² + B z) dz. That is a
+    quadratic in x, c₂ x² + c₁ x + c₀, of a Normal with variance −1/(2c₂) and mean c₁·variance;
+    the result is checked to equal the Normal log density at those moments, identically."""
+    z, x, w, b, a = sp.symbols("z x w b a", real=True)
+    s, sigma = sp.symbols("s sigma", positive=True)
+    alpha, beta = sp.Symbol("alpha", positive=True), sp.Symbol("beta", real=True)
+    joint = log_density("Normal", {"loc": a, "scale": s}, z) + log_density("Normal", {"loc": w * z + b, "scale": sigma}, x)
+    quadratic = sp.Poly(sp.expand(joint), z)
+    if quadratic.degree() != 2:
+        raise RuntimeError(f"internal: log p(x, z) is not quadratic in z: {joint}")
+    A, B, C = (quadratic.coeff_monomial(z**k) for k in (2, 1, 0))
+    gaussian = sp.simplify(sp.integrate(sp.exp(-alpha * z**2 + beta * z), (z, -sp.oo, sp.oo), conds="none"))
+    log_marginal = sp.expand(sp.expand_log(C + sp.log(gaussian.subs({alpha: -A, beta: B})), force=True))
+    in_x = sp.Poly(log_marginal, x)
+    if in_x.degree() != 2:
+        raise RuntimeError(f"internal: log p(x) is not quadratic in x: {log_marginal}")
+    variance = sp.factor(sp.simplify(-1 / (2 * in_x.coeff_monomial(x**2))))
+    loc = sp.simplify(in_x.coeff_monomial(x) * variance)
+    residual = sp.simplify(log_marginal - log_density("Normal", {"loc": loc, "scale": sp.sqrt(variance)}, x))
+    if residual != 0:
+        raise RuntimeError(f"internal: the marginal differs from Normal({loc}, sqrt({variance})) by {residual}")
+    how = (f"log p(x, z) = A z^2 + B z + C with A = {sp.simplify(A)}; SymPy: integral of exp(-alpha z^2 + beta z) dz "
+           f"= {gaussian}; log p(x) is quadratic in x: Normal(loc = {loc}, variance = {variance}), checked identically")
+    return GaussianMarginal(w, b, a, s, sigma, loc, variance, how)
+
+
 class wright_omega(sp.Function):
     """ω(z) = W(e^z), the root w > 0 of w + log w = z: Lambert's W of e^z without overflow
     (conjugates of generators mixing log u and powers of u, Jeffreys' (u − 1) log u).

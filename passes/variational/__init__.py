@@ -2,6 +2,8 @@
 and the gradient estimators of expectations under distributions that depend on the parameters.
 
     enumerate       log p(x) = logsumexp_z log p(x, z), z discrete with <= 1024 joint states     (=)
+                    (with continuous latents c too: inside the ELBO over c                      (<=))
+    gaussian_marginal  z ~ N(a, s), x ~ N(w z + b, sigma): log p(x) = log N(x; w a + b, sqrt(w^2 s^2 + sigma^2))  (=)
     jensen          -log p(x) <= E_q[log q(z | x) - log p(x, z)]                      (<=; >= for log p(x))
                     gap KL(q(z | x) || p(z | x)); iwae=K: log p(x) >= E[log (1/K) sum_k p(x, z_k)/q(z_k | x)]
     analytic_kl     E_q[log q(z | x) - log p(x, z)] = KL(q(z | x) || p(z)) - E_q[log p(x | z)]   (=)
@@ -15,6 +17,7 @@ for ∇E[f] whenever the baseline b does not depend on the draw (leave-one-out o
 inside an importance-weighted bound).
 
     nodes.py            LogProb, OverDraws, ClosedKL and their lowering
+    enumeration.py      the rule enumerate; gaussian_marginal.py the rule gaussian_marginal
     jensen.py           the rule jensen; guides.py: the declared guide checked, or an automatic one
     analytic_kl.py      the rule analytic_kl
     sampling.py         what an expectation draws, and its sampler inlined (both estimator rules)
@@ -23,9 +26,10 @@ inside an importance-weighted bound).
     certificates.py     each relation measured on random instances (loaded by `check` only)
 """
 from compiler.rewrite.manager import RulePass
-from passes.variational import analytic_kl, enumeration, jensen, reparameterize, score_function
+from passes.variational import analytic_kl, enumeration, gaussian_marginal, jensen, reparameterize, score_function
 
-RULES: tuple = (enumeration.RULE, jensen.RULE, analytic_kl.RULE, reparameterize.RULE, score_function.RULE)
-PASSES: tuple = (RulePass("jensen", (enumeration.RULE, jensen.RULE), "jensen"),
+RULES: tuple = (enumeration.RULE, gaussian_marginal.RULE, jensen.RULE, analytic_kl.RULE, reparameterize.RULE,
+                score_function.RULE)
+PASSES: tuple = (RulePass("jensen", (enumeration.RULE, gaussian_marginal.RULE, jensen.RULE), "jensen"),
                  RulePass("analytic_kl", (analytic_kl.RULE,), "analytic_kl"),
                  RulePass("estimators", (reparameterize.RULE, score_function.RULE), "estimators"))
