@@ -77,11 +77,14 @@ def under_law(n: ir.Node) -> bool:
 
 
 def test_every_rule_declares_its_matches_relation_identity_and_options():
-    assert [r.name for r in RULES] == ["enumerate", "jensen", "analytic_kl", "reparameterize", "score_function"]
+    assert [r.name for r in RULES] == ["enumerate", "gaussian_marginal", "jensen", "analytic_kl", "reparameterize",
+                                       "score_function", "relax_discrete"]
     for rule in RULES:
         assert rule.matches and rule.identity and rule.unmatched
-    assert [(o.name, o.kind, o.low) for o in jensen.RULE.options] == [("iwae", int, 1), ("hidden", int, 1)]
-    assert [(o.name, o.kind) for o in score_function.RULE.options] == [("samples", int), ("baseline", str)]
+    assert [(o.name, o.kind, o.low) for o in jensen.RULE.options] == [("iwae", int, 1), ("hidden", int, 1),
+                                                                       ("dreg", bool, None)]
+    assert [(o.name, o.kind) for o in score_function.RULE.options] == [("samples", int), ("baseline", str),
+                                                                        ("rao_blackwell", bool)]
     assert score_function.RULE.option("baseline").choices == ("leave_one_out", "none")
 
 
@@ -92,7 +95,7 @@ def test_jensen_rule_matches_a_marginal_likelihood():
     rw = jensen.RULE(node, ctx)
     assert isinstance(rw, Rewrite) and rw.relation == "<="
     assert dict(rw.facts) == {"bound": "elbo", "iwae": 1, "guide": "q_p", "automatic_guide": True,
-                              "latents": ("z",), "observed": ("x",)}
+                              "latents": ("z",), "observed": ("x",), "dreg": False}
     assert [d.name for d in rw.decls] == ["q_p_z_loc", "q_p_z_scale", "q_p"]
     node, ctx = site(SMALL, is_apply("neg"), {"iwae": 4})
     assert dict(jensen.RULE(node, ctx).facts)["bound"] == "iwae"
@@ -257,7 +260,7 @@ def test_reparameterize_rule_matches_a_moving_reparameterisable_law():
     node, ctx = site("param mu : real\nminimize E[z ~ Normal(mu, 1)] square(z - 2)\n", under_law)
     rw = reparameterize.RULE(node, ctx)
     assert isinstance(rw, Rewrite) and rw.relation == "="
-    assert dict(rw.facts) == {"families": ("Normal",)}
+    assert dict(rw.facts) == {"families": ("Normal",), "stl": False}
 
 
 def test_reparameterize_rule_refuses_a_discrete_law_or_a_step_and_ignores_a_fixed_law():

@@ -388,6 +388,8 @@ def _netcall(em: Emitter, node: ir.NetCall, fn: Fn) -> str:
     net = em.program.decl(node.net)
     args = [em.lower(a, fn) for a in node.args]
     x = args[0] if len(args) == 1 else "jnp.concatenate([" + ", ".join(f"jnp.atleast_1d({a})" for a in args) + "], axis=-1)"
+    if net.python:   # the author's net (`user_net_NAME`, emit.py), mapped over the examples and draws
+        return f"apply_python_net(user_net_{ident(net.name)}(), {fn.params}[{key_literal(net.name)}], {x}, {tuple(net.shape_in)!r})"
     if len(args) == 1 and net.widths[0] == 1:
         x = f"jnp.atleast_1d({x})"
     out = f'mlp({fn.params}[{key_literal(node.net)}], {x}, "{net.act}")'
@@ -430,8 +432,9 @@ def _dist_args(em: Emitter, dist: ir.Dist, fn: Fn) -> dict[str, str]:
     return {k: em.lower(a, fn) for k, a in zip(dist.keys, dist.args) if dist.family != "Gibbs"}
 
 
-def dist_logprob(em: Emitter, dist: ir.Dist, value: str, fn: Fn) -> str:
-    """Log density of `value` under `dist`, summed over the event."""
+def dist_logprob(em: Emitter, dist: ir.Dist, value: str, fn: Fn, summed: bool = True) -> str:
+    """Log density of `value` under `dist`, summed over the event (elementwise: `summed=False`)."""
+    total = "jnp.sum" if summed else ""
     if dist.family == "Gibbs":
         net = dist.args[0].name
         return f"(-{_netcall(em, ir.NetCall(net, (ir.Ref('__value__'),)), fn.child({'__value__': value}, None))})"
@@ -439,11 +442,11 @@ def dist_logprob(em: Emitter, dist: ir.Dist, value: str, fn: Fn) -> str:
     fam = dist.family
     if fam == "Bernoulli":
         key = "logits" if "logits" in a else "probs"
-        return f"jnp.sum(bernoulli_{key}_logpmf({value}, {a[key]}))"
+        return f"{total}(bernoulli_{key}_logpmf({value}, {a[key]}))"
     if fam == "Categorical":
-        return f"jnp.sum(categorical_logpmf({value}, {a['logits']}))"
+        return f"{total}(categorical_logpmf({value}, {a['logits']}))"
     p1, p2 = (a["loc"], a["scale"]) if "loc" in a else (a["low"], a["high"])
-    return f"jnp.sum({fam.lower()}_logpdf({value}, {p1}, {p2}))"
+    return f"{total}({fam.lower()}_logpdf({value}, {p1}, {p2}))"
 
 
 def dist_sample(em: Emitter, dist: ir.Dist, key: str, fn: Fn) -> str:
@@ -491,8 +494,6 @@ def _block(em: Emitter, name: str) -> ir.Block:
 
 def log_density(em: Emitter, density: ir.Density, fn: Fn) -> str:
     """log p(vars | given): the sum of the block's factors for `vars`, at bound values."""
-    if net.python:   # the author's net (`user_net_NAME`, emit.py), mapped over the examples and draws
-        return f"apply_python_net(user_net_{ident(net.name)}(), {fn.params}[{key_literal(net.name)}], {x}, {tuple(net.shape_in)!r})"
     block = _block(em, density.model)
     local = fn.view()
     known = set(density.vars) | set(density.given) | set(block.given)

@@ -9,6 +9,7 @@ and the gradient estimators of expectations under distributions that depend on t
     analytic_kl     E_q[log q(z | x) - log p(x, z)] = KL(q(z | x) || p(z)) - E_q[log p(x | z)]   (=)
     reparameterize  E[w ~ F_psi] f(w) = E[eps ~ base] f(T_psi(eps)), T derived by SymPy             (=)
     score_function  grad E[w ~ q_psi] f(w) = E[(f(w) - b) grad log q_psi(w) + grad f(w)]            (=)
+    relax_discrete  E[z ~ Bernoulli(l)] f(z) ~ E[u ~ Uniform] f(sigmoid((l + logit u) / tau))  (~, only via)
 
 The estimator rules rewrite `E[v ~ D] f` by inlining the sampler of D (`sampling.inline`), so
 the printed form is the estimator itself. Score terms S enter as the surrogate
@@ -23,13 +24,14 @@ inside an importance-weighted bound).
     sampling.py         what an expectation draws, and its sampler inlined (both estimator rules)
     reparameterize.py   the rule reparameterize
     score_function.py   the rule score_function
+    relax_discrete.py   the rule relax_discrete
     certificates.py     each relation measured on random instances (loaded by `check` only)
 """
 from compiler.rewrite.manager import RulePass
-from passes.variational import analytic_kl, enumeration, gaussian_marginal, jensen, reparameterize, score_function
+from passes.variational import analytic_kl, enumeration, gaussian_marginal, jensen, relax_discrete, reparameterize, score_function
 
 RULES: tuple = (enumeration.RULE, gaussian_marginal.RULE, jensen.RULE, analytic_kl.RULE, reparameterize.RULE,
-                score_function.RULE)
+                score_function.RULE, relax_discrete.RULE)
 PASSES: tuple = (RulePass("jensen", (enumeration.RULE, gaussian_marginal.RULE, jensen.RULE), "jensen"),
                  RulePass("analytic_kl", (analytic_kl.RULE,), "analytic_kl"),
-                 RulePass("estimators", (reparameterize.RULE, score_function.RULE), "estimators"))
+                 RulePass("estimators", (reparameterize.RULE, score_function.RULE, relax_discrete.RULE), "estimators"))

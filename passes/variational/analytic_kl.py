@@ -41,6 +41,9 @@ def match_log_ratio(node: ir.Expect, ctx: Context) -> LogRatio | Refusal | None:
     at least one latent whose two laws read no latent."""
     if node.estimator or not isinstance(node.source, ir.Sample):
         return None
+    via = ctx.program.objective.via
+    if via is not None and via.name == "reparameterize" and via.option("stl"):
+        return None       # sticking the landing asks for the Monte Carlo log q term, not its closed form
     program, guide = ctx.program, ctx.program.decl(node.source.model)
     body = node.body
     if guide.kind != "guide" or not (isinstance(body, ir.Apply) and body.fn == "sub"):

@@ -25,9 +25,11 @@ class LogProb(ir.Node):
     dist: ir.Dist
     value: ir.Node
     label: str = ""
+    elementwise: bool = False     # one log density per element of the value (not summed): Rao-Blackwellisation
 
     def printed(self) -> tuple[str, int]:
-        return f"log {self.label or show(self.dist) + '[' + show(self.value) + ']'}", 3
+        text = f"log {self.label or show(self.dist) + '[' + show(self.value) + ']'}"
+        return (f"elementwise({text})", 5) if self.elementwise else (text, 3)
 
     def latexed(self) -> str:
         return rf"\log {latex(self.dist)}\left[{latex(self.value)}\right]"
@@ -35,7 +37,32 @@ class LogProb(ir.Node):
 
 @lowers(LogProb)
 def _lower_logprob(em: Emitter, node: LogProb, fn: Fn) -> str:
-    return dist_logprob(em, node.dist, fn.tmp(em.lower(node.value, fn), "v"), fn)
+    value = fn.tmp(em.lower(node.value, fn), "v")
+    if node.elementwise:
+        return f"jnp.broadcast_to({dist_logprob(em, node.dist, value, fn, summed=False)}, jnp.shape({value}))"
+    return dist_logprob(em, node.dist, value, fn)
+
+
+@dataclass(frozen=True)
+class StopParams(ir.Node):
+    """`value` with every learnable parameter behind a stop-gradient, the variables it reads
+    left live: for a log density log q_psi(z) at a reparameterised z = T_psi(eps), the gradient
+    is d log q / dz * dz/dpsi only, without the score term d log q / dpsi (whose expectation
+    under q is zero). Sticking the landing and the doubly reparameterised gradient use it."""
+
+    value: ir.Node
+
+    def printed(self) -> tuple[str, int]:
+        return f"stop_params({show(self.value)})", 5
+
+    def latexed(self) -> str:
+        return rf"\left.{latex(self.value)}\right|_{{\bot\psi}}"
+
+
+@lowers(StopParams)
+def _lower_stop_params(em: Emitter, node: StopParams, fn: Fn) -> str:
+    frozen = fn.tmp(f"jax.lax.stop_gradient({fn.params})", "frozen")
+    return em.lower(node.value, fn.view(params=frozen))
 
 
 @dataclass(frozen=True)

@@ -190,9 +190,25 @@ class Inlined:
     how: tuple[str, ...]            # one line per drawn variable: its estimator
 
 
+def relaxed_bernoulli(dist: ir.Dist, noise: ir.Node, temperature: float) -> ir.Node:
+    """The Concrete (Gumbel-softmax) relaxation of a Bernoulli draw from uniform noise u:
+    sigmoid((logits + log u - log(1 - u)) / temperature), logits = log p - log(1 - p) for probs=p.
+    Hard Bernoulli(logits) draws are its limit as the temperature -> 0."""
+    if "logits" in dist.keys:
+        logits = dist.param("logits")
+    else:
+        p = dist.param("probs")
+        logits = ir.Apply("sub", (ir.Apply("log", (p,)), ir.Apply("log", (ir.Apply("sub", (ir.Num(1), p)),))))
+    logistic = ir.Apply("sub", (ir.Apply("log", (noise,)), ir.Apply("log", (ir.Apply("sub", (ir.Num(1), noise)),))))
+    return ir.Apply("sigmoid", (ir.Apply("div", (ir.Apply("add", (logits, logistic)), ir.Num(temperature))),))
+
+
 def inline(expect: ir.Expect, lines, kinds: dict[str, str], program: ir.Program,
-           score_all: bool, body: ir.Node | None = None, label_block: str = "") -> Inlined:
+           score_all: bool, body: ir.Node | None = None, label_block: str = "",
+           relax: float | None = None) -> Inlined:
     """`expect` with its sampler inlined (see the module docstring); `body` replaces its body.
+    With `relax` (a temperature), a moving Bernoulli draw becomes its Concrete relaxation of
+    uniform noise instead of a score-function draw.
 
     Non-drawn names that would capture a free name of the body are renamed.
     """
@@ -215,7 +231,14 @@ def inline(expect: ir.Expect, lines, kinds: dict[str, str], program: ir.Program,
             wrappers.append(("let", name, expr))
             continue
         kind = kinds[line.name]
-        if kind == "score" or (score_all and kind == "pathwise"):
+        if kind == "score" and relax is not None and expr.family == "Bernoulli":
+            noise = fresh_name(f"u_{name}", taken)
+            wrappers.append(("draw", noise, ir.Dist("Uniform", ("low", "high"), (ir.Num(0.0), ir.Num(1.0)), expr.shape,
+                                                    loc=expr.loc), "pathwise"))
+            wrappers.append(("let", name, relaxed_bernoulli(expr, ir.Ref(noise, "latent"), relax)))
+            how.append(f"{line.name} ~ Bernoulli: relaxed (Concrete), {name} = sigmoid((logits + log u - log(1 - u)) / "
+                       f"{relax:g}), u ~ Uniform(0, 1)")
+        elif kind == "score" or (score_all and kind == "pathwise"):
             wrappers.append(("draw", name, expr, "score_function"))
             parents = sorted(ir.free_names(expr) - {getattr(d, "name", "") for d in program.decls})
             label = f"{label_block}({name}{' | ' + ', '.join(parents) if parents else ''})" if label_block else ""
