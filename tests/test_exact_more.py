@@ -139,3 +139,49 @@ def test_gaussian_marginal_certificate_passes_and_fails_for_a_wrong_form(linear_
     monkeypatch.setattr(gaussian_marginal, "linear_gaussian_marginal", lambda: wrong)
     results = _certified(linear_gaussian, "gaussian_marginal")
     assert results and not results[0].passed
+
+
+# ---- the entropy-only game: a sampler against a density --------------------------------------------
+
+@pytest.fixture(scope="module")
+def sampler_game():
+    return compile_source((GOLDEN / "entropy_game" / "normal_target.att").read_text())
+
+
+def test_sampler_against_a_density_is_an_entropy_game(sampler_game):
+    step = sampler_game.derivation.steps[0]
+    assert step.rule == "entropy_game" and step.relation == "=" and step.fact("constant") == "0"
+    players = {p.name: p for p in sampler_game.program.players}
+    assert set(players) == {"theta", "ref", "disc"}
+    assert players["ref"].sense == "max" and players["disc"].sense == "max"
+    assert players["theta"].params == ("a", "ls")
+
+
+@pytest.mark.slow
+def test_entropy_game_moves_the_sampler_toward_the_target():
+    """Target N(2, 0.5), sampler N(0, 1) at start: 300 steps bring the mean past 1.5 and the sd within 0.15
+    (bench/entropy_game.py runs 1500 steps: both within 0.01)."""
+    source = (GOLDEN / "entropy_game" / "normal_target.att").read_text()
+    prog = compile_source(source.replace("minimize KL(g || p)", "minimize KL(g || p) via entropy_game(draws=64, hidden=16)"))
+    params, _ = prog.build().fit(prog.load_data(), steps=300, seed=0)
+    assert float(params["a"]) > 1.5 and abs(float(np.exp(params["ls"])) - 0.5) < 0.15
+
+
+def test_gibbs_target_records_log_z():
+    prog = compile_source((GOLDEN / "entropy_game" / "gibbs_target.att").read_text())
+    step = next(s for s in prog.derivation.steps if s.rule == "entropy_game")
+    assert step.relation == "=+c" and step.fact("constant") == "log Z" and step.player == "amortise"
+
+
+def test_energy_moved_by_the_same_player_is_refused_at_the_divergence():
+    path = GOLDEN / "entropy_game" / "energy_moves.att"
+    with pytest.raises(AttractorError) as err:
+        compile_source(path.read_text(), filename=str(path))
+    assert "log Z is not a constant" in str(err.value) and err.value.loc.line == 9
+
+
+@pytest.mark.slow
+def test_entropy_game_certificate_passes(sampler_game):
+    from passes.adversarial.certificates import certify_entropy_game
+    (result,) = certify_entropy_game(sampler_game, sampler_game.derivation.steps[0], seed=0)
+    assert result.passed, result.evidence

@@ -712,6 +712,8 @@ class Checker(ArrayChecks):
             elif isinstance(a, ir.Ref) and a.name in self.blocks:
                 b = self.blocks[a.name]
                 shapes = {v: self.var_shapes[(b.name, v)] for v in self.data_shapes if (b.name, v) in self.var_shapes}
+                if not self.data_shapes:      # no data declared: the block's own variables (KL(sampler || density))
+                    shapes = {v: s for (block, v), s in self.var_shapes.items() if block == b.name}
                 if not shapes:
                     raise AttractorError(f"{b.kind} {b.name} does not produce the data's variables "
                                          f"({', '.join(self.data_shapes)})", a.loc)

@@ -468,7 +468,62 @@ def certify_explicit_kl(prog, step, seed: int) -> list[Certificate]:
     return _monte_carlo_certificates(rng, seed)
 
 
+ENTROPY_GAME = """param a : real
+param ls : real
+sampler g:
+    e ~ Normal(0, 1)
+    x = a + exp(ls) * e
+model p:
+    x ~ Normal({m}, {t})
+minimize KL(g || p) via entropy_game(draws=512, hidden=32)
+"""
+
+
+def certify_entropy_game(prog, step, seed: int) -> list[Certificate]:
+    """At a fixed Gaussian sampler g = N(a, s) and a target N(m, t), the classifier and the reference
+    are fitted (600 Adam steps of their players, g frozen); the sampler's loss E_g[V + log r - log p]
+    then equals KL(g || p) (c = 0: p normalised), computed by adaptive quadrature of g log(g/p),
+    within 0.03 nats plus 4 standard errors of the 64-draw average, on two random instances."""
+    import optax
+
+    from compiler.driver.api import compile_source
+    rng = np.random.default_rng(seed)
+    rows, passed = [], True
+    for _ in range(2):
+        m, t = float(rng.normal()), float(np.exp(rng.normal() * 0.3))
+        a, s = float(rng.normal()), float(np.exp(rng.normal() * 0.3))
+        mod = compile_source(ENTROPY_GAME.format(m=m, t=t), filename="<certificate of entropy_game>").build()
+        params = mod.init(jax.random.PRNGKey(seed))
+        params = {**params, "a": jnp.float32(a), "ls": jnp.float32(math.log(s))}
+        others = [p for p in mod.PLAYERS if p != "theta"]
+        opt = optax.adam(1e-2)
+
+        def ascent(params, state, key):
+            def total(mine):
+                full = {**params, **mine}
+                return -sum(mod.LOSSES[p](full, k, None) for p, k in zip(others, jax.random.split(key, len(others))))
+            mine = {n: params[n] for p in others for n in mod.PLAYERS[p]}
+            grads = jax.grad(total)(mine)
+            updates, state = opt.update(grads, state, mine)
+            return {**params, **optax.apply_updates(mine, updates)}, state
+        ascent = jax.jit(ascent)
+        state = opt.init({n: params[n] for p in others for n in mod.PLAYERS[p]})
+        for key in jax.random.split(jax.random.PRNGKey(seed + 1), 600):
+            params, state = ascent(params, state, key)
+        values = np.asarray(jax.vmap(lambda k: mod.LOSSES["theta"](params, k, None))(
+            jax.random.split(jax.random.PRNGKey(seed + 2), 64)), np.float64)
+        estimate, se = values.mean(), values.std(ddof=1) / np.sqrt(len(values))
+        g, p = stats.norm(a, s), stats.norm(m, t)
+        exact, _ = integrate.quad(lambda x: g.pdf(x) * (g.logpdf(x) - p.logpdf(x)), a - 12 * s, a + 12 * s)
+        ok = abs(estimate - exact) <= 0.03 + 4 * se
+        passed &= bool(ok)
+        rows.append(f"g = N({a:.2f}, {s:.2f}), p = N({m:.2f}, {t:.2f}): {estimate:.4f} +- {se:.4f} vs KL {exact:.4f}")
+    return [Certificate("entropy_game", "at a fitted classifier and reference, the sampler's loss equals KL(g || p) "
+                        "+ c (c = 0 for a normalised p)", "; ".join(rows) + " (quadrature; within 0.03 + 4 s.e.)", passed)]
+
+
 CERTIFICATES = {
+    "entropy_game": certify_entropy_game,
     "classifier_ratio": certify_classifier_ratio,
     "conjugate": certify_conjugate,
     "denoising_score": certify_denoising_score,

@@ -22,7 +22,7 @@ from compiler.rewrite.rule import Option, Rewrite
 from passes.adversarial.sides import fresh_name, pairing_note, sum_of
 
 HIDDEN = 128                           # hidden width of an introduced critic net (option hidden=)
-CRITIC_ACT = {"classifier_ratio": "relu", "conjugate": "tanh"}   # hidden activation (option act=), per rule
+CRITIC_ACT = {"classifier_ratio": "relu", "conjugate": "tanh", "entropy_game": "relu"}   # hidden activation (option act=), per rule
 
 
 def critic_options(rule: str) -> tuple[Option, ...]:
