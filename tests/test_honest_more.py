@@ -1,7 +1,11 @@
 """Honest numbers, the parts of issue 17 beyond test_honest.py (SPEC section 9.2): verdicts of
 games, heavy-tailed ratio estimators, the search scale of evolution strategies, and the
 standard error of an objective averaged over data minibatches."""
+import itertools
 from pathlib import Path
+
+import numpy as np
+import pytest
 
 from attractor import compile_source
 from compiler.backend.runtime import verdict as V
@@ -45,3 +49,43 @@ def test_game_verdict_names_a_stalled_player_and_a_critic_off_its_optimum():
     assert not ok and len(warnings) == 1 and "critic d is not at its Bayes-optimal value" in warnings[0]
     ok, warnings = V.game_verdict({"g": 1.0, "d": 1.0}, {"g": 0.01, "d": 0.01}, {"d": (0.3, 0.2)}, 0.5)
     assert ok and warnings == []   # a gain within three standard errors is noise
+
+
+ROUNDED = """data x : real[4], y : real from npz("{path}")
+param w : real[4]
+minimize E[(x, y) ~ data] (dot(round(w / 0.5) * 0.5, x) - y)^2{via}
+"""
+
+
+def correlated_regression(path, seed):
+    """y = x w + noise with strongly correlated features (pairwise correlation 0.85): moving one
+    weight by one cell at a time gets stuck, a search must move several at once."""
+    rng = np.random.default_rng(seed)
+    root = np.linalg.cholesky(0.85 * np.ones((4, 4)) + 0.15 * np.eye(4))
+    x = rng.standard_normal((200, 4)) @ root.T
+    y = x @ rng.uniform(-2, 2, 4) + 0.1 * rng.standard_normal(200)
+    np.savez(path, x=x.astype(np.float32), y=y.astype(np.float32))
+    grid = np.array(list(itertools.product(np.arange(-3, 3.01, 0.5), repeat=4)))
+    return float(np.min(np.mean((grid @ x.T - y) ** 2, axis=1)))   # brute force over the 0.5 grid
+
+
+def rounded_fit(path, via=""):
+    prog = compile_source(ROUNDED.format(path=path, via=via))
+    _, _, result = run(prog)
+    return prog, result
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_evolution_strategies_take_sigma_from_the_rounding_grid_and_find_the_optimum(tmp_path, seed):
+    best = correlated_regression(tmp_path / "d.npz", seed)
+    prog, result = rounded_fit(tmp_path / "d.npz")
+    [step] = prog.derivation.steps
+    assert step.fact("sigma") == 0.5 and step.fact("adapt") and "round(w / 0.5)" in step.fact("sigma_source")
+    assert result["as_written_estimator"] == "exact"
+    assert result["as_written"] <= best * 1.03
+
+
+def test_the_fixed_default_sigma_is_far_from_the_optimum_on_the_same_problem(tmp_path):
+    best = correlated_regression(tmp_path / "d.npz", 2)
+    _, result = rounded_fit(tmp_path / "d.npz", " via evolution_strategy(sigma=0.1)")
+    assert result["as_written"] > 1.5 * best

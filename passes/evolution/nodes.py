@@ -15,6 +15,7 @@ from compiler.ir.printer import number, show
 from compiler.math.latex import latex
 
 SHAPINGS = ("centered_rank", "none")
+SCALE_SUFFIX = "_log_sigma"   # the learned log search scale of parameter NAME is NAME_log_sigma (option adapt)
 
 
 @dataclass(frozen=True)
@@ -23,10 +24,14 @@ class Search(ir.Node):
 
     params: tuple[ir.Node, ...]
     sigma: float
+    scales: tuple[ir.Node, ...] = ()   # with `adapt`: the parameters holding log σ, one per coordinate
 
     def printed(self) -> tuple[str, int]:
         names = ", ".join(show(p) for p in self.params)
         centre = names if len(self.params) == 1 else f"({names})"
+        if self.scales:
+            scales = ", ".join(show(s) for s in self.scales)
+            return f"Normal({centre}, exp({scales if len(self.scales) == 1 else f'({scales})'})^2)", 5
         return f"Normal({centre}, {number(self.sigma)}^2)", 5
 
     def latexed(self) -> str:
@@ -44,9 +49,10 @@ class Smoothed(ir.Expect):
     antithetic: bool = True
     shaping: str = "centered_rank"
     sigma_final: float = 0.0
+    sense: int = 1                     # +1: lower values are better (the player minimises it), -1: higher
 
 
-register("passes.evolution.runtime")   # es_sigma, centered_ranks, es_smooth
+register("passes.evolution.runtime")   # es_sigma, centered_ranks, es_smooth, snes_smooth
 
 
 @lowers(Smoothed)
@@ -62,5 +68,9 @@ def _smoothed(em: Emitter, node: Smoothed, fn: Fn) -> str:
     sigma = f"es_sigma({num(node.source.sigma)}, {num(node.sigma_final)}, batch)"
     names_code = "(" + "".join(f"{key_literal(n)}, " for n in names) + ")"
     shaping = SHAPINGS[SHAPINGS.index(node.shaping)]
+    if node.source.scales:
+        scales = "(" + "".join(f"{key_literal(s.name)}, " for s in node.source.scales) + ")"
+        return (f"snes_smooth({fitness}, {fn.params}, {names_code}, {scales}, {fn.subkey()}, {fn.subkey()}, "
+                f"{int(node.samples)}, {bool(node.antithetic)}, {1 if node.sense > 0 else -1})")
     return (f"es_smooth({fitness}, {fn.params}, {names_code}, {fn.subkey()}, {fn.subkey()}, {sigma}, "
             f"{int(node.samples)}, {bool(node.antithetic)}, \"{shaping}\")")
