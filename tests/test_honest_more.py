@@ -2,6 +2,7 @@
 games, heavy-tailed ratio estimators, the search scale of evolution strategies, and the
 standard error of an objective averaged over data minibatches."""
 import itertools
+import json
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +10,9 @@ import pytest
 
 from attractor import compile_source
 from compiler.backend.runtime import verdict as V
+from compiler.driver import tails
+from compiler.driver.check import certify
+from compiler.driver.cli import main
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
@@ -89,3 +93,36 @@ def test_the_fixed_default_sigma_is_far_from_the_optimum_on_the_same_problem(tmp
     best = correlated_regression(tmp_path / "d.npz", 2)
     _, result = rounded_fit(tmp_path / "d.npz", " via evolution_strategy(sigma=0.1)")
     assert result["as_written"] > 1.5 * best
+
+
+NEYMAN = """data x : real from gaussian(mean=0, std=1, n=50000)
+sampler g:
+    eps ~ Normal(0, 1) : real
+    x = SCALE * eps
+divergence neyman(u) = (1 - u)^2 / u
+estimate neyman(data || g) via conjugate
+train steps=100, batch=512, optimizer=adam(lr=1e-3)
+"""
+
+
+def test_hill_estimator_reads_the_tail_index_of_a_pareto_sample():
+    rng = np.random.default_rng(0)
+    assert tails.hill(rng.pareto(1.5, 50000) + 1) == pytest.approx(1 / 1.5, abs=0.08)
+    assert tails.hill(rng.standard_normal(50000)) < 0.3
+
+
+@pytest.mark.parametrize("scale, finite", [("1.3", False), ("1.05", True)])
+def test_check_flags_a_neyman_chi2_of_infinite_variance(scale, finite):
+    """Neyman's chi^2 between N(0, 1) data and N(0, s^2) samples: E_P (q/p)^4 < infinity iff
+    s^2 < 4/3, so the estimator's variance is infinite at s = 1.3 and finite at s = 1.05."""
+    prog = compile_source(NEYMAN.replace("SCALE", scale))
+    [cert] = [c for c in certify(prog) if "variance is finite" in c.claim]
+    assert cert.passed is finite
+
+
+def test_run_warns_of_the_heavy_tailed_ratio(tmp_path, capsys):
+    src = tmp_path / "neyman.att"
+    src.write_text(NEYMAN.replace("SCALE", "1.3"))
+    assert main(["run", str(src), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["converged"] is False and any("infinite variance" in w for w in result["warnings"])

@@ -74,4 +74,22 @@ def certify(prog, seed: int = 0) -> list[Certificate]:
             out.append(Certificate(step.rule, f"relation {step.relation}", "no certificate is registered for this rule", False))
             continue
         out.extend(fn(prog, step, seed))
-    return out
+    return out + variance_certificates(prog, seed)
+
+
+def variance_certificates(prog, seed: int) -> list[Certificate]:
+    """For a divergence estimated from samples by a critic: is the estimator's variance finite at
+    the initial parameters (compiler.driver.tails: the tail index of its summands at a fitted
+    density ratio at most 1/2)? Nothing where it cannot be measured."""
+    import jax
+
+    from compiler.driver import tails
+    step = tails.ratio_step(prog)
+    if step is None:
+        return []
+    mod = prog.build()
+    finite, text = tails.diagnose(prog, mod, mod.init(jax.random.PRNGKey(seed)), prog.load_data(), seed)
+    if finite is None:
+        return []
+    return [Certificate(step.rule, "the estimator's variance is finite: the summands E_P f'(r), E_Q f*(f'(r)) have "
+                        "tail index <= 1/2", text, finite)]
