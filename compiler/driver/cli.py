@@ -225,6 +225,8 @@ def cmd_run(args) -> int:
         save_params(save, params)
     seconds, compile_seconds = (history[-1]["seconds"], history[-1]["compile_seconds"]) if history else (0.0, None)
     result = mod.summary(params, data, steps, seconds, args.seed, compile_seconds, history)
+    from compiler.driver.tails import judge
+    result = judge(prog, mod, params, data, result, args.seed)   # an estimator of infinite variance (issue 17)
     if samples is not None:
         _save_samples(mod, params, samples, args.seed)
     if plot is not None:
