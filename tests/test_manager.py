@@ -69,7 +69,7 @@ def test_forcing_a_rule_disables_the_other_rules_of_its_problem_in_every_pass():
     program = check(parse(HEAD + "minimize E[z ~ Normal(mu, 1)] (z - 2)^2 via score_function\n"))
     plan = make_plan(PIPELINE, program.objective.via)
     assert plan.disabled == {r.name for r in RULES.values() if r.problem == "estimator"} - {"score_function"}
-    for forced, rivals in [("relax_step", {"relax_l0", "evolution_strategy"}), ("jensen", {"enumerate"})]:
+    for forced, rivals in [("relax_step", {"relax_l0", "evolution_strategy"}), ("jensen", {"enumerate", "gaussian_marginal"})]:
         via = parse(f"minimize 0 via {forced}\n")[0].via
         assert make_plan(PIPELINE, via).disabled == rivals
     prog = compile_source(HEAD + "minimize E[z ~ Normal(mu, 1)] (z - 2)^2 via score_function\n")
