@@ -382,10 +382,12 @@ def objective(params, key, data, stderr=False):
 def averaged(f, params, key, data, draws):
     """(mean, standard error) of f(params, key_i, whole data set) over EVALUATION_KEYS keys split
     from `key` when f draws (`draws`), else (f(params, key, data), 0.0): a Monte Carlo value is
-    never one draw."""
+    never one draw. f is compiled once for all the keys (called as it is, every operation would
+    be compiled on its own: seconds of compilation for a small program)."""
     keys = jax.random.split(key, EVALUATION_KEYS) if draws else [key]
     batch = full_batch(data)
-    values = np.asarray([float(f(params, k, batch)) for k in keys], np.float64)
+    compiled = jax.jit(f)
+    values = np.asarray([float(compiled(params, k, batch)) for k in keys], np.float64)
     stderr = float(values.std(ddof=1) / np.sqrt(len(values))) if len(values) > 1 else 0.0
     return float(values.mean()), stderr
 
@@ -411,7 +413,7 @@ def gradient_mapping(params, key, data):
     eta = LR
     if LIPSCHITZ_STEP:
         eta = lipschitz_step(init_state(params), data)["opt"][MAIN_PLAYER].hyperparams["learning_rate"]
-    v = field(params, key, full_batch(data))
+    v = jax.jit(field)(params, key, full_batch(data))
     moved = apply_prox({k: params[k] + eta * v[k] for k in PLAYERS[MAIN_PLAYER]}, eta)
     return float(jnp.sqrt(sum(jnp.sum(jnp.square(moved[k] - params[k])) for k in moved)) / eta)
 
@@ -422,10 +424,15 @@ def stationary(params, key, data, value, tolerance):
     return gradient_mapping(params, key, data) <= np.sqrt(tolerance) * (1 + abs(value))
 
 
+def moving_field_norms(params, key, batch):
+    """|v_p| of each moving player's part of the field."""
+    v = field(params, key, batch)
+    return {p: tree_norm(own(v, p)) for p in MOVING}
+
+
 def field_norms(params, key, data):
-    """|v_p| of each moving player's part of the field, on the whole data set."""
-    v = field(params, key, full_batch(data))
-    return {p: float(tree_norm(own(v, p))) for p in MOVING}
+    """|v_p| of each moving player's part of the field, on the whole data set (one compiled call)."""
+    return {p: float(norm) for p, norm in jax.jit(moving_field_norms)(params, key, full_batch(data)).items()}
 
 
 def best_response_gap(params, key, data, player, steps):
@@ -474,7 +481,7 @@ def summary(params, data, steps, seconds, seed=0, compile_seconds=None, history=
     mapping = gradient_mapping(params, key, data) if DETERMINISTIC and LIPSCHITZ_STEP and history else None
     start, end, gaps = None, None, {}
     if len(MOVING) > 1 and history:
-        first = init(jax.random.split(jax.random.PRNGKey(seed))[1])
+        first = jax.jit(init)(jax.random.split(jax.random.PRNGKey(seed))[1])
         start, end = field_norms(first, key, data), field_norms(params, key, data)
         gaps = {p: best_response_gap(params, key, data, p, best_response_steps(steps)) for p in MOVING if SENSES[p] == "max"}
     converged, warnings = verdict(history, list(PLAYERS), list(MOVING), DETERMINISTIC, TOLERANCE or 1e-7, value,
