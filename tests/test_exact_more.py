@@ -185,3 +185,14 @@ def test_entropy_game_certificate_passes(sampler_game):
     from passes.adversarial.certificates import certify_entropy_game
     (result,) = certify_entropy_game(sampler_game, sampler_game.derivation.steps[0], seed=0)
     assert result.passed, result.evidence
+
+
+@pytest.mark.slow
+def test_entropy_game_certificate_fails_without_the_reference_term(sampler_game, monkeypatch):
+    """Dropping log r from the sampler's loss leaves E_g[V] - E_g log p, off the KL by about H(g)."""
+    from passes.adversarial import entropy_game
+    from passes.adversarial.certificates import certify_entropy_game
+    right = entropy_game.sum_of
+    monkeypatch.setattr(entropy_game, "sum_of", lambda *t: right(t[0], t[2]) if len(t) == 3 else right(*t))
+    (result,) = certify_entropy_game(sampler_game, sampler_game.derivation.steps[0], seed=0)
+    assert not result.passed, result.evidence
