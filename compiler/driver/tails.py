@@ -22,6 +22,8 @@ module): elsewhere the diagnosis says it was not made.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import sympy as sp
 
@@ -38,6 +40,8 @@ def hill(values: np.ndarray, fraction: float = TAIL_FRACTION) -> float:
     """Hill's estimate of the tail index xi of |values| from its top `fraction`."""
     a = np.sort(np.abs(values))[::-1]
     k = max(10, int(fraction * len(a)))
+    if len(a) <= k:
+        return math.nan   # too few finite values to read a tail
     if a[k] <= 0:
         return 0.0
     return float(np.mean(np.log(a[:k] / a[k])))
@@ -107,6 +111,8 @@ def diagnose(prog, mod, params, data, seed: int = 0) -> tuple[bool | None, str]:
         on_p = dfn(r_p) + 0 * r_p
         on_q = r_q * dfn(r_q) - fn(r_q) + 0 * r_q
     xi_p, xi_q = hill(on_p[np.isfinite(on_p)]), hill(on_q[np.isfinite(on_q)])
+    if math.isnan(xi_p) or math.isnan(xi_q):
+        return None, "not measured: the fitted density ratio is infinite at most samples (the sides barely overlap)"
     ess_p, ess_q = effective_fraction(1 / r_p), effective_fraction(r_q)
     finite = max(xi_p, xi_q) <= INFINITE_VARIANCE
     text = (f"summands of the estimator at a fitted quadratic log-ratio: tail index (Hill, top {TAIL_FRACTION:.0%}) "
