@@ -253,7 +253,6 @@ class ModuleWriter:
         return (["def sample(params, key, n):", f'    """n draws of sampler {ident(b.name)}."""', "    def one(key):"]
                 + fn.body() + ["    return jax.vmap(one)(jax.random.split(key, n))", "", ""])
 
-    def step(self) -> list[str]:
     def draws(self) -> list[str]:
         """`draw(params, key, n, given)` for the block `draws_of` (`attractor sample --of NAME`), by
         ancestral sampling: a guide's latents, given its conditioning variables (`given`, arrays of n
@@ -284,6 +283,7 @@ class ModuleWriter:
                                f"DRAW_GIVEN = {_tuple(key_literal(g) for g in given)}   # the data variables draw is given",
                                f"DRAWN = {_tuple(key_literal(w) for w in wanted)}   # the variables it returns", "", ""])
 
+    def step(self) -> list[str]:
         """`step`: one step of the program's dynamics, a runtime step function."""
         return ["@jax.jit",
                 "def step(state, key, batch):",

@@ -20,10 +20,10 @@ from lark.indenter import DedentError, Indenter
 from lark.visitors import Transformer_NonRecursive
 
 from compiler import ir
+from compiler.data.python_nets import PythonNetError, split_reference
 from compiler.ir.builtins import PREFIX_FUNCTIONS
 from compiler.ir.diagnostics import AttractorError, Loc
 
-from compiler.data.python_nets import PythonNetError, split_reference
 
 class _Indenter(Indenter):
     NL_type = "_NL"
@@ -295,6 +295,20 @@ class _Build(Transformer_NonRecursive):
             raise AttractorError("mlp widths must be positive", _loc(kind))
         return ir.Net(str(name), widths, str(act), loc=_loc(name))
 
+    def net_python(self, meta, c):
+        """`net f : python("nets.py:name")`: the reference checked here (a safe path, an identifier),
+        the file loaded by the checker."""
+        name, kind, reference = c
+        if str(kind) != "python":
+            raise AttractorError(f"unknown network kind '{kind}'; a net is mlp(widths; act=...) or "
+                                 "python(\"FILE.py:NAME\")", _loc(kind))
+        text = unescape(reference)
+        try:
+            split_reference(text)
+        except PythonNetError as e:
+            raise AttractorError(str(e), _loc(reference)) from None
+        return ir.Net(str(name), (), python=text, loc=_loc(reference))
+
     def const_decl(self, meta, c):
         return ir.Const(str(c[0]), c[1], loc=_loc(c[0]))
 
@@ -313,20 +327,6 @@ class _Build(Transformer_NonRecursive):
         args = tuple(a for a in c[1:] if a is not None and not isinstance(a, tuple))
         kwargs = tuple(a for a in c[1:] if isinstance(a, tuple))
         _no_repeats(kwargs, f"{c[0]} argument", [_loc(c[0])] * len(kwargs))
-    def net_python(self, meta, c):
-        """`net f : python("nets.py:name")`: the reference checked here (a safe path, an identifier),
-        the file loaded by the checker."""
-        name, kind, reference = c
-        if str(kind) != "python":
-            raise AttractorError(f"unknown network kind '{kind}'; a net is mlp(widths; act=...) or "
-                                 "python(\"FILE.py:NAME\")", _loc(kind))
-        text = unescape(reference)
-        try:
-            split_reference(text)
-        except PythonNetError as e:
-            raise AttractorError(str(e), _loc(reference)) from None
-        return ir.Net(str(name), (), python=text, loc=_loc(reference))
-
         return ir.Source(str(c[0]), args, kwargs, loc=_loc(c[0]))
 
     def divergence_decl(self, meta, c):
