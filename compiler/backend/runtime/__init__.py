@@ -2,9 +2,10 @@
 
 Each module here imports only jax, optax, numpy and the standard library (and its sibling
 runtime modules); the data-set loaders of `compiler.data.datasets` (numpy and the standard
-library only) and the loader of the author's nets, `compiler.data.python_nets`, are runtime too. The emitter (`compiler.backend.inline`) copies into an emitted module only
-the top-level definitions its program part needs, with their dependencies and imports, so the
-emitted file stands alone.
+library only) and the loader of the author's nets, `compiler.data.python_nets`, are runtime
+too. The emitter (`compiler.backend.inline`) copies into an emitted module only the top-level
+definitions its program part needs, with their dependencies and imports, so the emitted file
+stands alone.
 
 Names a runtime function reads but the program defines (its losses, its constants) come from
 `program`, whose values are those of an empty program: the runtime imports them from there
