@@ -15,7 +15,6 @@ LEAST_SQUARES = ("data x : real[5], y : real from sparse_regression(n=50, d=5, k
 
 
 @pytest.mark.parametrize("expr,node", [
-    ("-log E[z ~ Normal(0, 1)] exp(m * z) + 0.3 * m^2", "log(E[z ~ Normal(0, 1)] exp(m * z))"),
     ("sqrt(1 + E[z ~ Normal(m, 1)] z^2)", "sqrt"),
     ("1 / E[z ~ Normal(0, 1)] exp(m * z)", "/"),
 ])
@@ -24,6 +23,17 @@ def test_a_nonlinear_function_of_a_monte_carlo_expectation_is_refused_at_its_nod
         compile_source(f"param m : real\nminimize {expr}\n")
     text = str(e.value)
     assert "<input>:2:" in text and "nonlinear function of E[" in text and node in text
+
+
+def test_log_of_a_monte_carlo_expectation_is_bounded_by_k_draws_or_refused_by_direction():
+    """-log E[f] in a minimised loss becomes the K-draw bound (relation <=, never a one-draw
+    plug-in); +log E[f] there could only be bounded from the wrong side, so it is refused at its node."""
+    prog = compile_source("param m : real\nminimize -log E[z ~ Normal(0, 1)] exp(m * z) + 0.3 * m^2\n")
+    (step,) = prog.derivation.steps
+    assert step.rule == "jensen" and step.relation == "<=" and "K = 16" in str(prog.derivation)
+    with pytest.raises(AttractorError) as e:
+        compile_source("param m : real\nminimize log E[z ~ Normal(0, 1)] exp(m * z) + 0.3 * m^2\n")
+    assert "<input>:2:10:" in str(e.value) and "log(E[z ~ Normal(0, 1)] exp(m * z))" in str(e.value)
 
 
 def test_a_nonlinear_function_of_a_minibatch_mean_is_refused_and_of_the_full_data_accepted():
