@@ -81,7 +81,7 @@ def test_plain_lagrangian_and_vector_equality_forms():
     assert mult.params == ("lambda_1", "lambda_2", "nu_3") and [p for p, _, _ in mult.prox] == ["lambda_1", "lambda_2"]
     assert prog.program.decl("lambda_1").shape == (2,)
     assert [r.name for r in prog.program.reports] == ["lambda_1_max", "lambda_2", "nu_3", "violation"]
-    assert str(prog.program.reports[-1].expr) == "max(max(amax(relu(w - 1)), relu(a - 1)), abs(a + sum(w) + b - 0.5))"
+    assert str(prog.program.reports[-1].expr) == "max(max(max(relu(w - 1)), relu(a - 1)), abs(a + sum(w) + b - 0.5))"
 
 
 def test_maximisation_flips_the_multiplier_player():
