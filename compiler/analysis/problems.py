@@ -57,6 +57,17 @@ def missing_latents(program: ir.Program, density: ir.Density) -> tuple[str, ...]
     return tuple(v for v in block.random_vars() if v in needed)
 
 
+def log_marginal(node: ir.Node, program: ir.Program) -> tuple[bool, ir.Density, tuple[str, ...]] | None:
+    """`log p(x)` or `-log p(x)` whose model has latents to integrate out, as (negated, the density,
+    the latents); None for anything else."""
+    negated = isinstance(node, ir.Apply) and node.fn == "neg"
+    inner = node.args[0] if negated else node
+    if not (isinstance(inner, ir.Apply) and inner.fn == "log" and isinstance(inner.args[0], ir.Density)):
+        return None
+    latents = missing_latents(program, inner.args[0])
+    return (negated, inner.args[0], latents) if latents else None
+
+
 # Positions in which a node's value enters linearly: an unbiased estimate there stays unbiased.
 LINEAR_IN_EVERY_ARGUMENT = {name for name, op in OPERATIONS.items() if op.multilinear}
 

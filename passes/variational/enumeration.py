@@ -26,7 +26,7 @@ import math
 from dataclasses import dataclass
 
 from compiler import ir
-from compiler.analysis.problems import missing_latents
+from compiler.analysis.problems import log_marginal
 from compiler.backend.lower import Emitter, Fn, define, ident, lowers
 from compiler.ir.printer import show
 from compiler.math.latex import latex
@@ -111,14 +111,10 @@ def match_discrete(node: ir.Apply, ctx: Context) -> Discrete | Refusal | None:
     """`log p(x)` or `-log p(x)` of a model with discrete latents whose joint configurations number
     at most the limit; its continuous latents, if any, need observed data and a guide that draws
     them and no discrete latent."""
-    negated = node.fn == "neg"
-    inner = node.args[0] if negated else node
-    if not (isinstance(inner, ir.Apply) and inner.fn == "log" and isinstance(inner.args[0], ir.Density)):
+    found = log_marginal(node, ctx.program)
+    if found is None:
         return None
-    density, program = inner.args[0], ctx.program
-    latents = missing_latents(program, density)
-    if not latents:
-        return None
+    (negated, density, latents), program = found, ctx.program
     model = program.decl(density.model)
     discrete = tuple(z for z in latents if model.line(z).dist.family in DISCRETE)
     continuous = tuple(z for z in latents if z not in discrete)

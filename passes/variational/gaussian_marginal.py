@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import sympy as sp
 
 from compiler import ir
-from compiler.analysis.problems import missing_latents
+from compiler.analysis.problems import log_marginal
 from compiler.ir.builtins import OPERATIONS
 from compiler.ir.printer import show
 from compiler.math.distributions import linear_gaussian_marginal
@@ -78,14 +78,10 @@ def _read(node: ir.Node, latents: set[str], opaque: dict[str, tuple[sp.Symbol, i
 
 
 def match_linear_gaussian(node: ir.Apply, ctx: Context) -> LinearGaussian | Refusal | None:
-    negated = node.fn == "neg"
-    inner = node.args[0] if negated else node
-    if not (isinstance(inner, ir.Apply) and inner.fn == "log" and isinstance(inner.args[0], ir.Density)):
+    found = log_marginal(node, ctx.program)
+    if found is None:
         return None
-    density, program = inner.args[0], ctx.program
-    latents = missing_latents(program, density)
-    if not latents:
-        return None
+    (negated, density, latents), program = found, ctx.program
     model = program.decl(density.model)
     if model.kind != "model" or density.given or len(density.vars) != 1:
         return Refusal(f"log {show(density)} is not the marginal of one observed variable of a model", density.loc)
