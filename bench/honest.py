@@ -9,7 +9,7 @@ References: float64 least squares, L-BFGS (scipy), scikit-learn Lasso and SVC, p
 force over the grid for rounded weights, closed forms and quadrature for divergences.
 
 Run as `python bench/honest.py [--quick]` (--quick skips gan_ring, vae, conv_vae, sbn, score_matching);
-prints a Markdown section.
+prints a Markdown section. `make bench` (bench/run.py) runs the full table through `run()`.
 """
 from __future__ import annotations
 
@@ -200,7 +200,8 @@ def rounded_program(folder):
     return compile_source(ROUNDED.format(path=path)), float(np.min(np.mean((grid @ x.T - y) ** 2, axis=1)))
 
 
-def run(prog):
+def run_program(prog):
+    """(the run's summary judged against the program's truth, seconds) at the program's default steps."""
     mod, data = prog.build(), prog.load_data()
     started = time.perf_counter()
     params, history = mod.fit(data)
@@ -209,7 +210,7 @@ def run(prog):
 
 
 def row(name, prog, truth, of):
-    result, seconds = run(prog)
+    result, seconds = run_program(prog)
     truth = truth(prog) if callable(truth) else truth
     value = result["as_written"] if of == "as written" else result["objective"]
     off = None if truth is None or value is None else abs(value - truth) / max(abs(truth), 1.0)
@@ -221,17 +222,16 @@ def row(name, prog, truth, of):
             f"{result['steps']} | {seconds:.1f} | {reason} |"), bad
 
 
-def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--quick", action="store_true")
-    args = parser.parse_args()
+def table(quick=False) -> str:
+    """The Markdown table "as written / surrogate / truth / converged" of every example (without
+    SLOW ones when `quick`) and of the programs written for it; each row is also printed on stderr."""
     lines = ["## Honest numbers (issue 17): as written / surrogate / truth / converged", "",
              "Default steps of each program; off = |value - truth| / max(|truth|, 1) on the column the truth is of.", "",
              "| program | as written | surrogate | truth (of) | off | converged | steps | s | warnings |",
              "|---|---|---|---|---|---|---|---|---|"]
     violations = 0
     for path in sorted(EXAMPLES.glob("*.att")):
-        if args.quick and path.stem in SLOW:
+        if quick and path.stem in SLOW:
             continue
         truth, of = EXAMPLE_TRUTHS.get(path.stem, (None, "as written"))
         text, bad = row(path.name, compile_file(path), truth, of)
@@ -251,7 +251,19 @@ def main():
             violations += bad
             print(text, file=sys.stderr)
     lines += ["", f"Rows that say converged while more than 1% off the truth: {violations}."]
-    print("\n".join(lines))
+    return "\n".join(lines)
+
+
+def run() -> str:
+    """The section of `make bench` (bench/run.py): the full table."""
+    return table()
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    print(table(args.quick))
 
 
 def truth_fused_tv(prog):

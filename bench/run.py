@@ -18,7 +18,7 @@ sys.path.insert(0, str(HERE))
 from harness import commit, machine, versions  # noqa: E402
 
 MODULES = ("compile_time", "hand_steps", "loops", "variational_vae", "variational_sbn", "adversarial_divergences",
-           "adversarial_gan", "evolution_es", "relaxation_convex", "constraints_cvxpy", "rank")
+           "adversarial_gan", "evolution_es", "relaxation_convex", "constraints_cvxpy", "rank", "honest")
 
 
 def main(argv: list[str]) -> int:
