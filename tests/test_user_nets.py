@@ -179,6 +179,20 @@ def test_an_emitted_module_with_a_python_net_runs_standalone(folder, tmp_path_fa
     assert json.loads(r.stdout)["objective"] < 1.0
 
 
+def test_an_emitted_module_whose_net_file_is_gone_says_so_in_one_line(folder, tmp_path_factory):
+    """The net's file missing at run time (neither beside the program nor beside the module) ends as
+    unreadable data does: one line on stderr, exit code 2, no traceback; a module without a Python
+    net carries none of this."""
+    out = tmp_path_factory.mktemp("elsewhere") / "regression.py"
+    out.write_text(compile_file(write(folder, REGRESSION.format(ref="nets.py:affine"))).emit())
+    (folder / "nets.py").unlink()
+    r = subprocess.run([sys.executable, str(out), "--steps", "5"], capture_output=True, text=True, cwd=out.parent)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert r.stderr.strip().splitlines() == [f"error: cannot read {(folder / 'nets.py').resolve()}: no such file"]
+    plain = compile_file(write(folder, REGRESSION.replace('python("{ref}")', "mlp(3, 2)"), "plain.att")).emit()
+    assert "PythonNetError" not in plain and "def python_net" not in plain
+
+
 # ---- attractor sample --of: models and guides --------------------------------------------------
 
 SMALL_VAE = '''data x : real[3] from npz("xy.npz")

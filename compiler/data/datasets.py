@@ -23,7 +23,8 @@ import numpy as np
 
 
 class DatasetError(Exception):
-    """message only; the caller attaches source location"""
+    """One of the program's input files (its data, the author's Python nets) cannot be
+    used. Message only; the caller attaches source location."""
 
 
 def load(name, args, kwargs, variables, base_dir):

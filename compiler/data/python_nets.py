@@ -19,12 +19,16 @@ import pathlib
 import re
 import sys
 
+from compiler.data.datasets import DatasetError
+
 NET_PATH = re.compile(r"[A-Za-z0-9_./-]+\.py")
 NET_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
-class PythonNetError(Exception):
-    """message only; the caller attaches the source location"""
+class PythonNetError(DatasetError):
+    """message only; the caller attaches the source location. A file of the author's nets is one of
+    the program's input files, as a data file is: an emitted module that cannot read it ends as it
+    does for unreadable data (one line on stderr, exit code 2)."""
 
 
 def split_reference(text):

@@ -1,6 +1,6 @@
 """The command line of an emitted module: `python module.py [--steps N] [--seed S] [--json]`
-trains on the program's data as `attractor run` does. Bad arguments and unreadable data end
-with one line on stderr and exit code 2, never a traceback."""
+trains on the program's data as `attractor run` does. Bad arguments and unreadable input files
+(the data, the author's Python nets) end with one line on stderr and exit code 2, never a traceback."""
 import argparse
 import json
 import math
@@ -69,11 +69,11 @@ def main(argv=None):
     parser.add_argument("--seed", type=whole_number(0, MAX_SEED), default=0)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
-    try:
+    try:       # the data, then the author's nets (loaded when fit initialises): the program's input files
         data = load_data()
+        params, history = fit(data, args.steps, args.seed, callback=None if args.json else progress_bar)
     except DatasetError as e:
         fail(e)
-    params, history = fit(data, args.steps, args.seed, callback=None if args.json else progress_bar)
     seconds, compile_seconds = (history[-1]["seconds"], history[-1]["compile_seconds"]) if history else (0.0, None)
     steps = STEPS if args.steps is None else args.steps
     result = summary(params, data, steps, seconds, args.seed, compile_seconds, history)
