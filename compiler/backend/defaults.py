@@ -14,6 +14,12 @@ Steps: `steps=N` in the `train` line is always honoured. Without it a determinis
 problem runs to tolerance (SPEC §9.2): until the relative change of the objective and the
 (proximal-)gradient mapping norm are both under TOLERANCE, at most MAX_STEPS steps; anything
 else runs DEFAULT_STEPS steps (its verdict judges whether that was enough).
+
+Evaluation after training (objective, as_written, reports) is a runtime default, in
+runtime/training.py (EXACT_DATA_LIMIT, EVALUATION_BATCH, EXACT_BATCHES, SAMPLED_BATCHES): the emitted
+module carries it and imports nothing of the compiler. A data set of more than EXACT_DATA_LIMIT examples
+is evaluated in batches, all of them (exact) up to EXACT_BATCHES, else a random sample of batches with
+its standard error over batches, the estimator named in the run's JSON.
 """
 from __future__ import annotations
 

@@ -56,6 +56,13 @@ BATCH_SHARDING = jax.sharding.NamedSharding(MESH, jax.sharding.PartitionSpec("da
 REPLICATED = jax.sharding.NamedSharding(MESH, jax.sharding.PartitionSpec())
 MAX_STEPS = 2**31 - 1   # step counts are int32 on the device
 EVALUATION_KEYS = 8     # a value that draws is averaged over this many keys, with its standard error
+# Values over the data (objective, as_written, reports): a data set of more than EXACT_DATA_LIMIT
+# examples is evaluated in batches of EVALUATION_BATCH, every batch (exact) up to EXACT_BATCHES of
+# them, beyond that a random sample of SAMPLED_BATCHES batches with its standard error over batches.
+EXACT_DATA_LIMIT = 100_000
+EVALUATION_BATCH = 10_000
+EXACT_BATCHES = 100
+SAMPLED_BATCHES = 32
 
 
 def shard_batch(batch):
@@ -368,43 +375,114 @@ def full_batch(data):
     return minibatch(as_data(data), None, None)
 
 
-def objective(params, key, data, stderr=False):
-    """The compiled objective at `params`, over the whole data set, with the terms its
-    proximal maps apply; averaged over EVALUATION_KEYS keys where it draws. With `stderr`:
-    (value, standard error)."""
-    value, error = averaged(OBJECTIVE, params, key, data, OBJECTIVE_DRAWS)
-    if PROX:
-        value = value + float(sum(weight * PROX_TERMS[kind](params[name]) for name, (kind, weight) in PROX.items()
-                                  if name in PLAYERS[MAIN_PLAYER]))
+def objective(params, key, data, stderr=False, eval_batch=None):
+    """The compiled objective at `params` over the whole data set (`objective_over_data`). With
+    `stderr`: (value, standard error)."""
+    value, error, _ = objective_over_data(params, key, data, eval_batch)
     return (value, error) if stderr else value
 
 
-def averaged(f, params, key, data, draws):
-    """(mean, standard error) of f(params, key_i, whole data set) over EVALUATION_KEYS keys split
-    from `key` when f draws (`draws`), else (f(params, key, data), 0.0): a Monte Carlo value is
-    never one draw. f is compiled once for all the keys (called as it is, every operation would
-    be compiled on its own: seconds of compilation for a small program)."""
-    keys = jax.random.split(key, EVALUATION_KEYS) if draws else [key]
-    batch = full_batch(data)
+def objective_over_data(params, key, data, eval_batch=None):
+    """(value, standard error, how) of the compiled objective at `params`, with the terms its
+    proximal maps apply: over the whole data set, in batches where it is large (`averaged`);
+    averaged over EVALUATION_KEYS keys where it draws."""
+    value, error, how = averaged(OBJECTIVE, params, key, data, OBJECTIVE_DRAWS, eval_batch)
+    if PROX:
+        value = value + float(sum(weight * PROX_TERMS[kind](params[name]) for name, (kind, weight) in PROX.items()
+                                  if name in PLAYERS[MAIN_PLAYER]))
+    return value, error, how
+
+
+def averaged(f, params, key, data, draws, eval_batch=None):
+    """(mean, standard error, how) of f(params, key, data set): `how` is None for one pass over the
+    whole data set, else names the data batches it was computed on (`over_batches`).
+
+    Where f draws (`draws`) it is averaged over EVALUATION_KEYS keys split from `key`: a Monte
+    Carlo value is never one draw. A data set of more than EXACT_DATA_LIMIT examples (or any
+    `eval_batch` smaller than it) is evaluated in batches. f is compiled once per batch shape
+    (called as it is, every operation would be compiled on its own: seconds for a small program)."""
+    data = as_data(data)
+    n = data[DATA_VARS[0]].shape[0] if DATA_VARS else 1
+    size = eval_batch or (EVALUATION_BATCH if n > EXACT_DATA_LIMIT else None)
+    keys = jax.random.split(key, EVALUATION_KEYS) if draws else key[None]
     compiled = jax.jit(f)
+    if size is not None and size < n and DATA_VARS:
+        batches = np.array_split(np.arange(n), -(-n // size))
+        if additive(compiled, params, keys, data, batches[:2], n):
+            return over_batches(compiled, params, keys, data, batches, n, draws)
+    batch = minibatch(data, None, None)
     values = np.asarray([float(compiled(params, k, batch)) for k in keys], np.float64)
-    stderr = float(values.std(ddof=1) / np.sqrt(len(values))) if len(values) > 1 else 0.0
-    return float(values.mean()), stderr
+    return float(values.mean()), standard_error(values), None
 
 
-def written(params, key, data):
+def standard_error(values):
+    """The standard error of the mean of independent `values` (0 for one value)."""
+    return float(np.std(values, ddof=1) / np.sqrt(len(values))) if len(values) > 1 else 0.0
+
+
+def rows(data, index):
+    """The examples `index` of the data set, with its full size `#n` (a sum over the data is n times the mean)."""
+    return {**{k: data[k][index] for k in DATA_VARS}, "#n": jnp.asarray(data[DATA_VARS[0]].shape[0], jnp.float32)}
+
+
+def additive(compiled, params, keys, data, pair, n):
+    """Is f a mean over the examples (plus terms without data), so that its value on the data set
+    is the size-weighted mean of its values on batches? Checked on two batches A, B:
+    f(A u B) = (|A| f(A) + |B| f(B)) / (|A| + |B|), to 1e-4 relative where f does not draw, within
+    4 standard errors of the paired differences over the keys where it does. (A nonlinear
+    function of a data mean, log E[x ~ data] ..., fails: it is then evaluated in one pass.)"""
+    a, b = pair
+    both = np.concatenate([a, b])
+    diffs = np.asarray([float(compiled(params, k, rows(data, both)))
+                        - (len(a) * float(compiled(params, k, rows(data, a))) + len(b) * float(compiled(params, k, rows(data, b))))
+                        / len(both) for k in keys], np.float64)
+    scale = float(compiled(params, keys[0], rows(data, both)))
+    return bool(abs(diffs.mean()) <= 4 * standard_error(diffs) + 1e-4 * (1 + abs(scale)))
+
+
+def over_batches(compiled, params, keys, data, batches, n, draws):
+    """(mean, standard error, how) of f over data batches (f a mean over the examples).
+
+    Up to EXACT_BATCHES batches: every batch, weighted by its size, so the mean over the data
+    set exactly (standard error over the keys where f draws, else 0). More: a simple random
+    sample of SAMPLED_BATCHES batches (without replacement, one key per batch), the size-weighted
+    mean of their values and its standard error over batches, s / sqrt(m) with the finite
+    population correction sqrt(1 - m/N) where f does not draw (draws add noise the correction
+    does not remove): an estimator, named in `how`, never exact."""
+    count = len(batches)
+    size = max(len(b) for b in batches)
+    if count <= EXACT_BATCHES:
+        sizes = np.asarray([len(b) for b in batches], np.float64)
+        values = np.asarray([sizes @ [float(compiled(params, jax.random.fold_in(k, i), rows(data, b))) for i, b in enumerate(batches)] / n
+                             for k in keys], np.float64)
+        return float(values.mean()), standard_error(values), f"all {count} data batches of {size}"
+    seed = int(jax.random.randint(keys[0], (), 0, 2**31 - 1))
+    chosen = np.sort(np.random.default_rng(seed).choice(count, min(SAMPLED_BATCHES, count), replace=False))
+    sizes = np.asarray([len(batches[i]) for i in chosen], np.float64)
+    values = np.asarray([float(compiled(params, jax.random.fold_in(keys[0], i), rows(data, batches[i]))) for i in chosen], np.float64)
+    correction = 1.0 if draws else np.sqrt(1 - len(chosen) / count)
+    return float(sizes @ values / sizes.sum()), standard_error(values) * correction, \
+        f"data batches ({len(chosen)} of {count}, {size} examples each)"
+
+
+def written(params, key, data, eval_batch=None):
     """(as_written, its standard error, its estimator, a warning or None): the objective as the
-    user wrote it at `params` (SPEC section 9.2), None with a warning where it has no estimator."""
+    user wrote it at `params` (SPEC section 9.2), None with a warning where it has no estimator.
+    Estimated from a sample of data batches, the estimator says so ("data batches (m of N ...)")."""
     if AS_WRITTEN is None:
         return None, None, None, f"as_written is null: {AS_WRITTEN_REASON}"
-    value, stderr = averaged(AS_WRITTEN, params, key, data, AS_WRITTEN_DRAWS)
-    return value, stderr, AS_WRITTEN_ESTIMATOR, None
+    value, stderr, how = averaged(AS_WRITTEN, params, key, data, AS_WRITTEN_DRAWS, eval_batch)
+    estimator = AS_WRITTEN_ESTIMATOR
+    if how is not None and how.startswith("data batches"):
+        estimator = how if estimator == "exact" else f"{estimator}, {how}"
+    return value, stderr, estimator, None
 
 
-def reports(params, key, data):
+def reports(params, key, data, eval_batch=None):
     """Each report at `params`, over the whole data set (averaged over EVALUATION_KEYS keys where
-    it draws: an importance-weighted estimate of -log p(x), a Monte Carlo average)."""
-    return {name: averaged(f, params, key, data, REPORT_DRAWS.get(name, False))[0] for name, f in REPORTS.items()}
+    it draws: an importance-weighted estimate of -log p(x), a Monte Carlo average; in batches
+    where the data set is large, as `averaged` says)."""
+    return {name: averaged(f, params, key, data, REPORT_DRAWS.get(name, False), eval_batch)[0] for name, f in REPORTS.items()}
 
 
 def gradient_mapping(params, key, data):
@@ -467,17 +545,19 @@ def best_response_steps(steps):
     return int(min(max(200, steps // 10), 2000))
 
 
-def summary(params, data, steps, seconds, seed=0, compile_seconds=None, history=None):
+def summary(params, data, steps, seconds, seed=0, compile_seconds=None, history=None, eval_batch=None):
     """What a run reports (SPEC section 9.2): `seconds` is the training time without compilation,
     `compile_seconds` the tracing and compilation; `converged` and `warnings` judge the run from
     its `history` (module verdict). `steps` is the number of steps taken (a run to tolerance or
-    one that diverged stops early). NaN and infinities stay floats here: `json_safe` writes them."""
+    one that diverged stops early). NaN and infinities stay floats here: `json_safe` writes them.
+    Values over the data are exact (one pass, or every batch of `eval_batch` examples); on a data
+    set too large for that they are estimated from a sample of batches, with a warning naming it."""
     key = jax.random.PRNGKey(seed + 1)
     history = history or []
     steps = history[-1]["step"] if history else steps
-    value, value_stderr = objective(params, key, data, stderr=True)
-    as_written, as_written_stderr, estimator, null_warning = written(params, key, data)
-    values = reports(params, key, data)
+    value, value_stderr, how = objective_over_data(params, key, data, eval_batch)
+    as_written, as_written_stderr, estimator, null_warning = written(params, key, data, eval_batch)
+    values = reports(params, key, data, eval_batch)
     mapping = gradient_mapping(params, key, data) if DETERMINISTIC and LIPSCHITZ_STEP and history else None
     start, end, gaps = None, None, {}
     if len(MOVING) > 1 and history:
@@ -488,6 +568,9 @@ def summary(params, data, steps, seconds, seed=0, compile_seconds=None, history=
                                   values, mapping, start, end, gaps)
     if null_warning:
         warnings = warnings + [null_warning]
+    if how is not None and how.startswith("data batches"):
+        warnings = warnings + [f"objective estimated from {how}: objective_stderr is its standard error over batches, "
+                               "not an exact value over the data"]
     return {"steps": steps, "seconds_per_step": seconds / max(steps, 1), "compile_seconds": compile_seconds,
             "objective": value, "objective_stderr": value_stderr, "as_written": as_written,
             "as_written_stderr": as_written_stderr, "as_written_estimator": estimator,
