@@ -151,22 +151,42 @@ def test_explain_rank_text_is_an_aligned_table_marking_the_choice(ranked_program
     assert any(line.startswith("  chosen: chosen by measuring") for line in lines)
 
 
-def test_no_search_keeps_rule_order_and_measures_nothing(program_file, capsys):
+def test_no_search_keeps_rule_order_and_still_measures_every_alternative(program_file, capsys):
     code, out, err = _explain(capsys, program_file, "--rank", "--json", "--no-search")
     assert code == 0, err
     [node] = json.loads(out)["nodes"]
     assert node["alternatives"][0]["derivation"] == "reparameterize" and node["alternatives"][0]["chosen"]
-    assert all(a["grad_variance"] is None and a["ms_per_step"] is None for a in node["alternatives"])
+    assert all(set(a) == {"derivation", "relation", "grad_variance", "ms_per_step", "chosen"} for a in node["alternatives"])
+    assert all(isinstance(a["grad_variance"], float) and a["ms_per_step"] > 0 for a in node["alternatives"])
+    variance = {a["derivation"]: a["grad_variance"] for a in node["alternatives"]}
+    assert 2.0 < variance["reparameterize"] < 6.5 < variance["score_function"]
 
 
-def test_one_derivation_or_a_spent_budget_measures_nothing():
+def test_one_derivation_measures_nothing_and_a_spent_budget_chooses_in_rule_order():
     before = len(rank._measured)
     lasso = compile_file(ROOT / "examples" / "lasso.att", search=True)      # relax_l0 is the only derivation
     assert lasso.ranking.nodes == [] and len(rank._measured) == before
-    spent = compile_source(PATHWISE.replace("2)^2", "3)^2"), search=True, search_budget=0.0, rank=True)
+    variant = PATHWISE.replace("2)^2", "3)^2")
+    spent = compile_source(variant, search=True, search_budget=0.0)        # searching, not ranking: nothing measured
     assert spent.ranking.budget_spent and len(rank._measured) == before
-    [node] = spent.ranking.nodes
-    assert node.rows[0].chosen and node.rows[0].derivation == "reparameterize" and "budget ran out" in node.how
+    assert spent.derivation.steps[-1].rule == "reparameterize" and "budget ran out" in spent.derivation.steps[-1].note
+    ranked_spent = compile_source(variant, search=True, search_budget=0.0, rank=True)   # ranking: every row measured
+    assert ranked_spent.ranking.budget_spent
+    [node] = ranked_spent.ranking.nodes
+    assert "budget ran out" in node.how and [r.derivation for r in node.rows if r.chosen] == ["reparameterize"]
+    assert all(r.measurement is not None and r.measurement.usable for r in node.rows)
+
+
+def test_an_alternative_that_cannot_be_measured_says_why_and_only_it_is_null():
+    row = rank.Row("score_function", "=", "unbiased", rank.Measurement(failed="the program's data have no source"), False)
+    ok = rank.Row("reparameterize", "=", "unbiased", rank.Measurement(4.0, 10.0, 0.5), True)
+    nan = rank.Row("other", "=", "unbiased", rank.Measurement(float("nan"), 10.0, 0.5), False)
+    table = rank.Ranking([rank.NodeRanking("E[...]", "theta", (ok, row, nan), "chosen in rule order", "reparameterize")])
+    alternatives = json.loads(table.to_json())["nodes"][0]["alternatives"]       # strict JSON: no NaN
+    assert alternatives[0] == {"derivation": "reparameterize", "relation": "=", "grad_variance": 4.0, "ms_per_step": 0.5, "chosen": True}
+    assert alternatives[1]["grad_variance"] is None and alternatives[1]["error"] == "the program's data have no source"
+    assert alternatives[2]["grad_variance"] is None and "grad_variance is nan" in alternatives[2]["error"]
+    assert "the program's data have no source" in table.text()
 
 
 # ---- bad input ---------------------------------------------------------------------------------------

@@ -107,7 +107,7 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--plot", help="draw the eigenvalues into this image file")
     f.add_argument("--force", action="store_true", help="analyse even where the memory estimate exceeds this machine's")
     e.add_argument("--no-search", action="store_true",
-                   help="with --rank: keep rule order (the first derivation that applies) and measure nothing")
+                   help="with --rank: choose in rule order (the first derivation that applies); every alternative is still measured")
     for command in (c, r, v, s, k, f):
         command.add_argument("--search", action="store_true",
                              help="choose among the derivations of each node by measuring them (default: rule order)")

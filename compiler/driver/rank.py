@@ -20,15 +20,21 @@ parameters of `fit(seed)`:
                    ranked on: a clock is not deterministic).
 
 The measured derivation is fixed and the next such node searched, until none is left. A node
-with one derivation, or one in the best class, is never measured (rank mode, `explain --rank`,
-measures every alternative to print them). The time budget is checked before each node: a node
-begun is measured whole, so that its choice does not depend on the machine's load; when the
-budget is spent, the nodes left take their class's first derivation in rule order, and say so.
+with one derivation, or one in the best class, is never measured. The time budget is checked
+before each node: a node begun is measured whole, so that its choice does not depend on the
+machine's load; when the budget is spent, the nodes left take their class's first derivation in
+rule order, and say so.
+
+Rank mode (`explain --rank`) measures every alternative of every node with more than one, to
+print them all: the budget and `--no-search` (rule order: the first derivation that applies)
+govern only which one is chosen, never which are measured. An alternative that cannot be
+measured (it cannot be lowered, or its data come only with --data) says why in the table.
 Measurements are cached in-process by (program text, via, the choices before, node, derivation, seed).
 """
 from __future__ import annotations
 
 import json
+import math
 import statistics
 import time
 from dataclasses import dataclass, field, replace
@@ -42,6 +48,7 @@ SEARCH_SECONDS = 10.0    # the default time budget of one search
 DRAWS = 32               # independent draws of the field per measurement
 
 _measured: dict = {}     # cache key -> Measurement
+RULE_ORDER = "rule order (--no-search): the first rule that applies"
 
 
 @dataclass(frozen=True)
@@ -90,15 +97,13 @@ class Ranking:
     budget_spent: bool = False
 
     def as_dict(self) -> dict:
-        """The JSON of SPEC 9.4 (a value not measured is null)."""
-        return {"nodes": [{"node": n.node, "alternatives": [
-            {"derivation": r.derivation, "relation": r.relation,
-             "grad_variance": r.measurement.grad_variance if r.measurement else None,
-             "ms_per_step": r.measurement.ms_per_step if r.measurement else None,
-             "chosen": r.chosen} for r in n.rows]} for n in self.nodes]}
+        """The JSON of SPEC 9.4. An alternative that could not be measured (or measured a value
+        that is not finite, which JSON cannot hold) has null for both numbers and an "error"
+        saying why: the only place a null appears."""
+        return {"nodes": [{"node": n.node, "alternatives": [_alternative_json(r) for r in n.rows]} for n in self.nodes]}
 
     def to_json(self) -> str:
-        return json.dumps(self.as_dict(), indent=2)
+        return json.dumps(self.as_dict(), indent=2, allow_nan=False)
 
     def text(self) -> str:
         """Aligned columns, one block per node; `*` marks the derivation taken."""
@@ -143,6 +148,20 @@ def search_options(args) -> dict:
     return {"search": search, "search_budget": budget}
 
 
+def _alternative_json(row: Row) -> dict:
+    m = row.measurement
+    out = {"derivation": row.derivation, "relation": row.relation, "grad_variance": None, "ms_per_step": None, "chosen": row.chosen}
+    if m is None:
+        return {**out, "error": "not measured"}
+    if m.failed:
+        return {**out, "error": m.failed}
+    numbers = {"grad_variance": m.grad_variance, "ms_per_step": m.ms_per_step}
+    bad = [f"{name} is {value}" for name, value in numbers.items() if not (value is not None and math.isfinite(value))]
+    if bad:
+        return {**out, "error": "not finite: " + ", ".join(bad)}
+    return {**out, **numbers}
+
+
 def _number(m: Measurement | None, name: str) -> str:
     value = getattr(m, name) if m is not None else None
     return "-" if value is None else f"{value:.4g}"
@@ -161,8 +180,6 @@ class _Chooser:
 
     def __call__(self, decision: Decision) -> Choice:
         self.seen.append(decision)
-        if self.rule_order:
-            return Choice(0, "rule order (--no-search): the first rule that applies", _runners_up(decision, {}, 0))
         labels = [a.label for a in decision.alternatives]
         if decision.key in self.fixed and self.fixed[decision.key][0] in labels:
             label, measured, why = self.fixed[decision.key]
@@ -170,6 +187,8 @@ class _Chooser:
             return Choice(index, why, _runners_up(decision, measured, index))
         if self.pending is None and needs_measuring(decision, self.measure_all):
             self.pending = decision
+        if self.rule_order:
+            return Choice(0, RULE_ORDER, _runners_up(decision, {}, 0))
         index = ranked(decision, {})[0]
         return Choice(index, _static_why(decision, index), _runners_up(decision, {}, index))
 
@@ -230,15 +249,20 @@ class Search:
             measured = {}
             order = ranked(decision, {})
             best = set(decision.best)
-            if time.perf_counter() - started >= self.budget:
+            if not self.rule_order and time.perf_counter() - started >= self.budget:
                 spent = True
-            else:       # a node's alternatives are all measured once it is begun: its choice does not depend on the load
+            choosing = not (spent or self.rule_order)
+            if choosing or self.measure_all:   # a node begun is measured whole: its choice does not depend on the load
                 for i in sorted(range(len(order)), key=lambda i: (i not in best, order.index(i))):
                     if self.measure_all or i in best:
                         measured[i] = self.measure(fixed, decision, i)
-            usable = {i: (m.grad_variance, m.cost) for i, m in measured.items() if m.usable}
-            index = ranked(decision, usable)[0]
-            fixed[decision.key] = (decision.alternatives[index].label, measured, _measured_why(decision, index, usable, spent))
+            usable = {i: (m.grad_variance, m.cost) for i, m in measured.items() if m.usable} if choosing else {}
+            if self.rule_order:
+                index, why = 0, RULE_ORDER
+            else:
+                index = ranked(decision, usable)[0]
+                why = _measured_why(decision, index, usable, spent)
+            fixed[decision.key] = (decision.alternatives[index].label, measured, why)
         ranking = Ranking(_table(chooser.seen, fixed, self.rule_order), time.perf_counter() - started, spent)
         return replace(prog, ranking=ranking)
 
@@ -275,7 +299,7 @@ def _table(seen: list[Decision], fixed: dict, rule_order: bool = False) -> list[
         usable = {i: (m.grad_variance, m.cost) for i, m in measured.items() if m.usable}
         order = ranked(decision, usable)
         if rule_order:
-            order, chosen, why = list(range(len(decision.alternatives))), 0, "rule order (--no-search): the first rule that applies"
+            order, chosen, why = list(range(len(decision.alternatives))), 0, RULE_ORDER
         else:
             chosen = order[0] if label is None else [a.label for a in decision.alternatives].index(label)
         rows = tuple(Row(decision.alternatives[i].label, decision.alternatives[i].rewrite.relation,
