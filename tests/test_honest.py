@@ -60,6 +60,21 @@ def test_verdicts_of_histories():
     assert json.loads(json.dumps(V.json_safe({"a": math.nan, "b": [math.inf, 1.0]}))) == {"a": None, "b": [None, 1.0]}
 
 
+def test_a_short_or_still_descending_stochastic_run_is_not_converged():
+    """Thirty noisy entries are too few to judge (a 30-step VAE is not an answer); a descent the
+    noise hides within the last fifth still shows as a step from the fifth before it."""
+    rng = np.random.default_rng(0)
+    short = [{"step": i + 1, "p": 40.0 - 0.3 * i + rng.normal()} for i in range(30)]
+    ok, warnings = V.verdict(short, ["p"], ["p"], False, 1e-7, 1.0, {})
+    assert not ok and "too few history points" in warnings[0]
+    steps = np.arange(1, 201)
+    creeping = [{"step": int(k), "p": float(20.0 * math.exp(-k / 150) + rng.normal(0, 0.3))} for k in steps]
+    ok, warnings = V.verdict(creeping, ["p"], ["p"], False, 1e-7, 1.0, {})
+    assert not ok and "still moving" in warnings[0]
+    settled = [{"step": int(k), "p": float(1.0 + rng.normal(0, 0.3))} for k in steps]
+    assert V.verdict(settled, ["p"], ["p"], False, 1e-7, 1.0, {})[0]
+
+
 def test_full_batch_runs_to_tolerance_and_steps_are_honoured():
     mod = compile_source(LEAST_SQUARES).build()
     data = compile_source(LEAST_SQUARES).load_data()

@@ -7,10 +7,11 @@ entry before) and what the summary measures at the final parameters.
   the last two entries of the history is under the tolerance and the (proximal-)gradient
   mapping G = (x - prox(x - eta grad f)) / eta is small against the objective's scale
   (|G| <= sqrt(tolerance) (1 + |f|)): a fixed point of the update the run takes.
-- A stochastic problem (draws, minibatches): converged when the objective averaged over the first
-  and the second half of the last fifth of the run agree within twice the standard error of their
-  difference, the entries of each half taken as independent estimates (a trend larger than the
-  noise means it is still moving).
+- A stochastic problem (draws, minibatches): converged when the objective's change across the last
+  fifth of the run, by a least-squares line through its history entries, is within twice its
+  standard error (a trend larger than the noise means it is still moving), and its mean is within
+  twice the standard error of the fifth's before it; a last fifth of fewer than MIN_TAIL entries is
+  too short to judge, so not converged.
 - A game: each player's loss flat by the same test; the field at the returned (averaged)
   parameters at most FIELD_SHRINK of its norm at the start (a field that does not shrink is a
   game that has not settled), no player's own part of it larger than at the start (a stalled
@@ -29,6 +30,7 @@ import numpy as np
 FLOOR = 1e-12          # |f| below this counts as 0 when a relative change is taken
 FLOAT32_CHANGE = 4 * float(np.finfo(np.float32).eps)   # relative changes below this are rounding
 TAIL = 5               # the last 1/TAIL of the run is where a stochastic objective must be flat
+MIN_TAIL = 16          # history entries the last fifth needs before its trend can be judged (runs of >= 80 steps)
 HISTORY_POINTS = 100   # a run of N steps records at least min(N, HISTORY_POINTS) history entries
 FIELD_SHRINK = 0.5     # a game's field at the returned parameters must be at most this fraction of its start
 GAP_TOLERANCE = 1e-2   # a critic's best response may raise its objective by at most this, relative to 1 + |f|
@@ -79,31 +81,56 @@ def settled(history, name, tolerance):
 
 
 def tail_trend(history, name):
-    """(difference of the means of the two halves of the last fifth, its standard error), from
-    the history entries in the last fifth of the run; None when there are fewer than 4."""
+    """(change of the objective across the last fifth of the run by a least-squares line through
+    its history entries, the standard error of that change); None when the last fifth holds fewer
+    than MIN_TAIL entries, too few for a standard error to mean anything. The line uses every entry,
+    so a steady descent under heavy noise is still seen (two half-means see it less well)."""
     if not history:
         return None
     last = history[-1]["step"]
-    tail = [e[name] for e in history if e["step"] > last - last / TAIL]
-    if len(tail) < 4:
+    tail = [(e["step"], e[name]) for e in history if e["step"] > last - last / TAIL]
+    if len(tail) < MIN_TAIL:
         return None
-    half = len(tail) // 2
-    first, second = np.asarray(tail[:half], np.float64), np.asarray(tail[half:], np.float64)
-    stderr = math.sqrt(first.var(ddof=1) / len(first) + second.var(ddof=1) / len(second))
-    return float(second.mean() - first.mean()), stderr
+    steps, values = (np.asarray(v, np.float64) for v in zip(*tail))
+    centred = steps - steps.mean()
+    slope = float(np.dot(centred, values - values.mean()) / np.dot(centred, centred))
+    residual = values - values.mean() - slope * centred
+    slope_stderr = math.sqrt(float(np.dot(residual, residual)) / (len(tail) - 2) / float(np.dot(centred, centred)))
+    span = float(steps[-1] - steps[0])
+    return slope * span, slope_stderr * span
+
+
+def fifth_step(history, name):
+    """(mean of the last fifth of the run minus the mean of the fifth before it, the standard
+    error of that difference, entries taken as independent); None when either holds fewer than
+    MIN_TAIL entries. A run still descending shows it here even when the noise within the last
+    fifth hides its slope."""
+    if not history:
+        return None
+    last = history[-1]["step"]
+    fifth = last / TAIL
+    later = np.asarray([e[name] for e in history if e["step"] > last - fifth], np.float64)
+    earlier = np.asarray([e[name] for e in history if last - 2 * fifth < e["step"] <= last - fifth], np.float64)
+    if len(later) < MIN_TAIL or len(earlier) < MIN_TAIL:
+        return None
+    stderr = math.sqrt(later.var(ddof=1) / len(later) + earlier.var(ddof=1) / len(earlier))
+    return float(later.mean() - earlier.mean()), stderr
 
 
 def flat(history, name):
-    """(is the objective flat over the last fifth of the run, a warning when it is not)."""
+    """(is the objective flat over the last fifth of the run, a warning when it is not): no trend
+    across the last fifth and no step from the fifth before it, each beyond twice its standard
+    error (and float32 rounding)."""
     trend = tail_trend(history, name)
     if trend is None:
         return False, f"{name}: too few history points in the last fifth of the run to judge convergence"
-    diff, stderr = trend
     scale = max(abs(history[-1][name]), FLOOR)
-    if abs(diff) <= 2 * stderr + FLOAT32_CHANGE * scale:
-        return True, None
-    return False, (f"{name}: still moving over the last fifth of the run (mean changed by {diff:+.3g}, "
-                   f"standard error {stderr:.2g}): more steps or a smaller step size")
+    for (diff, stderr), where in ((trend, "across the last fifth of the run"),
+                                  (fifth_step(history, name), "from the fifth of the run before the last")):
+        if abs(diff) > 2 * stderr + FLOAT32_CHANGE * scale:
+            return False, (f"{name}: still moving: the objective changed by {diff:+.3g} {where} "
+                           f"(standard error {stderr:.2g}): more steps or a smaller step size")
+    return True, None
 
 
 def verdict(history, players, moving, deterministic, tolerance, objective, reports, mapping=None,
