@@ -20,6 +20,13 @@ PATHWISE = "param m : real = 0.5\nminimize E[z ~ Normal(m, 1)] (z - 2)^2\n"
 BUDGET = "600"          # measurements finish on a loaded machine: the choice is the measured one
 
 
+@pytest.fixture(autouse=True)
+def searching_by_default(monkeypatch):
+    """These tests are of the search: the user's default, not the suite's (conftest.py)."""
+    from compiler.driver.api import NO_SEARCH_VARIABLE
+    monkeypatch.delenv(NO_SEARCH_VARIABLE, raising=False)
+
+
 @pytest.fixture(scope="module")
 def program_file(tmp_path_factory):
     path = tmp_path_factory.mktemp("rank") / "pathwise.att"
@@ -207,9 +214,29 @@ def test_compile_search_and_explain_name_the_choice_and_the_runners_up(ranked_pr
     from compiler.driver.explain import explain
     text = explain(str(program_file), search=True, search_budget=float(BUDGET))
     assert "taken: reparameterize (=)" in text and "runner-up: score_function (=): grad variance" in text
-    code = main(["compile", str(program_file), "--format", "json", "--search", "--search-budget", BUDGET])
-    steps = json.loads(capsys.readouterr().out)["steps"]
-    assert code == 0 and steps[-1]["rule"] == "reparameterize" and steps[-1]["chosen"] == "reparameterize"
-    code = main(["compile", str(program_file), "--format", "json"])           # without --search: rule order, no choice recorded
+    code = main(["compile", str(program_file), "--format", "json", "--no-search"])      # rule order: no choice recorded
     steps = json.loads(capsys.readouterr().out)["steps"]
     assert code == 0 and steps[-1]["rule"] == "reparameterize" and "chosen" not in steps[-1]
+
+
+def test_every_command_searches_by_default_and_the_environment_can_keep_rule_order(program_file, capsys, monkeypatch):
+    """SPEC 9.4: without `via` the compiler chooses by measuring (the suite runs with
+    ATTRACTOR_NO_SEARCH set, conftest.py; a user's environment has it unset)."""
+    from compiler.driver.api import NO_SEARCH_VARIABLE
+    code = main(["compile", str(program_file), "--format", "json", "--search-budget", BUDGET])
+    steps = json.loads(capsys.readouterr().out)["steps"]
+    assert code == 0 and steps[-1]["chosen"] == "reparameterize"
+    assert any(r["derivation"] == "score_function" and "grad variance" in r["measured"] for r in steps[-1]["runners_up"])
+    assert compile_file(program_file, search_budget=float(BUDGET)).recorded[-1].fact("chosen") == "reparameterize"
+    monkeypatch.setenv(NO_SEARCH_VARIABLE, "1")
+    code = main(["compile", str(program_file), "--format", "json"])
+    steps = json.loads(capsys.readouterr().out)["steps"]
+    assert code == 0 and steps[-1]["rule"] == "reparameterize" and "chosen" not in steps[-1]
+
+
+def test_run_json_says_how_long_the_search_measured(program_file, capsys):
+    code = main(["run", str(program_file), "--steps", "20", "--json", "--search-budget", BUDGET])
+    searched = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    code_plain = main(["run", str(program_file), "--steps", "20", "--json", "--no-search"])
+    plain = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert code == code_plain == 0 and searched["search_seconds"] > 0 and plain["search_seconds"] == 0.0

@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import linecache
+import os
 import sys
 import types
 from pathlib import Path
@@ -258,14 +259,26 @@ def parse_source(text: str) -> ir.Source:
     return stmts[0].source
 
 
+NO_SEARCH_VARIABLE = "ATTRACTOR_NO_SEARCH"
+
+
+def search_by_default() -> bool:
+    """SPEC 9.4: without `via` the compiler chooses among derivations by measuring them. A
+    non-empty ATTRACTOR_NO_SEARCH in the environment keeps rule order wherever `search` is not
+    given (what `--no-search` does for one command): for a session that compiles many programs
+    and wants neither the measuring time nor its choices, such as a test suite."""
+    return not os.environ.get(NO_SEARCH_VARIABLE)
+
+
 def compile_source(text: str, via: str | None = None, filename: str = "<input>",
-                   dynamics: str | None = None, search: bool = False, seed: int = 0,
+                   dynamics: str | None = None, search: bool | None = None, seed: int = 0,
                    search_budget: float | None = None, rank: bool = False) -> CompiledProgram:
     """Parse, check and rewrite a program; errors raise AttractorError with the diagnostic.
 
     `search`: choose among the derivations of each node by measuring them at the initial
-    parameters of `fit(seed)` within `search_budget` seconds (compiler.driver.rank); without it,
-    rule order. `rank` fills `.ranking` (every alternative of each node, measured when searching)."""
+    parameters of `fit(seed)` within `search_budget` seconds (compiler.driver.rank); False: rule
+    order; None: `search_by_default()`. `rank` fills `.ranking` (every alternative of each node,
+    measured whether or not searching)."""
     from passes import PIPELINE
     sys.setrecursionlimit(max(sys.getrecursionlimit(), 20000))   # objectives with thousands of terms
 
@@ -280,6 +293,8 @@ def compile_source(text: str, via: str | None = None, filename: str = "<input>",
         if via is not None:
             rule = parse(f"minimize 0 via {via}\n")[0].via
             typed = dataclasses.replace(typed, objective=dataclasses.replace(typed.objective, via=rule))
+        if search is None:
+            search = search_by_default()
         if not (search or rank):
             return compiled()
         from compiler.driver.rank import SEARCH_SECONDS, Search
@@ -300,7 +315,7 @@ def declared_game(typed: ir.Program) -> tuple[Step, ...]:
                  for pl in typed.players)
 
 
-def compile_file(path: str | Path, via: str | None = None, dynamics: str | None = None, search: bool = False,
+def compile_file(path: str | Path, via: str | None = None, dynamics: str | None = None, search: bool | None = None,
                  seed: int = 0, search_budget: float | None = None, rank: bool = False) -> CompiledProgram:
     path = Path(path)
     try:

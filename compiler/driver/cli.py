@@ -106,11 +106,10 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--dynamics", choices=DYNAMICS, help="the dynamics whose field is analysed")
     f.add_argument("--plot", help="draw the eigenvalues into this image file")
     f.add_argument("--force", action="store_true", help="analyse even where the memory estimate exceeds this machine's")
-    e.add_argument("--no-search", action="store_true",
-                   help="with --rank: choose in rule order (the first derivation that applies); every alternative is still measured")
-    for command in (c, r, v, s, k, f):
-        command.add_argument("--search", action="store_true",
-                             help="choose among the derivations of each node by measuring them (default: rule order)")
+    for command in (c, r, v, s, k, e, f):
+        command.add_argument("--no-search", action="store_true",
+                             help="take the first derivation that applies (rule order) instead of measuring the alternatives "
+                                  "of each node (with explain --rank every alternative is still measured)")
     for command in (c, r, v, s, k, e, f):
         command.add_argument("--search-budget", metavar="S", default=None,
                              help="seconds the search among derivations may spend measuring (default 10)")
@@ -227,6 +226,7 @@ def cmd_run(args) -> int:
     result = mod.summary(params, data, steps, seconds, args.seed, compile_seconds, history)
     from compiler.driver.tails import judge
     result = judge(prog, mod, params, data, result, args.seed)   # an estimator of infinite variance (issue 17)
+    result["search_seconds"] = prog.ranking.seconds if prog.ranking is not None else 0.0   # measuring derivations (SPEC 9.4)
     if samples is not None:
         _save_samples(mod, params, samples, args.seed)
     if plot is not None:
@@ -383,7 +383,7 @@ def cmd_explain(args) -> int:
     if args.rank:
         print(explain_rank(args.file, json=args.json, **search_options(args)))
     else:
-        print(explain(args.file))
+        print(explain(args.file, **search_options(args)))
     return 0
 
 

@@ -53,17 +53,17 @@ def _matches(program: ir.Program, node: ir.Node, rules) -> list[tuple[str, str]]
     return list(out.items())
 
 
-def explain_rank(path: str, json: bool = False, search: bool = True, search_budget: float | None = None) -> str:
+def explain_rank(path: str, json: bool = False, search: bool | None = None, search_budget: float | None = None) -> str:
     """The table of SPEC 9.4: for each node with a choice of derivation, every derivation with its
     relation, gradient variance and ms per step at the initial parameters, the chosen one marked
     (text: aligned columns; `json`: the normative JSON). Every alternative listed is measured:
-    without `search` rule order's choice is marked, and once `search_budget` is spent the nodes
+    with `search` False rule order's choice is marked, and once `search_budget` is spent the nodes
     left take their class's first derivation; neither changes what is measured."""
     prog = compile_file(path, search=search, search_budget=search_budget, rank=True)
     return prog.ranking.to_json() if json else prog.ranking.text()
 
 
-def explain(path: str, search: bool = False, search_budget: float | None = None) -> str:
+def explain(path: str, search: bool | None = None, search_budget: float | None = None) -> str:
     from passes import PIPELINE
     text = open(path).read()
     try:

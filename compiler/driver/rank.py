@@ -123,7 +123,7 @@ class Ranking:
             out.append(f"  chosen: {n.how}")
             taken = next(r.derivation for r in n.rows if r.chosen)
             if taken != n.rule_order:
-                out.append(f"  rule order (compile without --search) takes {n.rule_order}")
+                out.append(f"  rule order (--no-search) takes {n.rule_order}")
             out.append("")
         out.append(f"search: {self.seconds:.1f} s" + ("; its time budget ran out, the nodes left take rule order"
                                                        if self.budget_spent else ""))
@@ -131,10 +131,10 @@ class Ranking:
 
 
 def search_options(args) -> dict:
-    """compile_file's search arguments from the command line: `--search` (compile, run, eval,
-    sample, check, field; their default is rule order) or `explain --rank`, which searches unless
-    `--no-search`; `--search-budget S`. The seed is 0 whatever `--seed` trains with, so that run,
-    eval and sample of one program take the same derivation."""
+    """compile_file's search arguments from the command line: every command that compiles
+    searches (SPEC 9.4) unless `--no-search` (or ATTRACTOR_NO_SEARCH in the environment: search
+    None leaves it to `search_by_default`); `--search-budget S`. The seed is 0 whatever `--seed`
+    trains with, so that run, eval and sample of one program take the same derivation."""
     text = getattr(args, "search_budget", None)
     budget = None
     if text is not None:
@@ -144,8 +144,7 @@ def search_options(args) -> dict:
             raise AttractorError(f"--search-budget must be a number of seconds, got {text!r}", None, "--search-budget") from None
         if not 0 <= budget < float("inf"):
             raise AttractorError(f"--search-budget must be a number of seconds >= 0, got {text}", None, "--search-budget")
-    search = not args.no_search if hasattr(args, "no_search") else getattr(args, "search", False)
-    return {"search": search, "search_budget": budget}
+    return {"search": False if getattr(args, "no_search", False) else None, "search_budget": budget}
 
 
 def _alternative_json(row: Row) -> dict:
