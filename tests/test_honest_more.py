@@ -126,3 +126,24 @@ def test_run_warns_of_the_heavy_tailed_ratio(tmp_path, capsys):
     assert main(["run", str(src), "--json"]) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["converged"] is False and any("infinite variance" in w for w in result["warnings"])
+
+
+LATENT_MODEL = """param a : real = A
+param s : real = -3.0
+data x : real from gaussian(mean=0, std=1, n=20000)
+model p:
+    z ~ Normal(0, 1)
+    x ~ Normal(a * z, softplus(s))
+minimize Chi2(data || p)
+train steps=100, batch=256, optimizer=adam(lr=1e-2)
+"""
+
+
+@pytest.mark.parametrize("a, finite", [("0.3", False), ("1.0", True)])
+def test_check_draws_a_latent_model_by_ancestral_sampling_to_judge_the_tails(a, finite):
+    """Pearson's chi^2 between N(0, 1) data and a model whose marginal is N(0, s_q^2), s_q^2 =
+    a^2 + softplus(-3)^2: the summands f'(r) = 2(r - 1) on P and r^2 - 1 on Q have finite variance
+    iff E_P r^2 and E_Q r^4 are finite, i.e. s_q^2 > 3/4 (the model side drawn, not skipped)."""
+    prog = compile_source(LATENT_MODEL.replace("A", a))
+    [cert] = [c for c in certify(prog) if "variance is finite" in c.claim]
+    assert cert.passed is finite

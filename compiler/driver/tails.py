@@ -17,8 +17,9 @@ the Gaussian-like tails of the samples otherwise). On its summands at the sample
 - the effective sample size of the importance weights between the sides (w = r on Q's samples,
   1/r on P's): ESS = (sum w)^2 / sum w^2, reported as ESS/n (small: a few samples dominate).
 
-Only a side given by a sampler can be drawn here (a `model` has no sampler in the emitted
-module): elsewhere the diagnosis says it was not made.
+A side is drawn as the data (rows without replacement) or, for a model or a sampler, by
+ancestral sampling at the parameters judged (what `attractor sample --of NAME` draws); a side
+that cannot be drawn so (a block drawn given data) leaves the diagnosis unmade, and says so.
 """
 from __future__ import annotations
 
@@ -84,23 +85,36 @@ def ratio_step(prog):
     return next((s for s in prog.derivation.steps if s.rule in RATIO_RULES), None)
 
 
+def side_draws(prog, side: ir.Node, params, data, n: int, seed: int) -> np.ndarray | None:
+    """Up to n draws of one side of a divergence at `params`: rows of the data (without
+    replacement), or ancestral draws of a model or a sampler of the program (the emitted module's
+    `draw`, what `attractor sample --of NAME` writes); None for a side that cannot be drawn here
+    (a distribution written inline, a block drawn given data)."""
+    import jax
+    if isinstance(side, ir.DataSet):
+        rows = np.asarray(data[prog.build().DATA_VARS[0]])
+        return rows[np.random.default_rng(seed).choice(len(rows), min(n, len(rows)), replace=False)]
+    blocks = {b.name for b in prog.program.of_type(ir.Block) if b.kind in ("model", "sampler")}
+    if not (isinstance(side, ir.Ref) and side.name in blocks):
+        return None
+    drawing = prog.build(draws_of=side.name)
+    if drawing.DRAW_GIVEN:
+        return None
+    draws = [np.asarray(a) for a in drawing.draw(params, jax.random.PRNGKey(seed), n, {})]
+    return draws[0] if len(draws) == 1 else np.concatenate([a.reshape(len(a), -1) for a in draws], axis=1)
+
+
 def diagnose(prog, mod, params, data, seed: int = 0) -> tuple[bool | None, str]:
     """(finite variance?, what was measured), None where it could not be measured, for the
     divergence the program estimates by a critic at `params`."""
-    import jax
-
     step = ratio_step(prog)
     if step is None or not isinstance(step.matched, ir.Divergence):
         return None, "no divergence is estimated from samples"
     div = step.matched
-    sides = [div.p, div.q]
-    if not any(isinstance(s, ir.DataSet) for s in sides) or not hasattr(mod, "sample"):
-        return None, "not measured: only a divergence between the data and a sampler can be drawn here"
-    rng = np.random.default_rng(seed)
-    rows = np.asarray(data[mod.DATA_VARS[0]])
-    drawn = np.asarray(mod.sample(params, jax.random.PRNGKey(seed), SAMPLES))
-    from_data = rows[rng.choice(len(rows), min(SAMPLES, len(rows)), replace=False)]
-    p, q = (from_data, drawn) if isinstance(div.p, ir.DataSet) else (drawn, from_data)
+    p, q = (side_draws(prog, side, params, data, SAMPLES, seed + i) for i, side in enumerate((div.p, div.q)))
+    if p is None or q is None:
+        return None, ("not measured: a side of the divergence is neither the data nor a model or sampler "
+                      "that can be drawn without data")
     conjugate = step.fact("conjugate") if step.rule == "conjugate" else None
     f = conjugate.f if conjugate is not None else named_js()
     fn = sp.lambdify(U, f, "numpy")
