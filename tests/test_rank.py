@@ -240,3 +240,18 @@ def test_run_json_says_how_long_the_search_measured(program_file, capsys):
     code_plain = main(["run", str(program_file), "--steps", "20", "--json", "--no-search"])
     plain = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert code == code_plain == 0 and searched["search_seconds"] > 0 and plain["search_seconds"] == 0.0
+
+
+def test_an_exact_route_is_ranked_against_the_game_of_a_later_pass():
+    """KL(data || q) with q explicit: maximum likelihood (the exact pass) and the conjugate critic
+    game (the adversarial pass) answer the same node; the table lists both, measured, and the
+    exact one is taken without measuring it against the game."""
+    src = ("param mu : real = 0.0\nparam s : real = 0.0\ndata x : real from gaussian(mean=2, std=0.5, n=500)\n"
+           "model q:\n    x ~ Normal(mu, softplus(s))\nminimize KL(data || q)\ntrain steps=100, batch=128\n")
+    [node] = compile_source(src, search=True, search_budget=float(BUDGET), rank=True).ranking.nodes
+    rows = {r.derivation: r for r in node.rows}
+    assert set(rows) >= {"maximum_likelihood", "conjugate"} and rows["maximum_likelihood"].chosen
+    assert rows["maximum_likelihood"].tier == "exact" and rows["maximum_likelihood"].measurement.grad_variance == 0
+    assert rows["conjugate"].tier == "bound" and rows["conjugate"].measurement.grad_variance > 0
+    assert "the only exact derivation" in node.how
+    assert compile_source(src, search=True).recorded[-1].rule == "maximum_likelihood"

@@ -285,6 +285,8 @@ def _measured_why(decision: Decision, index: int, usable: dict, spent: bool) -> 
         return (f"chosen in rule order: the first {TIERS[taken.tier]} derivation"
                 + (" (the search's time budget ran out)" if spent else " (no alternative could be measured)"))
     rivals = sum(a.tier == taken.tier for a in decision.alternatives)
+    if rivals == 1:
+        return f"chosen without measuring: the only {TIERS[taken.tier]} derivation of {len(decision.alternatives)}"
     return (f"chosen by measuring at the initial parameters: the least gradient variance x cost of {rivals} "
             f"{TIERS[taken.tier]} derivations")
 

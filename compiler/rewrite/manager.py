@@ -11,7 +11,7 @@ Policy, all here and nowhere in a rule:
 - A bound is never substituted in the direction that would break it (`check_direction`).
 - A forced rule's refusal at a node of its problem is the one diagnostic, at that node.
 - Passes run to a fixed point: a pass stops when no rule applies anywhere, not after a count.
-- Choosing among derivations (SPEC 9.4): with a `choose` callback, every rule of a pass that can
+- Choosing among derivations (SPEC 9.4): with a `choose` callback, every rule of any pass that can
   take a node of its problem (as written, or as `via` would force it), in each of its variants,
   is an alternative; they are ordered exact, unbiased, bounds, surrogates (`tier`), and within a
   class by what the callback measured (`ranked`); the callback (the driver, which can lower and
@@ -49,8 +49,10 @@ class Plan:
     disabled: frozenset[str]
     passed_over: dict = field(default_factory=dict)     # problem -> (pass name, [nodes])
     refusals: list = field(default_factory=list)        # (node, Refusal) of the forced rule
+    declined: list = field(default_factory=list)        # (rule name, node, Refusal) of rules not forced
     resume: tuple | None = None     # (player, child indices): where the last rewrite in that loss stood
     choose: Callable | None = None  # Decision -> Choice: the search among derivations (None: rule order)
+    answering: dict = field(default_factory=dict)   # problem -> the enabled rules of every pass answering it
 
     def enabled(self, rules: tuple[Rule, ...]) -> tuple[Rule, ...]:
         return tuple(r for r in rules if r.name not in self.disabled)
@@ -129,6 +131,8 @@ def try_rule(rule: Rule, node: ir.Node, ctx: Context, plan: Plan) -> Rewrite | N
                 raise AttractorError(f"rule {rule.name} does not apply to {show(node)}: {out.reason}",
                                      out.loc or node.loc or ctx.program.objective.loc)
             plan.refusals.append((node, out))
+        else:
+            plan.declined.append((rule.name, node, out))
         return None
     if out is not None:
         check_direction(rule, out, node, ctx.polarity, ctx.program)
@@ -305,7 +309,7 @@ class RulePass:
         if plan.choose is None or not rule.problem or (plan.forced is not None and plan.forced.problem == rule.problem):
             return rule, node, path, rw
         decision = Decision(f"{player.name}: {show(node)}", player.name, node,
-                            alternatives(program, player, rules, rule, node, pol, path, rw))
+                            alternatives(program, player, plan.answering.get(rule.problem, rules), rule, node, pol, path, rw))
         choice = plan.choose(decision)
         taken = decision.alternatives[choice.index]
         if len(decision.alternatives) == 1:
@@ -387,8 +391,9 @@ def ranked(decision: Decision, measured: dict) -> list[int]:
 
 
 def alternatives(program, player, rules, rule, node, pol, path, rw) -> tuple[Alternative, ...]:
-    """Every rule of the pass for the same problem that takes `node` as written or as `via`
-    would force it, in each of its variants (rule order, variants in the rule's order); a
+    """Every rule for the same problem, of this pass or a later one (an exact route's node is also
+    a game's: maximum likelihood and a critic for KL(data || q)), that takes `node` as written or
+    as `via` would force it, in each of its variants (rule order, variants in the rule's order); a
     variant that refuses, fails or would break a bound's direction is no alternative, nor one
     whose rewrite is that of an earlier alternative (a Rao-Blackwellisation with one latent)."""
     found = [Alternative(rule, (), rw, tier(rw))]
@@ -432,6 +437,10 @@ def run_passes(program: ir.Program, passes, via: ir.RuleRef | None,
     (Decision -> Choice) chooses among the derivations of each node; None keeps rule order."""
     plan = make_plan(passes, via)
     plan.choose = choose
+    for p in passes:
+        for r in plan.enabled(p.rules):
+            if r.problem:
+                plan.answering.setdefault(r.problem, []).append(r)
     objective = show(program.objective.expr)
     steps: list[Step] = []
     for p in passes:
@@ -450,6 +459,9 @@ def run_passes(program: ir.Program, passes, via: ir.RuleRef | None,
         known = [r for p in passes for r in p.rules]
         tried = sorted(r.name for r in known if r.problem == problem.kind)
         tried_text = ", ".join(tried) if tried else "none exists yet"
+        why = dict.fromkeys(f"{name}: {r.reason}" for name, n, r in plan.declined
+                            if n == problem.node and name in tried)     # why each rule tried declined the node
+        tried_text += f" ({'; '.join(why)})" if why else ""
         what = show(problem.node) if not isinstance(problem.node, ir.Constraint) else "subject to ..."
         raise AttractorError(f"intractable: {what}: {problem.reason}; rules tried: {tried_text}",
                              problem.node.loc or program.objective.loc)
