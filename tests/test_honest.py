@@ -16,7 +16,7 @@ LEAST_SQUARES = ("data x : real[5], y : real from sparse_regression(n=50, d=5, k
 
 @pytest.mark.parametrize("expr,node", [
     ("sqrt(1 + E[z ~ Normal(m, 1)] z^2)", "sqrt"),
-    ("1 / E[z ~ Normal(0, 1)] exp(m * z)", "/"),
+    ("-1 / E[z ~ Normal(0, 1)] softplus(m * z)", "/"),      # concave in E[...] where minimised: jensen_convex refuses
 ])
 def test_a_nonlinear_function_of_a_monte_carlo_expectation_is_refused_at_its_node(expr, node):
     with pytest.raises(AttractorError) as e:

@@ -6,6 +6,8 @@ and the gradient estimators of expectations under distributions that depend on t
     gaussian_marginal  z ~ N(a, s), x ~ N(w z + b, sigma): log p(x) = log N(x; w a + b, sqrt(w^2 s^2 + sigma^2))  (=)
     jensen          -log p(x) <= E_q[log q(z | x) - log p(x, z)]                      (<=; >= for log p(x))
                     gap KL(q(z | x) || p(z | x)); iwae=K: log p(x) >= E[log (1/K) sum_k p(x, z_k)/q(z_k | x)]
+    jensen_convex   phi(E[X]) <= E[phi((1/K) sum_k X_k)], phi convex (SymPy), K draws of X's own law (<=)
+                    (>= for a concave phi entering the minimised loss negatively)
     analytic_kl     E_q[log q(z | x) - log p(x, z)] = KL(q(z | x) || p(z)) - E_q[log p(x | z)]   (=)
     reparameterize  E[w ~ F_psi] f(w) = E[eps ~ base] f(T_psi(eps)), T derived by SymPy             (=)
     score_function  grad E[w ~ q_psi] f(w) = E[(f(w) - b) grad log q_psi(w) + grad f(w)]            (=)
@@ -20,6 +22,7 @@ inside an importance-weighted bound).
     nodes.py            LogProb, OverDraws, ClosedKL and their lowering
     enumeration.py      the rule enumerate; gaussian_marginal.py the rule gaussian_marginal
     jensen.py           the rule jensen; guides.py: the declared guide checked, or an automatic one
+    jensen_convex.py    the rule jensen_convex: Jensen's bound for a convex function of an expectation
     analytic_kl.py      the rule analytic_kl
     sampling.py         what an expectation draws, and its sampler inlined (both estimator rules)
     reparameterize.py   the rule reparameterize
@@ -28,10 +31,11 @@ inside an importance-weighted bound).
     certificates.py     each relation measured on random instances (loaded by `check` only)
 """
 from compiler.rewrite.manager import RulePass
-from passes.variational import analytic_kl, enumeration, gaussian_marginal, jensen, relax_discrete, reparameterize, score_function
+from passes.variational import analytic_kl, enumeration, gaussian_marginal, jensen, jensen_convex, relax_discrete, reparameterize, score_function
 
-RULES: tuple = (enumeration.RULE, gaussian_marginal.RULE, jensen.RULE, analytic_kl.RULE, reparameterize.RULE,
+RULES: tuple = (enumeration.RULE, gaussian_marginal.RULE, jensen.RULE, jensen_convex.RULE, analytic_kl.RULE, reparameterize.RULE,
                 score_function.RULE, relax_discrete.RULE)
 PASSES: tuple = (RulePass("jensen", (enumeration.RULE, gaussian_marginal.RULE, jensen.RULE), "jensen"),
+                 RulePass("jensen_convex", (jensen_convex.RULE,), "jensen"),
                  RulePass("analytic_kl", (analytic_kl.RULE,), "analytic_kl"),
                  RulePass("estimators", (reparameterize.RULE, score_function.RULE, relax_discrete.RULE), "estimators"))

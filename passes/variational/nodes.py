@@ -68,7 +68,7 @@ def _lower_stop_params(em: Emitter, node: StopParams, fn: Fn) -> str:
 @dataclass(frozen=True)
 class OverDraws(ir.Node):
     """A reduction of `value` (v) across the K draws of the innermost expectation with K > 1
-    samples, evaluated at every draw k: `loo_mean` the mean of v over the other draws,
+    samples, evaluated at every draw k: `mean` the mean of v over the K draws, `loo_mean` the mean of v over the other draws,
     `logmeanexp` log (1/K) sum_j exp v_j, `loo_logmeanexp` the same with v_k replaced by
     the mean of the others (VIMCO's baseline)."""
 
@@ -90,6 +90,8 @@ def _lower_over_draws(em: Emitter, node: OverDraws, fn: Fn) -> str:
     v = fn.tmp(em.lower(node.value, fn), "v")
     every = fn.tmp(f"jax.lax.all_gather({v}, {axis})", "draws")
     k = f"{every}.shape[0]"
+    if node.op == "mean":
+        return f"jnp.mean({every}, axis=0)"
     if node.op == "logmeanexp":
         return f"(jax.nn.logsumexp({every}, axis=0) - jnp.log({k}))"
     others = fn.tmp(f"(jnp.sum({every}, axis=0) - {v}) / ({k} - 1)", "others")

@@ -12,7 +12,7 @@ b_k = mean_{j≠k} f(w_j) (option `samples=K`, default the `train samples=` valu
 `baseline=none` drops it, for comparison); when f already couples the draws (an
 importance-weighted bound f = logmeanexp_j w_j), b_k is f with w_k replaced by the mean of the
 others (VIMCO) and each draw's score term is weighted by K, the score of the K-draw joint law
-being a sum.
+being a sum; likewise for f = phi(mean_j X_j) (jensen_convex), with b_k = phi(mean_{j≠k} X_j).
 
 Option rao_blackwell: with f = sum_t c_t T_t a sum of terms (log densities split into their
 factors), each drawn variable w's score multiplies only the terms that depend on w (its own
@@ -74,6 +74,11 @@ def match_score(node: ir.Expect, ctx: Context) -> ScoreEstimate | Refusal | None
                            "through its log-mean-exp (VIMCO's baseline applies: drop rao_blackwell)", node.loc)
         vimco = "vimco" if baseline == "leave_one_out" else baseline
         return ScoreEstimate(draws, node.samples, vimco, float(node.samples), score_all)
+    if any(n.op == "mean" for n in _own_draw_nodes(node.body)):      # phi(mean of K draws): jensen_convex
+        if rao_blackwell:
+            return Refusal("rao_blackwell splits f into terms, but f couples the draws through their mean", node.loc)
+        coupled = "loo_coupled" if baseline == "leave_one_out" else baseline
+        return ScoreEstimate(draws, node.samples, coupled, float(node.samples), score_all)
     samples = ctx.option("samples", ctx.program.train.option("samples", SCORE_SAMPLES))
     if samples != int(samples) or samples < (2 if baseline == "leave_one_out" else 1):
         raise AttractorError("score_function needs a whole number of samples >= 2 for its leave-one-out baseline, "
@@ -100,6 +105,9 @@ def build_score(found: ScoreEstimate, ctx: Context) -> Rewrite:
     if found.baseline == "vimco":
         baseline = _replace_over_draws(node.body, "logmeanexp", "loo_logmeanexp")
         baseline_text = "b_k = f with w_k replaced by the mean of the other log-weights (VIMCO)"
+    elif found.baseline == "loo_coupled":
+        baseline = _replace_over_draws(node.body, "mean", "loo_mean")
+        baseline_text = "b_k = f with the mean over the draws replaced by the mean over the other draws"
     elif found.baseline == "leave_one_out":
         baseline = OverDraws("loo_mean", signal)
         baseline_text = f"b_k = mean of f over the other {found.samples - 1} draws of the same point (leave-one-out)"
