@@ -80,3 +80,32 @@ def test_a_nonlinear_function_of_a_data_mean_is_evaluated_in_one_pass():
     m = float(params["m"])
     assert how is None and stderr == 0.0
     assert value == pytest.approx((y.mean() - m) ** 2 + 0.1 * m ** 2, rel=1e-4)
+
+
+def test_eval_batch_on_the_command_line_of_run_eval_and_the_emitted_module(tmp_path, capsys):
+    """`--eval-batch N` (run, eval, the emitted __main__): 3000 examples in batches of 2000 are two
+    batches, every one used, so exact; 0 is a diagnostic with exit code 1 (2 in the emitted module)."""
+    import json
+    import subprocess
+    import sys
+
+    from compiler.driver.cli import main
+    src = tmp_path / "sparse.att"
+    src.write_text(SPARSE)
+    params = tmp_path / "p.npz"
+    assert main(["run", str(src), "--json", "--eval-batch", "2000", "--save", str(params)]) == 0
+    run = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert main(["eval", str(src), "--params", str(params), "--json", "--eval-batch", "2000"]) == 0
+    evaluated = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert run["as_written_estimator"] == evaluated["as_written_estimator"] == "exact"
+    assert evaluated["as_written"] == pytest.approx(run["as_written"], rel=1e-6)
+    assert main(["eval", str(src), "--params", str(params), "--eval-batch", "0"]) == 1
+    assert "--eval-batch must be from 1" in capsys.readouterr().err
+    emitted = tmp_path / "sparse.py"
+    assert main(["compile", str(src), "--emit", "jax", "-o", str(emitted)]) == 0
+    capsys.readouterr()
+    out = subprocess.run([sys.executable, str(emitted), "--json", "--eval-batch", "2000"], capture_output=True, text=True,
+                         cwd=tmp_path)
+    assert out.returncode == 0 and json.loads(out.stdout.strip().splitlines()[-1])["as_written_estimator"] == "exact"
+    bad = subprocess.run([sys.executable, str(emitted), "--eval-batch", "x"], capture_output=True, text=True, cwd=tmp_path)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr

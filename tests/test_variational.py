@@ -77,7 +77,7 @@ def under_law(n: ir.Node) -> bool:
 
 
 def test_every_rule_declares_its_matches_relation_identity_and_options():
-    assert [r.name for r in RULES] == ["enumerate", "gaussian_marginal", "jensen", "analytic_kl", "reparameterize",
+    assert [r.name for r in RULES] == ["enumerate", "gaussian_marginal", "jensen", "jensen_convex", "analytic_kl", "reparameterize",
                                        "score_function", "relax_discrete"]
     for rule in RULES:
         assert rule.matches and rule.identity and rule.unmatched

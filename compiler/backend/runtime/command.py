@@ -68,6 +68,8 @@ def main(argv=None):
     parser.add_argument("--steps", type=whole_number(0, MAX_STEPS), default=None)
     parser.add_argument("--seed", type=whole_number(0, MAX_SEED), default=0)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--eval-batch", type=whole_number(1, MAX_STEPS), default=None,
+                        help="evaluate over the data in batches of N examples (default: one pass)")
     args = parser.parse_args(argv)
     try:       # the data, then the author's nets (loaded when fit initialises): the program's input files
         data = load_data()
@@ -76,7 +78,7 @@ def main(argv=None):
         fail(e)
     seconds, compile_seconds = (history[-1]["seconds"], history[-1]["compile_seconds"]) if history else (0.0, None)
     steps = STEPS if args.steps is None else args.steps
-    result = summary(params, data, steps, seconds, args.seed, compile_seconds, history)
+    result = summary(params, data, steps, seconds, args.seed, compile_seconds, history, args.eval_batch)
     print(json.dumps(json_safe(result)) if args.json else result)
     if not args.json:
         for warning in result["warnings"]:
