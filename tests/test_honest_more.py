@@ -128,6 +128,22 @@ def test_run_warns_of_the_heavy_tailed_ratio(tmp_path, capsys):
     assert result["converged"] is False and any("infinite variance" in w for w in result["warnings"])
 
 
+@pytest.mark.parametrize("scale, flagged", [("1.3", True), ("1.05", False)])
+def test_eval_keeps_the_warnings_of_its_estimates(tmp_path, capsys, scale, flagged):
+    """`eval` judges no run (no `converged`), but an estimate of infinite variance at the saved
+    parameters is still named, in the JSON and on stderr."""
+    src, params = tmp_path / "neyman.att", tmp_path / "p.npz"
+    src.write_text(NEYMAN.replace("SCALE", scale).replace("steps=100", "steps=5"))
+    assert main(["run", str(src), "--json", "--save", str(params)]) == 0
+    capsys.readouterr()
+    assert main(["eval", str(src), "--params", str(params), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert "converged" not in result
+    assert any("infinite variance" in w for w in result["warnings"]) is flagged
+    assert main(["eval", str(src), "--params", str(params)]) == 0
+    assert ("warning:" in capsys.readouterr().err) is flagged
+
+
 LATENT_MODEL = """param a : real = A
 param s : real = -3.0
 data x : real from gaussian(mean=0, std=1, n=20000)

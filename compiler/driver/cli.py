@@ -307,15 +307,22 @@ def cmd_eval(args) -> int:
     data = prog.load_data(args.data)
     mod = prog.build()
     params = load_params(args.params, mod)
-    result = mod.summary(params, data, 0, 0.0, args.seed, None, [], args.eval_batch)
-    training = ("steps", "seconds_per_step", "compile_seconds", "converged", "warnings")   # the verdict of a run
+    result = mod.summary(params, data, 0, 0.0, args.seed, None, [], args.eval_batch, judged=False)
+    from compiler.driver.tails import judge
+    result = judge(prog, mod, params, data, result, args.seed)   # an estimator of infinite variance (issue 17)
+    training = ("steps", "seconds_per_step", "compile_seconds", "converged")   # the verdict of a run: none here
     result = {k: v for k, v in result.items() if k not in training}
+    result["warnings"] += [f"{name} is not finite (NaN or infinity) at these parameters" for name, v in
+                           [("objective", result["objective"]), *(("report " + k, v) for k, v in result["reports"].items())]
+                           if v is not None and not math.isfinite(v)]
     if args.json:
         print(json.dumps(mod.json_safe(result)))
     else:
         print(value_text(result))
         for k, v in result["reports"].items():
             print(f"report {k} = {v:.6g}")
+        for warning in result["warnings"]:
+            print(f"warning: {warning}", file=sys.stderr)
     return 3 if diverged(result, [], mod.PLAYERS) else 0
 
 

@@ -545,27 +545,32 @@ def best_response_steps(steps):
     return int(min(max(200, steps // 10), 2000))
 
 
-def summary(params, data, steps, seconds, seed=0, compile_seconds=None, history=None, eval_batch=None):
+def summary(params, data, steps, seconds, seed=0, compile_seconds=None, history=None, eval_batch=None, judged=True):
     """What a run reports (SPEC section 9.2): `seconds` is the training time without compilation,
     `compile_seconds` the tracing and compilation; `converged` and `warnings` judge the run from
     its `history` (module verdict). `steps` is the number of steps taken (a run to tolerance or
     one that diverged stops early). NaN and infinities stay floats here: `json_safe` writes them.
     Values over the data are exact (one pass, or every batch of `eval_batch` examples); on a data
-    set too large for that they are estimated from a sample of batches, with a warning naming it."""
+    set too large for that they are estimated from a sample of batches, with a warning naming it.
+    With `judged` false (evaluating saved parameters, no run to judge) `converged` is None and the
+    warnings are those of the estimates only."""
     key = jax.random.PRNGKey(seed + 1)
     history = history or []
     steps = history[-1]["step"] if history else steps
     value, value_stderr, how = objective_over_data(params, key, data, eval_batch)
     as_written, as_written_stderr, estimator, null_warning = written(params, key, data, eval_batch)
     values = reports(params, key, data, eval_batch)
-    mapping = gradient_mapping(params, key, data) if DETERMINISTIC and LIPSCHITZ_STEP and history else None
-    start, end, gaps = None, None, {}
-    if len(MOVING) > 1 and history:
-        first = jax.jit(init)(jax.random.split(jax.random.PRNGKey(seed))[1])
-        start, end = field_norms(first, key, data), field_norms(params, key, data)
-        gaps = {p: best_response_gap(params, key, data, p, best_response_steps(steps)) for p in MOVING if SENSES[p] == "max"}
-    converged, warnings = verdict(history, list(PLAYERS), list(MOVING), DETERMINISTIC, TOLERANCE or 1e-7, value,
-                                  values, mapping, start, end, gaps)
+    converged, warnings = None, []
+    if judged:
+        mapping = gradient_mapping(params, key, data) if DETERMINISTIC and LIPSCHITZ_STEP and history else None
+        start, end, gaps = None, None, {}
+        if len(MOVING) > 1 and history:
+            first = jax.jit(init)(jax.random.split(jax.random.PRNGKey(seed))[1])
+            start, end = field_norms(first, key, data), field_norms(params, key, data)
+            gaps = {p: best_response_gap(params, key, data, p, best_response_steps(steps))
+                    for p in MOVING if SENSES[p] == "max"}
+        converged, warnings = verdict(history, list(PLAYERS), list(MOVING), DETERMINISTIC, TOLERANCE or 1e-7, value,
+                                      values, mapping, start, end, gaps)
     if null_warning:
         warnings = warnings + [null_warning]
     if how is not None and how.startswith("data batches"):
