@@ -18,6 +18,13 @@ ROOT = Path(__file__).resolve().parent.parent
 # score function's, (z - 2)^2 (z - m) less a leave-one-out baseline, is larger
 PATHWISE = "param m : real = 0.5\nminimize E[z ~ Normal(m, 1)] (z - 2)^2\n"
 BUDGET = "600"          # measurements finish on a loaded machine: the choice is the measured one
+# the 0-1 loss of a linear classifier (issue 20): relaxed by a hinge (<=) or smoothed by ES (min<=)
+ZERO_ONE = ("data x : real[30], y : real from breast_cancer\nparam w : real[30]\nparam b : real\n"
+            "minimize E[(x, y) ~ data] [y * (dot(w, x) + b) <= 0]\n")
+REGRESSION = "data x : real[3], y : real from sparse_regression(n=50, d=3, k=2, noise=0.1, seed=0)\nparam w : real[3]\n"
+# a rounded weight has no convex surrogate; a 0-1 loss subtracted is one in the wrong direction
+ROUNDED = REGRESSION + "minimize E[(x, y) ~ data] (dot(round(w / 0.5) * 0.5, x) - y)^2\n"
+WRONG_WAY = REGRESSION + "param b : real\nminimize E[(x, y) ~ data] (sumsq(w) - [y * (dot(w, x) + b) <= 0])\n"
 
 
 @pytest.fixture(autouse=True)
@@ -169,10 +176,12 @@ def test_no_search_keeps_rule_order_and_still_measures_every_alternative(program
     assert 2.0 < variance["reparameterize"] < 6.5 < variance["score_function"]
 
 
-def test_one_derivation_measures_nothing_and_a_spent_budget_chooses_in_rule_order():
+def test_one_derivation_in_the_best_class_measures_nothing_and_a_spent_budget_chooses_in_rule_order():
     before = len(rank._measured)
-    lasso = compile_file(ROOT / "examples" / "lasso.att", search=True)      # relax_l0 is the only derivation
-    assert lasso.ranking.nodes == [] and len(rank._measured) == before
+    # the hinge is the only bound among relax_step and evolution strategies: listed, not measured
+    [node] = compile_source(ZERO_ONE, search=True).ranking.nodes
+    assert len(rank._measured) == before and all(r.measurement is None for r in node.rows)
+    assert [r.derivation for r in node.rows if r.chosen] == ["relax_step"]
     variant = PATHWISE.replace("2)^2", "3)^2")
     spent = compile_source(variant, search=True, search_budget=0.0)        # searching, not ranking: nothing measured
     assert spent.ranking.budget_spent and len(rank._measured) == before
@@ -255,3 +264,115 @@ def test_an_exact_route_is_ranked_against_the_game_of_a_later_pass():
     assert rows["conjugate"].tier == "bound" and rows["conjugate"].measurement.grad_variance > 0
     assert "the only exact derivation" in node.how
     assert compile_source(src, search=True).recorded[-1].rule == "maximum_likelihood"
+
+
+# ---- relaxations against evolution strategies (issue 20) ------------------------------------------------
+
+def test_an_evolution_strategy_is_a_surrogate_and_ranks_after_a_pointwise_bound():
+    """`min<=` orders only the minima: it ranks with the surrogates, after `<=`, whatever the sense
+    (a smoothing of a maximised loss records `>=` for the direction check and says it is not pointwise)."""
+    smoothing = Rewrite(ir.Num(0), relation="min<=", facts=(("pointwise", False),))
+    maximised = Rewrite(ir.Num(0), relation=">=", facts=(("pointwise", False),))
+    assert [TIERS[tier(rw)] for rw in (Rewrite(ir.Num(0), relation="<="), smoothing, maximised,
+                                       Rewrite(ir.Num(0), relation=">=", game=True))] == ["bound", "surrogate", "surrogate", "bound"]
+    alts = (Alternative(Rule("es", "nondiff", (ir.Node,), "min<=", "es", None, None), (), smoothing, tier(smoothing), True),
+            _alternative("<=", "hinge"))
+    decision = Decision("theta: x", "theta", ir.Num(0), alts)
+    assert decision.best == (1,) and ranked(decision, {0: (0.0, 1.0)}) == [1, 0]
+
+
+@pytest.fixture(scope="module")
+def zero_one_ranked():
+    return compile_source(ZERO_ONE, search=True, search_budget=float(BUDGET), rank=True)
+
+
+def test_the_zero_one_loss_ranks_the_hinge_against_evolution_strategies_and_takes_the_bound(zero_one_ranked):
+    [node] = zero_one_ranked.ranking.nodes
+    assert node.node == "[y * (dot(w, x) + b) <= 0]" and node.player == "theta"
+    rows = {r.derivation: r for r in node.rows}
+    assert list(rows) == ["relax_step", "evolution_strategy"]             # best first
+    hinge, es = rows["relax_step"], rows["evolution_strategy"]
+    assert (hinge.relation, hinge.tier, es.relation, es.tier) == ("<=", "bound", "min<=", "surrogate")
+    assert hinge.chosen and not es.chosen
+    assert hinge.measurement.grad_variance == 0.0         # full batch, no draw: the hinge's gradient is exact
+    assert es.measurement.grad_variance > 0 and es.measurement.cost > hinge.measurement.cost
+    assert es.note == "applied to player theta's whole loss, which holds the node" and hinge.note == ""
+    step = zero_one_ranked.derivation.steps[-1]
+    assert step.rule == "relax_step" and step.fact("chosen") == "relax_step"
+    assert [name for name, _, _ in step.fact("runners_up")] == ["evolution_strategy"]
+    assert "runner-up evolution_strategy (min<=, on the whole loss) is a surrogate derivation" in step.note
+    assert "it ranks after a bound one" in step.note and "relaxation chosen" not in step.note
+    assert "the surrogate is convex in the parameters" in step.note
+
+
+def test_the_zero_one_choice_is_deterministic_and_rule_order_keeps_todays_derivation(zero_one_ranked):
+    kept = dict(rank._measured)
+    rank._measured.clear()             # measure again, not from the cache
+    again = compile_source(ZERO_ONE, search=True, search_budget=float(BUDGET), rank=True)
+    rank._measured.update(kept)
+    variance = [{r.derivation: r.measurement.grad_variance for r in p.ranking.nodes[0].rows} for p in (zero_one_ranked, again)]
+    assert variance[0] == variance[1]
+    assert [r.chosen for r in again.ranking.nodes[0].rows] == [r.chosen for r in zero_one_ranked.ranking.nodes[0].rows]
+    plain = compile_source(ZERO_ONE, search=False)
+    [step] = plain.derivation.steps
+    assert step.rule == "relax_step" and step.fact("chosen") is None
+    assert "relaxation chosen: every non-differentiable term has a convex surrogate" in step.note
+    assert plain.program == zero_one_ranked.program                # the search compiles the same program
+    searched = compile_source(ZERO_ONE, search=True)               # searching without ranking: nothing measured
+    assert searched.program == plain.program and searched.derivation.steps[0].fact("chosen") == "relax_step"
+
+
+def test_explain_rank_json_lists_both_with_their_relations_and_says_where_es_applies(zero_one_ranked, tmp_path, capsys):
+    path = tmp_path / "zero_one.att"
+    path.write_text(ZERO_ONE)
+    code, out, err = _explain(capsys, path, "--rank", "--json", "--search-budget", BUDGET)
+    assert code == 0, err
+    [node] = json.loads(out)["nodes"]
+    assert node["node"] == "[y * (dot(w, x) + b) <= 0]"
+    hinge, es = node["alternatives"]
+    fields = {"derivation", "relation", "grad_variance", "ms_per_step", "chosen"}
+    assert set(hinge) == fields and set(es) == fields | {"note"}
+    assert (hinge["derivation"], hinge["relation"], hinge["chosen"]) == ("relax_step", "<=", True)
+    assert (es["derivation"], es["relation"], es["chosen"]) == ("evolution_strategy", "min<=", False)
+    assert hinge["grad_variance"] == 0.0 < es["grad_variance"] and "whole loss" in es["note"]
+    code, out, err = _explain(capsys, path, "--rank", "--search-budget", BUDGET)
+    assert code == 0, err
+    assert "runner-up evolution_strategy (min<=, on the whole loss)" in out
+    assert "applied to player theta's whole loss, which holds the node" in out
+
+
+def test_the_search_may_take_evolution_strategies_at_the_node_and_then_smooths_the_whole_loss():
+    from compiler.analysis.problems import program_problems
+    from compiler.frontend.checker import check
+    from compiler.frontend.parser import parse
+    from passes import PIPELINE
+    typed = check(parse(ZERO_ONE))
+
+    def take_es(decision):
+        labels = [a.label for a in decision.alternatives]
+        return Choice(labels.index("evolution_strategy"), "taken for the test", (("relax_step", "<=", "not measured"),))
+
+    program, derivation = run_passes(typed, PIPELINE, None, take_es)
+    [step] = derivation.steps
+    assert step.rule == "evolution_strategy" and step.relation == "min<=" and step.fact("chosen") == "evolution_strategy"
+    assert step.matched == typed.players[0].loss and "taken for the test" in step.note
+    assert "relaxation chosen" not in step.note and program_problems(program) == []
+
+
+@pytest.mark.parametrize("source, why", [
+    (ROUNDED, "no convex surrogate keeps the bound for round(w / 0.5) (relax_l0: it relaxes norm0 only"),
+    (WRONG_WAY, "rule relax_step refused: it would substitute an upper bound (<=) for [y * (dot(w, x) + b) <= 0], "
+                "but the term enters with a negative weight"),
+])
+def test_where_no_convex_surrogate_keeps_the_bound_evolution_strategies_are_the_only_row_and_it_says_why(source, why):
+    prog = compile_source(source, search=True, search_budget=float(BUDGET), rank=True)
+    [node] = prog.ranking.nodes
+    [row] = node.rows
+    assert row.derivation == "evolution_strategy" and row.relation == "min<=" and row.chosen
+    assert row.note.startswith("the only alternative: ") and why in row.note
+    assert row.measurement.usable and row.measurement.grad_variance > 0        # measured for the table
+    assert node.how.startswith("the only derivation")
+    [alternative] = json.loads(prog.ranking.to_json())["nodes"][0]["alternatives"]
+    assert set(alternative) == {"derivation", "relation", "grad_variance", "ms_per_step", "chosen", "note"}
+    plain = compile_source(source, search=False)       # the same program and note as rule order
+    assert plain.program == prog.program and plain.derivation.steps[-1].note == prog.derivation.steps[-1].note

@@ -20,7 +20,15 @@ parameters of `fit(seed)`:
                    ranked on: a clock is not deterministic).
 
 The measured derivation is fixed and the next such node searched, until none is left. A node
-with one derivation, or one in the best class, is never measured. The time budget is checked
+with one derivation, or one in the best class, is never measured. The step's note says why the
+derivation was taken and names the runner-up and why it lost: a lower class (with what the
+classes mean, `manager.TIER_MEANING`), or more gradient variance x cost.
+
+A non-differentiable node has its relaxations and, on the whole loss that holds it, evolution
+strategies (`Alternative.whole`, said in the row's note); a pointwise bound ranks before the
+smoothing (`manager.tier`). A node where only one derivation applies because the others stood
+aside (evolution strategies where no convex surrogate keeps the bound) is listed too, its row
+saying so (`Decision.alone`). The time budget is checked
 before each node: a node begun is measured whole, so that its choice does not depend on the
 machine's load; when the budget is spent, the nodes left take their class's first derivation in
 rule order, and say so.
@@ -42,7 +50,7 @@ from typing import Callable
 
 from compiler.ir.diagnostics import AttractorError
 from compiler.ir.printer import show
-from compiler.rewrite.manager import TIERS, Choice, Decision, ranked
+from compiler.rewrite.manager import TIER_MEANING, TIERS, Choice, Decision, ranked
 
 SEARCH_SECONDS = 10.0    # the default time budget of one search
 DRAWS = 32               # independent draws of the field per measurement
@@ -75,6 +83,7 @@ class Row:
     tier: str
     measurement: Measurement | None
     chosen: bool
+    note: str = ""          # where the derivation applies, or why it is the only one
 
 
 @dataclass(frozen=True)
@@ -99,7 +108,8 @@ class Ranking:
     def as_dict(self) -> dict:
         """The JSON of SPEC 9.4. An alternative that could not be measured (or measured a value
         that is not finite, which JSON cannot hold) has null for both numbers and an "error"
-        saying why: the only place a null appears."""
+        saying why: the only place a null appears. A row with something to say of where the
+        derivation applies (on the whole loss) or why it is the only one has a "note"."""
         return {"nodes": [{"node": n.node, "alternatives": [_alternative_json(r) for r in n.rows]} for n in self.nodes]}
 
     def to_json(self) -> str:
@@ -114,7 +124,8 @@ class Ranking:
             out.append(f"node: {n.node}   (player {n.player})")
             header = ("", "derivation", "relation", "class", "grad variance", "ms/step", "note")
             table = [header] + [("*" if r.chosen else "", r.derivation, r.relation, r.tier, _number(r.measurement, "grad_variance"),
-                                 _number(r.measurement, "ms_per_step"), r.measurement.failed if r.measurement else "not measured")
+                                 _number(r.measurement, "ms_per_step"),
+                                 "; ".join(filter(None, (r.note, r.measurement.failed if r.measurement else "not measured"))))
                                 for r in n.rows]
             widths = [max(len(row[i]) for row in table) for i in range(len(header))]
             for row in table:
@@ -150,6 +161,8 @@ def search_options(args) -> dict:
 def _alternative_json(row: Row) -> dict:
     m = row.measurement
     out = {"derivation": row.derivation, "relation": row.relation, "grad_variance": None, "ms_per_step": None, "chosen": row.chosen}
+    if row.note:
+        out["note"] = row.note
     if m is None:
         return {**out, "error": "not measured"}
     if m.failed:
@@ -183,24 +196,53 @@ class _Chooser:
         if decision.key in self.fixed and self.fixed[decision.key][0] in labels:
             label, measured, why = self.fixed[decision.key]
             index = labels.index(label)
-            return Choice(index, why, _runners_up(decision, measured, index))
+            return Choice(index, why, _runners_up(decision, measured, index), self.rule_order)
         if self.pending is None and needs_measuring(decision, self.measure_all):
             self.pending = decision
         if self.rule_order:
-            return Choice(0, RULE_ORDER, _runners_up(decision, {}, 0))
+            return Choice(0, RULE_ORDER, _runners_up(decision, {}, 0), True)
         index = ranked(decision, {})[0]
         return Choice(index, _static_why(decision, index), _runners_up(decision, {}, index))
 
 
 def needs_measuring(decision: Decision, measure_all: bool) -> bool:
-    return len(decision.alternatives) > 1 and (measure_all or len(decision.best) > 1)
+    """A node is measured to choose when its best class holds several derivations; in rank mode
+    (`measure_all`) every listed node is: one with several, or one whose only derivation is
+    only because the others stood aside."""
+    if len(decision.alternatives) == 1:
+        return measure_all and bool(decision.alone)
+    return measure_all or len(decision.best) > 1
 
 
 def _static_why(decision: Decision, index: int) -> str:
     taken = decision.alternatives[index]
+    if len(decision.alternatives) == 1:
+        return "the only derivation: the other rules of its problem stood aside (the row says why)" if decision.alone \
+            else "the only derivation"
     if len(decision.best) == 1:
-        return f"chosen without measuring: the only {TIERS[taken.tier]} derivation of {len(decision.alternatives)}"
-    return f"chosen in rule order: the first {TIERS[taken.tier]} derivation (not measured)"
+        why = f"chosen without measuring: the only {TIERS[taken.tier]} derivation of {len(decision.alternatives)}"
+    else:
+        why = f"chosen in rule order: the first {TIERS[taken.tier]} derivation (not measured)"
+    return why + _runner_up_why(decision, index, {})
+
+
+def _runner_up_why(decision: Decision, index: int, usable: dict) -> str:
+    """'; runner-up D (relation): why it lost' for the best alternative not taken: a lower class
+    (what each class means), or more gradient variance x cost as measured, or later in rule order."""
+    rest = [i for i in ranked(decision, usable) if i != index]
+    if not rest:
+        return ""
+    taken, other = decision.alternatives[index], decision.alternatives[rest[0]]
+    where = ", on the whole loss" if other.whole else ""
+    head = f"; runner-up {other.label} ({other.rewrite.relation}{where})"
+    if other.tier != taken.tier:
+        return (f"{head} is a {TIERS[other.tier]} derivation: {TIER_MEANING[other.tier]}; it ranks after a "
+                f"{TIERS[taken.tier]} one: {TIER_MEANING[taken.tier]}")
+    if index in usable and rest[0] in usable:
+        (v0, c0), (v1, c1) = usable[index], usable[rest[0]]
+        return (f"{head}: gradient variance x cost {v1:.4g} x {c1:.4g} = {v1 * c1:.4g} against "
+                f"{v0:.4g} x {c0:.4g} = {v0 * c0:.4g}")
+    return f"{head}: not measured, and later in rule order"
 
 
 def _runners_up(decision: Decision, measured: dict, index: int) -> tuple:
@@ -281,20 +323,24 @@ class Search:
 
 def _measured_why(decision: Decision, index: int, usable: dict, spent: bool) -> str:
     taken = decision.alternatives[index]
+    if len(decision.alternatives) == 1:
+        return _static_why(decision, index)
     if index not in usable:
         return (f"chosen in rule order: the first {TIERS[taken.tier]} derivation"
-                + (" (the search's time budget ran out)" if spent else " (no alternative could be measured)"))
+                + (" (the search's time budget ran out)" if spent else " (no alternative could be measured)")
+                + _runner_up_why(decision, index, {}))
     rivals = sum(a.tier == taken.tier for a in decision.alternatives)
     if rivals == 1:
-        return f"chosen without measuring: the only {TIERS[taken.tier]} derivation of {len(decision.alternatives)}"
+        return (f"chosen without measuring: the only {TIERS[taken.tier]} derivation of {len(decision.alternatives)}"
+                + _runner_up_why(decision, index, usable))
     return (f"chosen by measuring at the initial parameters: the least gradient variance x cost of {rivals} "
-            f"{TIERS[taken.tier]} derivations")
+            f"{TIERS[taken.tier]} derivations" + _runner_up_why(decision, index, usable))
 
 
 def _table(seen: list[Decision], fixed: dict, rule_order: bool = False) -> list[NodeRanking]:
     nodes = []
     for decision in seen:
-        if len(decision.alternatives) < 2:
+        if len(decision.alternatives) < 2 and not decision.alone:
             continue
         label, measured, why = fixed.get(decision.key, (None, {}, ""))
         usable = {i: (m.grad_variance, m.cost) for i, m in measured.items() if m.usable}
@@ -304,10 +350,22 @@ def _table(seen: list[Decision], fixed: dict, rule_order: bool = False) -> list[
         else:
             chosen = order[0] if label is None else [a.label for a in decision.alternatives].index(label)
         rows = tuple(Row(decision.alternatives[i].label, decision.alternatives[i].rewrite.relation,
-                         TIERS[decision.alternatives[i].tier], measured.get(i), i == chosen) for i in order)
+                         TIERS[decision.alternatives[i].tier], measured.get(i), i == chosen, _row_note(decision, i))
+                     for i in order)
         nodes.append(NodeRanking(show(decision.node), decision.player, rows, why or _static_why(decision, chosen),
                                  decision.alternatives[0].label))
     return nodes
+
+
+def _row_note(decision: Decision, index: int) -> str:
+    """Where the derivation applies, when not at the node itself, and why it is the only one."""
+    a = decision.alternatives[index]
+    parts = []
+    if a.whole:
+        parts.append(f"applied to player {decision.player}'s whole loss, which holds the node")
+    if len(decision.alternatives) == 1 and decision.alone:
+        parts.append(f"the only alternative: {decision.alone}")
+    return "; ".join(parts)
 
 
 def gradient_statistics(prog, seed: int = 0, draws: int = DRAWS) -> Measurement:

@@ -13,9 +13,12 @@ Policy, all here and nowhere in a rule:
 - Passes run to a fixed point: a pass stops when no rule applies anywhere, not after a count.
 - Choosing among derivations (SPEC 9.4): with a `choose` callback, every rule of any pass that can
   take a node of its problem (as written, or as `via` would force it), in each of its variants,
-  is an alternative; they are ordered exact, unbiased, bounds, surrogates (`tier`), and within a
-  class by what the callback measured (`ranked`); the callback (the driver, which can lower and
-  measure) returns the choice, recorded on the step with the runners-up.
+  is an alternative; so is a rule that rewrites the whole loss holding the node and says it
+  answers the node (evolution strategies at an Iverson bracket: `Alternative.whole`). They are
+  ordered exact, unbiased, bounds, surrogates (`tier`), and within a class by what the callback
+  measured (`ranked`); the callback (the driver, which can lower and measure) returns the
+  choice, recorded on the step with the runners-up. A node with one derivation because the
+  others stood aside is still shown to the callback, with the reason (`Decision.alone`).
 """
 from __future__ import annotations
 
@@ -50,6 +53,7 @@ class Plan:
     passed_over: dict = field(default_factory=dict)     # problem -> (pass name, [nodes])
     refusals: list = field(default_factory=list)        # (node, Refusal) of the forced rule
     declined: list = field(default_factory=list)        # (rule name, node, Refusal) of rules not forced
+    unkept: list = field(default_factory=list)          # (rule name, node, why) of a covering rule that failed at the node
     resume: tuple | None = None     # (player, child indices): where the last rewrite in that loss stood
     choose: Callable | None = None  # Decision -> Choice: the search among derivations (None: rule order)
     answering: dict = field(default_factory=dict)   # problem -> the enabled rules of every pass answering it
@@ -178,9 +182,12 @@ def uncovered(rules: tuple[Rule, ...], program: ir.Program, plan: Plan) -> list[
 
 
 def _keeps_direction(rule: Rule, node: ir.Node, ctx: Context, plan: Plan) -> bool:
+    """Does the rule take the node in the bound's direction? Where its rewrite would break the
+    bound (or the rule fails on the node), the diagnostic is kept in `plan.unkept`."""
     try:
         return try_rule(rule, node, dataclasses.replace(ctx, forced=False), plan) is not None
-    except AttractorError:
+    except AttractorError as e:
+        plan.unkept.append((rule.name, node, e.message))
         return False
 
 
@@ -305,44 +312,77 @@ class RulePass:
 
     def chosen(self, program, player, rules, rule, node, pol, path, rw, plan: Plan):
         """The hit (rule, node, path, rewrite) the search takes at `node`: rule order's `rule`
-        without a search, when `via` forced the node's problem, or for a rule that answers no problem."""
+        without a search, when `via` forced the node's problem, or for a rule that answers no problem.
+        An alternative on the whole loss (`Alternative.whole`) is the hit (rule, loss, None, rewrite)."""
         if plan.choose is None or not rule.problem or (plan.forced is not None and plan.forced.problem == rule.problem):
             return rule, node, path, rw
-        decision = Decision(f"{player.name}: {show(node)}", player.name, node,
-                            alternatives(program, player, plan.answering.get(rule.problem, rules), rule, node, pol, path, rw))
+        found = alternatives(program, player, plan.answering.get(rule.problem, rules), rule, node, pol, path, rw)
+        decision = Decision(f"{player.name}: {show(node)}", player.name, node, found,
+                            self.alone(program, rule, plan) if len(found) == 1 else "")
         choice = plan.choose(decision)
         taken = decision.alternatives[choice.index]
         if len(decision.alternatives) == 1:
             return rule, node, path, rw
-        facts = (("chosen", taken.label), ("runners_up", choice.runners_up))
+        facts = (("chosen", taken.label), ("runners_up", choice.runners_up)) + ((("rule_order", True),) if choice.rule_order else ())
         note = f"{taken.rewrite.note}; {choice.why}" if taken.rewrite.note else choice.why
-        return taken.rule, node, path, dataclasses.replace(taken.rewrite, facts=taken.rewrite.facts + facts, note=note,
-                                                           options=taken.options)
+        taken_rw = dataclasses.replace(taken.rewrite, facts=taken.rewrite.facts + facts, note=note, options=taken.options)
+        if taken.whole:
+            return taken.rule, player.loss, None, taken_rw
+        return taken.rule, node, path, taken_rw
+
+    def alone(self, program, rule, plan: Plan) -> str:
+        """Why `rule` is the only derivation at a node, where another pass for its problem stood
+        aside (the relaxations, when some node had no convex surrogate); "" when it simply is."""
+        return ""
 
 
 # ---- choosing among derivations ---------------------------------------------------------------------
 
 TIERS = ("exact", "unbiased", "bound", "surrogate")
+TIER_MEANING = (
+    "the objective itself, with no draw left",
+    "the objective itself, estimated from draws (its expected gradient is the gradient)",
+    "the objective is at most the rewritten one at every parameter (<=; or >= closed by a game)",
+    "no order between the objective and the rewritten one at the parameters trained "
+    "(~: none at all; min<=: only their minima are ordered)",
+)
 
 
 def tier(rw: Rewrite) -> int:
-    """The class of a derivation, best first: exact (`=`, `=+c` with no draw left: a closed form,
-    an enumeration, maximum likelihood over the data), unbiased (`=`, `=+c` estimated from draws),
-    a bound (`<=`, or `>=` closed by a game), a surrogate (`~`, `min<=`)."""
+    """The class of a derivation, best first, by what its relation says of the objective at the
+    parameters training returns:
+
+    0 exact       `=`, `=+c` with no draw left (a closed form, an enumeration, maximum likelihood
+                  over the data): the objective itself.
+    1 unbiased    `=`, `=+c` estimated from draws: the objective in expectation.
+    2 bound       `<=` (f(θ) <= g(θ) for every θ, so f(θ̂) <= g(θ̂) at the trained θ̂: the value
+                  reached certifies the objective there), or `>=` closed by a game.
+    3 surrogate   `~` (no order) and `min<=` (min f <= min g, not pointwise). An evolution
+                  strategy's g(θ) = E f(θ + σε) bounds the best value min f, which some draw
+                  around θ̂ attains, but not f(θ̂) at the centre training returns: a smoothing
+                  certifies nothing at the trained parameters, so it ranks after every pointwise
+                  bound, and with the surrogates, which are then ordered by measuring.
+                  A smoothing of a maximised loss records `>=` (E f <= max f) for the direction
+                  check; its rewrite says it is not pointwise (fact `pointwise` False), and it is
+                  a surrogate as well."""
     if rw.relation in ("=", "=+c"):
         drawn = any(isinstance(n, ir.Expect) and not isinstance(n.source, ir.DataSet) for n in rw.node.walk())
         return 1 if drawn or rw.players else 0
-    return 2 if rw.relation in ("<=", ">=") else 3
+    pointwise = dict(rw.facts).get("pointwise", True)
+    return 2 if rw.relation in ("<=", ">=") and pointwise else 3
 
 
 @dataclass(frozen=True)
 class Alternative:
-    """One way to take a node: a rule, the options it was given (a variant) and its rewrite."""
+    """One way to take a node: a rule, the options it was given (a variant) and its rewrite;
+    `whole`: the rewrite replaces the whole loss of the player that holds the node (a rule that
+    matches only a whole loss and answers every node of its problem in it)."""
 
     rule: Rule
     options: tuple          # ((key, value), ...)
     rewrite: Rewrite
     tier: int
+    whole: bool = False
 
     @property
     def label(self) -> str:
@@ -360,6 +400,7 @@ class Decision:
     player: str
     node: ir.Node
     alternatives: tuple[Alternative, ...]
+    alone: str = ""         # why the one alternative is the only one, where other rules stood aside
 
     @property
     def best(self) -> tuple[int, ...]:
@@ -376,6 +417,7 @@ class Choice:
     index: int
     why: str = ""
     runners_up: tuple = ()
+    rule_order: bool = False    # taken in rule order (--no-search), not by the search
 
 
 def ranked(decision: Decision, measured: dict) -> list[int]:
@@ -395,21 +437,44 @@ def alternatives(program, player, rules, rule, node, pol, path, rw) -> tuple[Alt
     a game's: maximum likelihood and a critic for KL(data || q)), that takes `node` as written or
     as `via` would force it, in each of its variants (rule order, variants in the rule's order); a
     variant that refuses, fails or would break a bound's direction is no alternative, nor one
-    whose rewrite is that of an earlier alternative (a Rao-Blackwellisation with one latent)."""
+    whose rewrite is that of an earlier alternative (a Rao-Blackwellisation with one latent).
+
+    A rule that does not take `node` where it stands but takes the player's whole loss, with the
+    player's sense as polarity, is an alternative on the whole loss (`whole`) when its rewrite
+    says it answers `node` (fact `answers`: the nodes of its problem it takes, by identity):
+    evolution strategies smooth the whole loss over the parameters of every such node in it."""
     found = [Alternative(rule, (), rw, tier(rw))]
     for other in rules:
-        if other.problem != rule.problem or not isinstance(node, other.matches):
+        if other.problem != rule.problem:
             continue
         for variant in other.variants:
             options = tuple(sorted(variant.items()))
             if other is rule and not options:
                 continue
-            out = _variant(other, node, Context(program, player, pol, dict(variant), False, path), program)
-            if out is None:
-                out = _variant(other, node, Context(program, player, pol, dict(variant), True, path), program)
+            out, whole = None, False
+            if isinstance(node, other.matches):
+                out = _forced_or_not(other, node, program, player, pol, dict(variant), path)
+            if out is None and path is not None and isinstance(player.loss, other.matches):
+                sense = 1 if player.sense == "min" else -1
+                out = _forced_or_not(other, player.loss, program, player, sense, dict(variant), None)
+                whole = out is not None and _answers(out, node) is True
+                out = out if whole else None
             if out is not None and not any(out.node == a.rewrite.node and out.players == a.rewrite.players for a in found):
-                found.append(Alternative(other, options, out, tier(out)))   # a variant that changes nothing is none
+                found.append(Alternative(other, options, out, tier(out), whole))   # a variant that changes nothing is none
     return tuple(found)
+
+
+def _forced_or_not(rule: Rule, node: ir.Node, program, player, pol: int, variant: dict, path) -> Rewrite | None:
+    out = _variant(rule, node, Context(program, player, pol, dict(variant), False, path), program)
+    if out is None:
+        out = _variant(rule, node, Context(program, player, pol, dict(variant), True, path), program)
+    return out
+
+
+def _answers(rw: Rewrite, node: ir.Node) -> bool | None:
+    """Does the rewrite say it takes `node` (fact `answers`, by identity)? None: it says nothing."""
+    answers = dict(rw.facts).get("answers")
+    return None if answers is None else any(n is node for n in answers)
 
 
 def _variant(rule: Rule, node: ir.Node, ctx: Context, program: ir.Program) -> Rewrite | None:

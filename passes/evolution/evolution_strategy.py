@@ -28,6 +28,10 @@ shrinks where they lie near, so it need not be guessed.
 
 The rule matches a player's whole loss with a non-differentiable node in it, and smooths it
 over the parameters those nodes depend on; the other parameters keep their pathwise gradient.
+Its rewrite names the nodes it answers (fact `answers`), so that the search among derivations
+offers it at each of them beside their relaxations (on the whole loss that holds the node), and
+says that its relation is not pointwise (fact `pointwise` False): min f <= E f bounds the best
+value, not f at the centre training returns, so it ranks after a pointwise bound (SPEC 9.1, 9.4).
 With no optimizer written it trains the centre with Adam at step σ/2 (Adam moves each
 coordinate about one step size per update, so the centre moves a fraction of the search scale).
 """
@@ -199,7 +203,8 @@ def build(found: Kinked, ctx: Context) -> Rewrite:
                    roles=tuple((s, f"log of the search scale of {n}, learned (SNES)") for s, n in zip(scales, names)),
                    facts=(("params", names), ("sigma", sigma), ("sigma_final", sigma_final), ("sigma_source", why),
                           ("adapt", opts["adapt"]), ("population", opts["population"]),
-                          ("antithetic", opts["antithetic"]), ("shaping", opts["shaping"])))
+                          ("antithetic", opts["antithetic"]), ("shaping", opts["shaping"]),
+                          ("answers", found.nodes), ("pointwise", False)))
 
 
 RULE = Rule(

@@ -18,7 +18,13 @@ class RelaxationPass(RulePass):
     `plan.passed_over` and a later pass, evolution strategies, takes them). Each step's note
     says why the relaxation was taken, and claims convexity only where it is proved: a convex
     surrogate φ(s) is convex in the parameters when s is affine in them (degree <= 1 as a
-    polynomial in the learnables); of a network's output it is convex in s only."""
+    polynomial in the learnables); of a network's output it is convex in s only.
+
+    With the search among derivations (SPEC 9.4), evolution strategies on the whole loss are an
+    alternative at each node beside its relaxations: the note then gives the search's reason
+    (the choice and the runner-up) instead of the fixed policy's; in rule order (--no-search)
+    the relaxation is taken as before, with the policy's words. Where the search takes evolution
+    strategies here, the step smooths the whole loss and its note is the search's."""
 
     covers_all = True
 
@@ -27,14 +33,23 @@ class RelaxationPass(RulePass):
         if hit is None:
             return None
         rule, node, path, rw = hit
-        why = "forced by 'via'" if plan.forces_any(self.rules) else \
-            "relaxation chosen: every non-differentiable term has a convex surrogate"
+        if rule not in self.rules:        # evolution strategies, chosen by the search: its note says why
+            return hit
+        facts = dict(rw.facts)
+        searched = "chosen" in facts and not facts.get("rule_order")
+        if plan.forces_any(self.rules):
+            why = "forced by 'via'"
+        elif searched:
+            why = ""                      # the search's reason, naming the runner-up, is in the note already
+        else:
+            why = "relaxation chosen: every non-differentiable term has a convex surrogate"
         argument = dict(rw.facts).get("margin", node.args[0] if isinstance(node, ir.Apply) and node.args else node)
         if degree(argument, program) <= 1:
-            why += f"; the surrogate is convex in the parameters ({show(argument)} is affine in them)"
+            convex = f"the surrogate is convex in the parameters ({show(argument)} is affine in them)"
         else:
-            why += (f"; the surrogate is convex in s = {show(argument)}, which is not affine in the parameters, "
-                    "so the relaxed problem need not be convex")
+            convex = (f"the surrogate is convex in s = {show(argument)}, which is not affine in the parameters, "
+                      "so the relaxed problem need not be convex")
+        why = f"{why}; {convex}" if why else convex
         return rule, node, path, dataclasses.replace(rw, note=f"{rw.note}; {why}" if rw.note else why)
 
 
