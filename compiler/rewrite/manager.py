@@ -358,10 +358,11 @@ def tier(rw: Rewrite) -> int:
     2 bound       `<=` (f(θ) <= g(θ) for every θ, so f(θ̂) <= g(θ̂) at the trained θ̂: the value
                   reached certifies the objective there), or `>=` closed by a game.
     3 surrogate   `~` (no order) and `min<=` (min f <= min g, not pointwise). An evolution
-                  strategy's g(θ) = E f(θ + σε) bounds the best value min f, which some draw
-                  around θ̂ attains, but not f(θ̂) at the centre training returns: a smoothing
-                  certifies nothing at the trained parameters, so it ranks after every pointwise
-                  bound, and with the surrogates, which are then ordered by measuring.
+                  strategy's g(θ) = E f(θ + σε) is at least min f (an average is never below the
+                  minimum: some point near θ̂ does as well as g(θ̂)), but f(θ̂) at the centre
+                  training returns may exceed g(θ̂): a smoothing certifies nothing at the trained
+                  parameters, so it ranks after every pointwise bound, in one class with the
+                  surrogates, within which the search orders by measuring (variance x cost).
                   A smoothing of a maximised loss records `>=` (E f <= max f) for the direction
                   check; its rewrite says it is not pointwise (fact `pointwise` False), and it is
                   a surrogate as well."""
