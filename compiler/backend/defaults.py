@@ -64,6 +64,13 @@ def deterministic_full_batch(program: ir.Program) -> bool:
             and not any(isinstance(n, ir.NetCall) for n in player.loss.walk()))
 
 
+def exact_field(program: ir.Program) -> bool:
+    """No player's loss draws and none is taken on minibatches: the field is a deterministic
+    function of the parameters (its equilibria are exact zeros of it)."""
+    from compiler.backend.lower import needs_key
+    return not program.train.option("batch") and not any(needs_key(p.loss) for p in program.players)
+
+
 def smooth(node: ir.Node, program: ir.Program) -> bool:
     """No kink in the parameters: no abs, max, norm1, ... (nor a SymPy closed form with one,
     nor a density whose block draws from a kinked family or has a kinked argument)."""

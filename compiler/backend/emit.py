@@ -13,7 +13,7 @@ import numbers
 from compiler import ir
 from compiler.analysis.constants import const_value
 from compiler.backend import runtime
-from compiler.backend.defaults import deterministic_full_batch, training
+from compiler.backend.defaults import deterministic_full_batch, exact_field, training
 from compiler.backend.inline import Library
 from compiler.backend.joint import joint_function
 from compiler.backend.lower import (
@@ -112,6 +112,7 @@ class ModuleWriter:
             f"LIPSCHITZ_STEP = {bool(tr.lipschitz)}   # {tr.reason}",
             f"BACKTRACK = {bool(tr.backtrack)}",
             f"DETERMINISTIC = {deterministic_full_batch(p)}   # one player, no draws, no minibatches",
+            f"EXACT_FIELD = {exact_field(p)}   # no draws, no minibatches in any player's loss",
             f"TOLERANCE = {num(tr.tolerance) if tr.tolerance else None}   # a run with no steps stops at this relative change",
             f"COSINE = {cosine}   # the step decays from LR to 0 over the steps run (cosine)",
             (f"TAIL_AVERAGE = {len(moving) > 1 or p.objective.sense == 'estimate'}"

@@ -20,6 +20,7 @@ CONSENSUS_GAMMA = 0.1                 # consensus optimisation's gamma
 LIPSCHITZ_STEP = False                # step 1/L, L from the Hessian at the start
 BACKTRACK = False                     # refuse a step that raises the objective
 DETERMINISTIC = False                 # one player, no draws, no minibatches (the verdict's criterion)
+EXACT_FIELD = False                   # no draws, no minibatches in any loss (a game must end at a zero of its field)
 TOLERANCE = None                      # relative tolerance a run with no `steps` written stops at
 COSINE = False                        # cosine decay of the step over the run
 TAIL_AVERAGE = False                  # fit returns the mean iterate of the last tenth

@@ -24,6 +24,7 @@ from compiler.backend.runtime.program import (
     DATA_SHAPES,
     DATA_VARS,
     DETERMINISTIC,
+    EXACT_FIELD,
     IS_ESTIMATE,
     JOINT,
     LIPSCHITZ_STEP,
@@ -570,7 +571,7 @@ def summary(params, data, steps, seconds, seed=0, compile_seconds=None, history=
             gaps = {p: best_response_gap(params, key, data, p, best_response_steps(steps))
                     for p in MOVING if SENSES[p] == "max"}
         converged, warnings = verdict(history, list(PLAYERS), list(MOVING), DETERMINISTIC, TOLERANCE or 1e-7, value,
-                                      values, mapping, start, end, gaps)
+                                      values, mapping, start, end, gaps, EXACT_FIELD)
     if null_warning:
         warnings = warnings + [null_warning]
     if how is not None and how.startswith("data batches"):

@@ -19,7 +19,9 @@ entry before) and what the summary measures at the final parameters.
   steps of the critic alone, the others held fixed, raise its objective by no more than
   GAP_TOLERANCE (1 + |f|) and three standard errors. The Bayes-optimal critic of a divergence
   (D* = p/(p + q) for JS) is the best response, so a critic that still gains is not at it and
-  the plug-in divergence is low by at least the gain.
+  the plug-in divergence is low by at least the gain. A game whose field has no randomness (no
+  draws, no minibatches: `exact_field`) must moreover end at a zero of it, |v| <= sqrt(tolerance)
+  (1 + |f|), as a single player's gradient mapping must.
 
 Only numpy and the standard library: this module is copied into emitted modules.
 """
@@ -134,7 +136,7 @@ def flat(history, name):
 
 
 def verdict(history, players, moving, deterministic, tolerance, objective, reports, mapping=None,
-            field_start=None, field_end=None, gaps=None):
+            field_start=None, field_end=None, gaps=None, exact_field=False):
     """(converged, warnings) of a run; see the module docstring for the criteria. `players`: every
     player's name, the first the objective's; `moving`: those with parameters; `mapping`: the
     norm of the (proximal-)gradient mapping at the end (deterministic problems); `field_start`,
@@ -171,19 +173,29 @@ def verdict(history, players, moving, deterministic, tolerance, objective, repor
         if warning:
             warnings.append(warning)
     if len(moving) > 1 and field_start and field_end:
-        game_ok, game_warnings = game_verdict(field_start, field_end, gaps or {}, objective)
+        game_ok, game_warnings = game_verdict(field_start, field_end, gaps or {}, objective,
+                                              tolerance if exact_field else None)
         converged &= game_ok
         warnings += game_warnings
     return converged, warnings
 
 
-def game_verdict(field_start, field_end, gaps, objective):
+def game_verdict(field_start, field_end, gaps, objective, exact_tolerance=None):
     """(settled, warnings) of a game from its players' parts of the field at the start and at the
-    returned parameters, and its critics' best-response gains (module docstring)."""
+    returned parameters, and its critics' best-response gains (module docstring). With
+    `exact_tolerance` (a field with no randomness) the equilibria are exact zeros of the field v,
+    so, as for a single player's gradient mapping, |v| <= sqrt(tolerance) (1 + |f|) is asked: a game
+    circling its equilibrium changes its value slowly, and a field that merely shrank has not
+    settled."""
     warnings = []
     norm = lambda parts: math.sqrt(sum(v * v for v in parts.values()))
     start, end = norm(field_start), norm(field_end)
-    if not end <= FIELD_SHRINK * start:
+    if exact_tolerance is not None:
+        if not end <= math.sqrt(exact_tolerance) * (1 + abs(objective)):
+            warnings.append(f"the field has norm {end:.3g} at the returned parameters ({start:.3g} at the start): "
+                            "not a zero of it, so not an equilibrium of the game (more steps, a larger step "
+                            "size, or dynamics that damp rotation)")
+    elif not end <= FIELD_SHRINK * start:
         warnings.append(f"the field does not shrink: |v| = {end:.3g} at the returned (averaged) parameters, "
                         f"{start:.3g} at the start; the game has not settled")
     for p in field_end:
