@@ -36,7 +36,7 @@ def explain(example: Path, *flags: str) -> tuple[dict | None, float, str]:
 def run() -> str:
     lines = ["## explain --rank on every example (issue 20, SPEC 9.4)", "",
              "`python -m compiler explain FILE --rank --json` in a fresh process (default search budget 10 s; "
-             "seconds include starting Python and JAX), against `--no-search` (rule order, nothing measured). "
+             "seconds include starting Python and JAX), against `--no-search` (rule order; `--rank` still measures every row). "
              "A node is listed when it has more than one derivation; measured: alternatives with a gradient variance.", "",
              "| example | seconds (--rank) | seconds (--no-search) | nodes with a choice | measured | chosen | rule order | differs |",
              "|---|---|---|---|---|---|---|---|"]
