@@ -218,6 +218,32 @@ def test_the_score_term_is_zero_with_the_gradient_of_its_argument():
         np.testing.assert_allclose(g, w, rtol=1e-6, atol=1e-7)
 
 
+def test_a_non_finite_score_term_makes_the_loss_nan_not_zero():
+    """x - stop(x) is NaN where x is an infinity or NaN; gradient_only keeps that, in value and in
+    value_and_grad, so a diverging score term surfaces as a NaN loss (SPEC 9.2), as written."""
+    for x in (jnp.inf, -jnp.inf, jnp.nan):
+        written = float(jnp.asarray(x) - jax.lax.stop_gradient(jnp.asarray(x)))
+        assert np.isnan(written) and np.isnan(float(special.gradient_only(jnp.asarray(x))))
+        value, _ = jax.value_and_grad(lambda t: special.gradient_only(t * x) + t)(1.0)
+        assert np.isnan(float(value))
+    assert float(special.gradient_only(jnp.asarray(-3.0))) == 0.0
+    # in a program: the score term of Bernoulli(probs=p) at p = 1 with z = 0 drawn is log(1 - 1) = -inf
+    prog = compile_source("data x : real from gaussian(n=8)\nparam p : real = 0.5\n"
+                          "minimize E[x ~ data] E[z ~ Bernoulli(probs=p)] (z - x)^2\n")
+    mod = prog.build()
+    assert "gradient_only(" in mod.SOURCE_TEXT
+    batch = mod.full_batch(mod.as_data(prog.load_data()))
+    key = jax.random.PRNGKey(1)
+    finite, _ = jax.value_and_grad(mod.loss_theta)(mod.init(jax.random.PRNGKey(0)), key, batch)
+    assert np.isfinite(float(finite))
+    value, _ = jax.value_and_grad(mod.loss_theta)({"p": jnp.asarray(1.0)}, key, batch)
+    written = mod.loss_theta.__globals__["gradient_only"]
+    mod.gradient_only = lambda t: t - jax.lax.stop_gradient(t)   # the term as written
+    value_written = mod.loss_theta({"p": jnp.asarray(1.0)}, key, batch)
+    mod.gradient_only = written
+    assert np.isnan(float(value_written)) and np.isnan(float(value))
+
+
 def test_bad_arguments_to_main_are_one_line_and_exit_code_2(capsys):
     mod = compile_file(ROOT / "examples" / "lasso.att").build()
     for argv in (["--steps", "-5"], ["--steps", str(2**40)], ["--steps", "1.5"], ["--steps", "x"],

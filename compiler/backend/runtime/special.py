@@ -24,15 +24,17 @@ def _wright_omega_jvp(primals, tangents):
 
 @jax.custom_jvp
 def gradient_only(x):
-    """x - stop_gradient(x): zero in value, the derivative of x in every direction (the score
-    term of a score-function estimator). Its value does not read x, so a loss's value (the loss
-    history) does not compute x where only its gradient needs it."""
-    return jnp.zeros_like(x)
+    """x - stop_gradient(x): the derivative of x in every direction (the score term of a
+    score-function estimator), and in value what x - x is: 0 where x is finite, NaN where x is
+    an infinity or NaN (inf - inf = NaN). A non-finite score term thus still makes the loss NaN
+    and ends the run (SPEC 9.2) instead of turning into a silent 0; its value reads x only
+    through isfinite, no arithmetic of it."""
+    return jnp.where(jnp.isfinite(x), jnp.zeros_like(x), jnp.full_like(x, jnp.nan))
 
 
 @gradient_only.defjvp
 def _gradient_only_jvp(primals, tangents):
-    return jnp.zeros_like(primals[0]), tangents[0]
+    return gradient_only(primals[0]), tangents[0]
 
 
 def safe_norm(x):
