@@ -218,6 +218,22 @@ def test_the_score_term_is_zero_with_the_gradient_of_its_argument():
         np.testing.assert_allclose(g, w, rtol=1e-6, atol=1e-7)
 
 
+def test_softplus_of_logits_is_softplus_with_the_derivatives_of_the_logistic():
+    """The Bernoulli likelihood's softplus: value, first and second derivative those of
+    jax.nn.softplus (log(1 + e^x), sigmoid, sigmoid (1 - sigmoid)), at 0 and far out included."""
+    x = jnp.asarray([-1e4, -60.0, -3.0, -0.5, 0.0, 1e-6, 0.5, 3.0, 60.0, 1e4], jnp.float32)
+    ours, ref = distributions.softplus_of_logits, jax.nn.softplus
+    np.testing.assert_allclose(ours(x), ref(x), rtol=1e-6, atol=0)
+    d1, d2 = jax.vmap(jax.grad(ours)), jax.vmap(jax.grad(jax.grad(ours)))
+    np.testing.assert_allclose(d1(x), jax.nn.sigmoid(x), rtol=1e-6, atol=1e-30)
+    s = np.asarray(jax.nn.sigmoid(x), np.float64)
+    np.testing.assert_allclose(d2(x), s * (1 - s), rtol=1e-5, atol=1e-30)
+    assert float(d2(jnp.zeros(1))[0]) == 0.25   # the kink of |x| does not reach the curvature
+    assert float(ours(jnp.inf)) == math.inf and float(ours(-jnp.inf)) == 0.0 and math.isnan(float(ours(jnp.nan)))
+    np.testing.assert_allclose(distributions.bernoulli_logits_logpmf(jnp.asarray([0.0, 1.0]), jnp.asarray([2.0, 2.0])),
+                               [math.log(1 / (1 + math.exp(2))), math.log(1 / (1 + math.exp(-2)))], rtol=1e-6)
+
+
 def test_a_non_finite_score_term_makes_the_loss_nan_not_zero():
     """x - stop(x) is NaN where x is an infinity or NaN; gradient_only keeps that, in value and in
     value_and_grad, so a diverging score term surfaces as a NaN loss (SPEC 9.2), as written."""

@@ -33,9 +33,37 @@ def uniform_logpdf(x, low, high):
     return jnp.where((x >= low) & (x <= high), -jnp.log(high - low), -jnp.inf)
 
 
+@jax.custom_jvp
+def logistic(x):
+    """sigmoid(x) = 1 / (1 + e^-x), as (1 or e) / (1 + e) with e = e^-|x| (no overflow), the same
+    e^-|x| as `softplus_of_logits`; derivative sigmoid(x) (1 - sigmoid(x)) at every x."""
+    e = jnp.exp(-jnp.abs(x))
+    return jnp.where(x >= 0, 1.0, e) / (1.0 + e)
+
+
+@logistic.defjvp
+def _logistic_jvp(primals, tangents):
+    s = logistic(primals[0])
+    return s, s * (1.0 - s) * tangents[0]
+
+
+@jax.custom_jvp
+def softplus_of_logits(x):
+    """softplus(x) = log(1 + e^x) = max(x, 0) + log1p(e^-|x|), derivative sigmoid(x). jax.nn.softplus
+    (logaddexp) takes its derivative as exp(x - softplus(x)), a second exponential per entry;
+    here the derivative reuses e^-|x| of the value (a Bernoulli likelihood of a decoder's logits
+    is most of a VAE's elementwise work)."""
+    return jnp.maximum(x, 0.0) + jnp.log1p(jnp.exp(-jnp.abs(x)))
+
+
+@softplus_of_logits.defjvp
+def _softplus_of_logits_jvp(primals, tangents):
+    return softplus_of_logits(primals[0]), logistic(primals[0]) * tangents[0]
+
+
 def bernoulli_logits_logpmf(x, logits):
     """x l - softplus(l) = x log sigmoid(l) + (1 - x) log sigmoid(-l)."""
-    return x * logits - jax.nn.softplus(logits)
+    return x * logits - softplus_of_logits(logits)
 
 
 def bernoulli_probs_logpmf(x, probs):
