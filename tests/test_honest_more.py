@@ -178,3 +178,36 @@ def test_check_draws_a_latent_model_by_ancestral_sampling_to_judge_the_tails(a, 
     prog = compile_source(LATENT_MODEL.replace("A", a))
     [cert] = [c for c in certify(prog) if "variance is finite" in c.claim]
     assert cert.passed is finite
+
+
+QUARTIC = """param m : real = START
+minimize -m^2 + 0.1 * m^4
+"""
+
+
+@pytest.mark.parametrize("start, stalled", [("0", True), ("1", False)])
+def test_a_run_that_stops_where_the_gradient_vanishes_at_a_maximum_is_not_converged(tmp_path, capsys, start, stalled):
+    """-m^2 + 0.1 m^4 from m = 0: the gradient is exactly 0, the objective does not change, yet
+    m = 0 is its maximum (dv/dm = +2): not converged, and said why; from m = 1 the run reaches the
+    minimum m = sqrt(5), a stable attractor (dv/dm = -4)."""
+    src = tmp_path / "quartic.att"
+    src.write_text(QUARTIC.replace("START", start))
+    assert main(["run", str(src), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    flagged = [w for w in result["warnings"] if "not a stable attractor" in w]
+    assert bool(flagged) is stalled and result["converged"] is (not stalled)
+    if stalled:
+        assert "real part +2 " in flagged[0] and "a saddle or a maximum" in flagged[0]
+
+
+def test_the_k_draw_bound_of_log_e_stalled_at_its_maximum_is_not_converged(tmp_path, capsys):
+    """The program of issue 17: -log E[exp(m z)] + 0.3 m^2, started at m = 0 where its gradient
+    vanishes by symmetry, which is a maximum (of the true objective -0.2 m^2: dv/dm = +0.4; of the
+    16-draw bound, its field averaged over 8 keys: about +0.65): the default run barely moves and
+    must not be called converged."""
+    src = tmp_path / "log_e.att"
+    src.write_text("param m : real\nminimize -log E[z ~ Normal(0, 1)] exp(m * z) + 0.3 * m^2\n")
+    assert main(["run", str(src), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["converged"] is False
+    assert any("not a stable attractor" in w for w in result["warnings"])

@@ -232,6 +232,8 @@ def cmd_run(args) -> int:
     result = mod.summary(params, data, steps, seconds, args.seed, compile_seconds, history, args.eval_batch)
     from compiler.driver.tails import judge
     result = judge(prog, mod, params, data, result, args.seed)   # an estimator of infinite variance (issue 17)
+    from compiler.driver.field import judge_stability
+    result = judge_stability(prog, mod, params, data, result, args.seed)   # stalled at a saddle or a maximum
     result["search_seconds"] = prog.ranking.seconds if prog.ranking is not None else 0.0   # measuring derivations (SPEC 9.4)
     if samples is not None:
         _save_samples(mod, params, samples, args.seed)

@@ -92,33 +92,12 @@ def field_at(prog, at: str = "init", seed: int = 0, steps: int | None = None):
     the discrete update prox_η(θ + η v(θ)) at the run's steps η; `sampling` says over how many
     keys and data rows v is evaluated."""
     import jax
-    import jax.numpy as jnp
     from jax.flatten_util import ravel_pytree
     mod = prog.build()
     data = prog.load_data()
     _, k_init = jax.random.split(jax.random.PRNGKey(seed))
     params = _point(mod, mod.init(k_init), at, data, seed, steps)
-    names = [k for p in mod.MOVING for k in mod.PLAYERS[p]]
-    rows = next(iter(data.values())).shape[0] if data else 0
-    subsample = bool(mod.BATCH) and rows > FIELD_POINTS
-    batch = (mod.minibatch(mod.as_data(data), jax.random.PRNGKey(seed + 4), FIELD_POINTS) if subsample
-             else mod.full_batch(data))
-    moving = {k: params[k] for k in names}
-    flat, unravel = ravel_pytree(moving)
-    labels = [jax.tree_util.keystr(path).strip("[]'\"") for path, _ in jax.tree_util.tree_flatten_with_path(moving)[0]]
-    direction = getattr(mod, f"{prog.dynamics}_direction", None) or getattr(mod, "direction", None)
-
-    @jax.jit
-    def one(x, key):
-        merged = {**params, **unravel(x)}
-        d = direction(merged, key, batch)[0] if direction is not None else mod.field(merged, key, batch)
-        return ravel_pytree({k: d[k] for k in moving})[0]
-    keys = jax.random.split(jax.random.PRNGKey(seed + 3), FIELD_KEYS)
-    stochastic = bool(jnp.any(one(flat, keys[0]) != one(flat, keys[1])))
-    if stochastic:
-        v = jax.jit(lambda x: jnp.mean(jax.vmap(lambda k: one(x, k))(keys), axis=0))
-    else:
-        v = jax.jit(lambda x: one(x, keys[0]))
+    flat, labels, v, one, keys, stochastic, unravel, subsample, rows = linearised(mod, prog.dynamics, params, data, seed)
     eta = step_sizes(mod, params, data)
     owner = {k: p for p in mod.MOVING for k in mod.PLAYERS[p]}
     proximal = {k for k in getattr(mod, "PROX", {}) if k in owner}
@@ -133,6 +112,76 @@ def field_at(prog, at: str = "init", seed: int = 0, steps: int | None = None):
         return ravel_pytree(new)[0]
     return mod, params, flat, labels, v, update, {"keys": FIELD_KEYS if stochastic else 1,
                                                   "rows": FIELD_POINTS if subsample else rows}, eta
+
+
+def linearised(mod, dynamics: str, params: dict, data, seed: int):
+    """The moving parameters of `params` flattened, their labels, the field v(flat) (averaged over
+    FIELD_KEYS keys where it is stochastic), one key's field one(flat, key), the keys, whether it
+    is stochastic, the unflattening, and whether (and on how many rows) the data are subsampled."""
+    import jax
+    import jax.numpy as jnp
+    from jax.flatten_util import ravel_pytree
+    names = [k for p in mod.MOVING for k in mod.PLAYERS[p]]
+    rows = next(iter(data.values())).shape[0] if data else 0
+    subsample = bool(mod.BATCH) and rows > FIELD_POINTS
+    batch = (mod.minibatch(mod.as_data(data), jax.random.PRNGKey(seed + 4), FIELD_POINTS) if subsample
+             else mod.full_batch(data))
+    moving = {k: params[k] for k in names}
+    flat, unravel = ravel_pytree(moving)
+    labels = [jax.tree_util.keystr(path).strip("[]'\"") for path, _ in jax.tree_util.tree_flatten_with_path(moving)[0]]
+    direction = getattr(mod, f"{dynamics}_direction", None) or getattr(mod, "direction", None)
+
+    @jax.jit
+    def one(x, key):
+        merged = {**params, **unravel(x)}
+        d = direction(merged, key, batch)[0] if direction is not None else mod.field(merged, key, batch)
+        return ravel_pytree({k: d[k] for k in moving})[0]
+    keys = jax.random.split(jax.random.PRNGKey(seed + 3), FIELD_KEYS)
+    stochastic = bool(jnp.any(one(flat, keys[0]) != one(flat, keys[1])))
+    if stochastic:
+        v = jax.jit(lambda x: jnp.mean(jax.vmap(lambda k: one(x, k))(keys), axis=0))
+    else:
+        v = jax.jit(lambda x: one(x, keys[0]))
+    return flat, labels, v, one, keys, stochastic, unravel, subsample, rows
+
+
+def judge_stability(prog, mod, params: dict, data, result: dict, seed: int = 0) -> dict:
+    """A run's summary with a warning (and `converged` false) where the returned parameters are
+    not a stable attractor of the dynamics the run followed: J = dv/dθ there has an eigenvalue of
+    positive real part, so a small displacement along it grows (for one minimising player J = -H:
+    a saddle or a maximum of the objective, where the gradient vanishes and the objective is flat,
+    yet not a minimum). Up to DENSE_LIMIT parameters (J formed, every eigenvalue), not for a run
+    that diverged. A stochastic field is averaged over FIELD_KEYS keys; its noise is read from
+    the two halves of the keys, and an eigenvalue counts only where it is positive beyond
+    sqrt(1e-7) of the spectrum's scale in the whole average and in each half."""
+    import jax
+    import jax.numpy as jnp
+    value = result.get("objective")
+    if value is None or not np.isfinite(value):
+        return result
+    flat, labels, v, one, keys, stochastic, *_ = linearised(mod, prog.dynamics, params, data, seed)
+    n = int(flat.size)
+    if n == 0 or n > DENSE_LIMIT:
+        return result
+
+    def top(some_keys):
+        mean = jax.jit(lambda x: jnp.mean(jax.vmap(lambda k: one(x, k))(some_keys), axis=0))
+        eig = np.linalg.eigvals(np.asarray(jax.jacfwd(mean)(flat), np.float64))
+        return eig, float(np.max(eig.real))
+    eig, largest = top(keys)
+    if not np.all(np.isfinite(eig)):
+        return result
+    scale = max(1.0, float(np.max(np.abs(eig))))
+    threshold = 1e-7 ** 0.5 * scale
+    halves = [top(keys[: FIELD_KEYS // 2])[1], top(keys[FIELD_KEYS // 2:])[1]] if stochastic else [largest]
+    if not (largest > threshold and min(halves) > threshold):
+        return result
+    kind = "a saddle or a maximum of the objective, not a minimum" if len(mod.MOVING) == 1 else \
+        "not a stable equilibrium of the game"
+    warning = (f"the returned parameters are not a stable attractor of the training dynamics: dv/dtheta has an "
+               f"eigenvalue of real part {largest:+.3g} there ({classify(eig)}; {n} parameters"
+               f"{f', averaged over {FIELD_KEYS} keys' if stochastic else ''}): {kind}, where the run stalled")
+    return {**result, "converged": False, "warnings": list(result["warnings"]) + [warning]}
 
 
 def spectrum(fn, x, n: int, which: tuple[str, ...]) -> np.ndarray:
