@@ -575,9 +575,9 @@ def lower_together(em: Emitter, members: list[tuple[Fn, ir.Node]]) -> list[str]:
     lowered once, in order of first appearance, as one function returning every member's body.
 
     The members that take no such expectation (the data terms of a divergence's bound beside its
-    draws) are lowered first, the shared expectations after them: the same operations, in an
-    order that XLA's CPU schedule runs faster (hellinger_fit.att's loop 1.09x -> 1.00x the
-    hand-written one, bench/RESULTS.md, "Training loops")."""
+    draws) are computed first, bound to names before the shared expectations: the same
+    operations, in an order that XLA's CPU schedule runs faster (hellinger_fit.att's loop 1.09x
+    -> 1.00x the hand-written one, bench/RESULTS.md, "Training loops")."""
     groups: dict[tuple, list[tuple[Fn, ir.Expect]]] = {}
     for fn, node in members:
         for e in outer_expectations(node):
@@ -588,8 +588,9 @@ def lower_together(em: Emitter, members: list[tuple[Fn, ir.Node]]) -> list[str]:
     scope = members[0][0]
     out: dict[int, str] = {}
     for i, (fn, node) in enumerate(members):
-        if not any(_mergeable(e) and e not in fn.known for e in outer_expectations(node)):
-            out[i] = em.lower(node, fn)
+        if groups and not any(_mergeable(e) and e not in fn.known for e in outer_expectations(node)):
+            value = em.lower(node, fn)
+            out[i] = value if value.isidentifier() else fn.tmp(value, "v")
     for header, group in groups.items():
         lower_group = _data_group if isinstance(header[0], ir.DataSet) else _sample_group
         for (fn, e), value in zip(group, lower_group(em, group, scope)):
