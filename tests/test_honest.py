@@ -28,11 +28,11 @@ def test_a_nonlinear_function_of_a_monte_carlo_expectation_is_refused_at_its_nod
 def test_log_of_a_monte_carlo_expectation_is_bounded_by_k_draws_or_refused_by_direction():
     """-log E[f] in a minimised loss becomes the K-draw bound (relation <=, never a one-draw
     plug-in); +log E[f] there could only be bounded from the wrong side, so it is refused at its node."""
-    prog = compile_source("param m : real\nminimize -log E[z ~ Normal(0, 1)] exp(m * z) + 0.3 * m^2\n")
-    (step,) = prog.derivation.steps
+    prog = compile_source("param m : real\nminimize -log E[z ~ Normal(0, 1)] exp(m * z) + 0.3 * m^2\n", via="jensen")
+    (step,) = prog.derivation.steps     # (without via, closed_form_expectation computes E exactly: exp(m^2/2))
     assert step.rule == "jensen" and step.relation == "<=" and "K = 16" in str(prog.derivation)
     with pytest.raises(AttractorError) as e:
-        compile_source("param m : real\nminimize log E[z ~ Normal(0, 1)] exp(m * z) + 0.3 * m^2\n")
+        compile_source("param m : real\nminimize log E[z ~ Normal(0, 1)] exp(m * z) + 0.3 * m^2\n", via="jensen")
     assert "<input>:2:10:" in str(e.value) and "log(E[z ~ Normal(0, 1)] exp(m * z))" in str(e.value)
 
 

@@ -12,6 +12,9 @@ objective itself, chosen here and lowered by the emitter into `AS_WRITTEN(params
   log (1/K) sum_k p(x, z_k)/q(z_k | x) with K = 100 draws from the guide (the program compiled
   again with `via jensen(iwae=100)`), estimator "iwae(K=100)": a consistent estimate, biased
   towards a larger -log p(x) by at most the gap of the K = 100 bound;
+- a nonlinear function of an expectation over draws (the plugin problem) whose expectations all have
+  a closed form: the program compiled again with `via closed_form_expectation` (relation `=`),
+  estimator "exact" (or "monte_carlo" when draws remain);
 - a divergence estimated by a critic: the compiled objective at the trained critic, estimator
   "plug-in critic";
 - anything else (an objective equal to the compiled one up to an unknown constant, an
@@ -46,11 +49,12 @@ class AsWritten:
     reason: str | None = None
 
 
-def _iwae_program(typed: ir.Program, expr: ir.Node, compiled: ir.Program) -> ir.Program:
-    """`typed` with objective `minimize expr via jensen(iwae=100)`, rewritten; an AttractorError
-    when the rewriting fails or introduces parameters the compiled program does not have (an
-    automatic guide built anew would be untrained)."""
-    via = parse(f"minimize 0 via jensen(iwae={IWAE_DRAWS})\n")[0].via
+def _iwae_program(typed: ir.Program, expr: ir.Node, compiled: ir.Program,
+                  rule: str = f"jensen(iwae={IWAE_DRAWS})") -> ir.Program:
+    """`typed` with objective `minimize expr via RULE` (default jensen(iwae=100)), rewritten; an
+    AttractorError when the rewriting fails or introduces parameters the compiled program does not
+    have (an automatic guide built anew would be untrained)."""
+    via = parse(f"minimize 0 via {rule}\n")[0].via
     failure = None
     for sense in ("minimize", "maximize"):   # -log p(x) is bounded above for a minimisation, log p(x) below
         objective = dataclasses.replace(typed.objective, expr=expr, sense=sense, via=via)
@@ -85,6 +89,14 @@ def as_written(typed: ir.Program, compiled: ir.Program) -> AsWritten:
         except AttractorError as e:
             return AsWritten(None, None, None, f"-log p(x) not estimated: {e.message}")
         return AsWritten(program.players[0].loss, program, IWAE)
+    if kinds - VALUE_KINDS == {"plugin"}:
+        try:
+            program = _iwae_program(typed, expr, compiled, "closed_form_expectation")
+        except AttractorError as e:
+            return AsWritten(None, None, None, f"no closed form of the objective as written: {e.message}")
+        loss = program.players[0].loss
+        exact = not any(isinstance(n, ir.Expect) and not isinstance(n.source, ir.DataSet) for n in loss.walk())
+        return AsWritten(loss, program, "exact" if exact else "monte_carlo")
     if "divergence" in kinds and compiled.players[0].loss is not None and len(compiled.players) > 1:
         return AsWritten(None, compiled, "plug-in critic")
     return AsWritten(None, None, None, "the objective as written has no estimator here (" + ", ".join(sorted(kinds))

@@ -6,6 +6,7 @@ and the gradient estimators of expectations under distributions that depend on t
     gaussian_marginal  z ~ N(a, s), x ~ N(w z + b, sigma): log p(x) = log N(x; w a + b, sqrt(w^2 s^2 + sigma^2))  (=)
     jensen          -log p(x) <= E_q[log q(z | x) - log p(x, z)]                      (<=; >= for log p(x))
                     gap KL(q(z | x) || p(z | x)); iwae=K: log p(x) >= E[log (1/K) sum_k p(x, z_k)/q(z_k | x)]
+    closed_form_expectation  phi(E[z ~ D] f(z)) = phi(F), F the integral of f times D's density by SymPy (=)
     jensen_convex   phi(E[X]) <= E[phi((1/K) sum_k X_k)], phi convex (SymPy), K draws of X's own law (<=)
                     (>= for a concave phi entering the minimised loss negatively)
     analytic_kl     E_q[log q(z | x) - log p(x, z)] = KL(q(z | x) || p(z)) - E_q[log p(x | z)]   (=)
@@ -22,6 +23,7 @@ inside an importance-weighted bound).
     nodes.py            LogProb, OverDraws, ClosedKL and their lowering
     enumeration.py      the rule enumerate; gaussian_marginal.py the rule gaussian_marginal
     jensen.py           the rule jensen; guides.py: the declared guide checked, or an automatic one
+    closed_form_expectation.py  the rule closed_form_expectation: exact before jensen_convex's bound
     jensen_convex.py    the rule jensen_convex: Jensen's bound for a convex function of an expectation
     analytic_kl.py      the rule analytic_kl
     sampling.py         what an expectation draws, and its sampler inlined (both estimator rules)
@@ -31,11 +33,23 @@ inside an importance-weighted bound).
     certificates.py     each relation measured on random instances (loaded by `check` only)
 """
 from compiler.rewrite.manager import RulePass
-from passes.variational import analytic_kl, enumeration, gaussian_marginal, jensen, jensen_convex, relax_discrete, reparameterize, score_function
+from passes.variational import (
+    analytic_kl,
+    closed_form_expectation,
+    enumeration,
+    gaussian_marginal,
+    jensen,
+    jensen_convex,
+    relax_discrete,
+    reparameterize,
+    score_function,
+)
 
-RULES: tuple = (enumeration.RULE, gaussian_marginal.RULE, jensen.RULE, jensen_convex.RULE, analytic_kl.RULE, reparameterize.RULE,
-                score_function.RULE, relax_discrete.RULE)
-PASSES: tuple = (RulePass("jensen", (enumeration.RULE, gaussian_marginal.RULE, jensen.RULE), "jensen"),
+RULES: tuple = (enumeration.RULE, gaussian_marginal.RULE, jensen.RULE, closed_form_expectation.RULE, jensen_convex.RULE,
+                analytic_kl.RULE, reparameterize.RULE, score_function.RULE, relax_discrete.RULE)
+# the closed form runs first (stage "exact"): exact before the bounds of jensen (log E) and jensen_convex
+PASSES: tuple = (RulePass("closed_form_expectation", (closed_form_expectation.RULE,), "exact"),
+                 RulePass("jensen", (enumeration.RULE, gaussian_marginal.RULE, jensen.RULE), "jensen"),
                  RulePass("jensen_convex", (jensen_convex.RULE,), "jensen"),
                  RulePass("analytic_kl", (analytic_kl.RULE,), "analytic_kl"),
                  RulePass("estimators", (reparameterize.RULE, score_function.RULE, relax_discrete.RULE), "estimators"))
