@@ -138,7 +138,10 @@ def training(program: ir.Program, loss: ir.Node | None = None) -> Training:
     steps, schedule = t.option("steps"), t.option("schedule")
     if t.option("optimizer") is not None:
         return Training(t.option("optimizer"), schedule or "constant", steps or DEFAULT_STEPS, False, "as written")
-    if not program.players or not deterministic_full_batch(program):
+    if not any(p.params for p in program.players):
+        return Training(("adam", (("lr", 1e-3),)), schedule or "constant", steps or DEFAULT_STEPS, False,
+                        "no parameters: the objective is only evaluated")
+    if not deterministic_full_batch(program):
         return Training(("adam", (("lr", 1e-3),)), schedule or "constant", steps or DEFAULT_STEPS, False,
                         "stochastic, a game or a net: Adam with step 1e-3")
     loss = loss if loss is not None else program.players[0].loss

@@ -432,6 +432,24 @@ def _stablest(e):
     return min(forms, key=lambda x: (_float32_failures(x, ref), sp.count_ops(x)))
 
 
+def stablest_in(e: sp.Expr, symbol: sp.Symbol) -> sp.Expr:
+    """Of a few equivalent forms of e(symbol), the one float32 evaluates best for symbol from -200
+    to 200 (against a 120-digit reference), then the shortest (as for the critic's forms). One
+    candidate splits at 0: for v > 0 each e^v is written 1/t with t = e^-v in (0, 1) and
+    simplified in t (|e^v - 1|/(e^v + 1) becomes |1 - e^-v|/(1 + e^-v): no overflow); each branch
+    reads v clamped to its own side, so the branch not taken is finite and so is its gradient."""
+    e = e.subs(symbol, V)
+    best = _stablest(e)
+    t = sp.Symbol("t", positive=True)
+    upper = sp.simplify(e.subs(sp.exp(V), 1 / t)).subs(t, sp.exp(-V))
+    if not upper.has(sp.exp(V)):
+        split = sp.Piecewise((upper.subs(V, sp.Max(V, 0)), V > 0), (e.subs(V, sp.Min(V, 0)), True))
+        ref = _reference(e)
+        if _float32_failures(split, ref) < _float32_failures(best, ref):
+            best = split
+    return best.subs(V, symbol)
+
+
 def _activation(lo, hi) -> sp.Expr:
     """g_f: ℝ onto the interior of (lo, hi), from the domain alone."""
     if lo == -sp.oo and hi == sp.oo:

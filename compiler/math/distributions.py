@@ -375,6 +375,12 @@ class _JnpPrinter(JaxPrinter):
     def _print_Or(self, e):
         return functools.reduce(lambda a, b: f"jnp.logical_or({a}, {b})", map(self._print, e.args))
 
+    def _print_Max(self, e):
+        return functools.reduce(lambda a, b: f"jnp.maximum({a}, {b})", map(self._print, e.args))
+
+    def _print_Min(self, e):
+        return functools.reduce(lambda a, b: f"jnp.minimum({a}, {b})", map(self._print, e.args))
+
     def _print__softplus(self, e):
         return f"jax.nn.softplus({self._print(e.args[0])})"
 

@@ -17,16 +17,25 @@ Draws from a sampler or model are paired with the data: `E[x ~ data] E[x ~ g] h(
 draw of g per data example, so a minibatch sets the number of draws per step and the objective
 on the whole data set averages as many draws as there are examples.
 
-`maximum_likelihood` and `explicit_kl` are the routes that need no game (`densities` holds what they
-share), run before the games, with `entropy_game` (KL(sampler || density): a game for the sampler's
+`maximum_likelihood`, `explicit_kl` and `explicit_divergence` (any other f-divergence between two
+densities, by Monte Carlo over draws of Q) are the routes that need no game (`densities` holds what
+they share), run before the games, with `entropy_game` (KL(sampler || density): a game for the sampler's
 entropy only). One module per rule; `sides` and
 `critic` hold what the game rules share, `nodes` the node types the family introduces (∇ and Δ)
 and their lowering; `certificates` is loaded by `attractor check`.
 """
 from compiler.rewrite.manager import RulePass
-from passes.adversarial import classifier_ratio, conjugate, denoising_score, entropy_game, explicit_kl, maximum_likelihood
+from passes.adversarial import (
+    classifier_ratio,
+    conjugate,
+    denoising_score,
+    entropy_game,
+    explicit_divergence,
+    explicit_kl,
+    maximum_likelihood,
+)
 
-EXACT = (maximum_likelihood.RULE, explicit_kl.RULE, entropy_game.RULE)
+EXACT = (maximum_likelihood.RULE, explicit_kl.RULE, explicit_divergence.RULE, entropy_game.RULE)
 RULES = (*EXACT, classifier_ratio.RULE, conjugate.RULE, denoising_score.RULE)
 
 PASSES: tuple = (RulePass("exact", EXACT, "exact"),

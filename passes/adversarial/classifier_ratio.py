@@ -71,7 +71,7 @@ def build(found: Found, ctx: Context) -> Rewrite:
 
     def log_d(side, sign):
         return expect_over(side, binder, lambda k: ir.Apply(
-            "log_sigmoid", (critic(k) if sign > 0 else ir.Apply("neg", (critic(k),)),)))
+            "log_sigmoid", (critic(k) if sign > 0 else ir.Apply("neg", (critic(k),)),)), bool(ctx.program.data_vars))
 
     def scaled(*terms):
         if node.kind == "JS":

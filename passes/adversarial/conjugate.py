@@ -103,8 +103,9 @@ def build(found: Found, ctx: Context) -> Rewrite:
     def closed_form(label, expr):
         return lambda k: ir.Sym(label, sp.srepr(expr), (str(V),), (critic(k),))
 
-    bound = ir.Apply("sub", (expect_over(node.p, binder, closed_form(f"T_{name}", c.activation)),
-                             expect_over(node.q, binder, closed_form(f"fstarT_{name}", c.fstar_of_activation))))
+    paired = bool(ctx.program.data_vars)
+    bound = ir.Apply("sub", (expect_over(node.p, binder, closed_form(f"T_{name}", c.activation), paired),
+                             expect_over(node.q, binder, closed_form(f"fstarT_{name}", c.fstar_of_activation), paired)))
     conditions = (f"P = {side_name(node.p)}, Q = {side_name(node.q)}: both can be sampled",) + found.conditions
     note = (f"critic T = T_{name}({critic.describe()}); player {critic.player} maximises the bound, "
             f"tight at T*(x) = f'(p(x)/q(x)), f'(u) = {c.critic_of_ratio}")
@@ -113,7 +114,7 @@ def build(found: Found, ctx: Context) -> Rewrite:
     loss, relation, nonsaturating = bound, ">=", False
     if ctx.option("nonsaturating") and moves(node.q, binder, ctx):
         nonsaturating = True
-        generator_loss = ir.Apply("neg", (expect_over(node.q, binder, closed_form(f"T_{name}", c.activation)),))
+        generator_loss = ir.Apply("neg", (expect_over(node.q, binder, closed_form(f"T_{name}", c.activation), paired),))
         loss, relation = ir.Surrogate(generator_loss, critic.player), "~"
         conditions += (("nonsaturating: the generator minimises -E_Q[T] instead of -E_Q[f*(T)] (f-GAN, Nowozin et al. "
                         "2016, sec. 3.2): both are stationary where T is constant on Q's support, as at P = Q, and "

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from compiler import ir
 
+MONTE_CARLO_DRAWS = 1024   # draws per evaluation of a divergence estimated with both densities
+
 
 def explicit_model(program: ir.Program, side: ir.Node) -> ir.Block | None:
     """The side as a model block with a normalised density (no Gibbs line, not conditioned), or None."""

@@ -16,7 +16,7 @@ from compiler import ir
 from compiler.analysis.problems import missing_latents
 from compiler.math.distributions import kl_closed_form
 from compiler.rewrite.rule import Context, Refusal, Rewrite, Rule
-from passes.adversarial.densities import explicit_model, log_density
+from passes.adversarial.densities import MONTE_CARLO_DRAWS, explicit_model, log_density
 from passes.adversarial.sides import shared_variables, side_name
 from passes.variational.analytic_kl import closed_kl
 
@@ -85,10 +85,10 @@ def build_two_densities(found: TwoDensities, ctx: Context) -> Rewrite:
                        facts=(("route", "closed_form"), ("pairs", tuple((a.family, b.family)
                                                                         for _, a, b, _ in found.closed))))
     body = ir.Apply("sub", (log_density(p, binder), log_density(q, binder)))
-    new = ir.Expect(binder, ir.Sample(p.name, binder), body, loc=node.loc)
+    new = ir.Expect(binder, ir.Sample(p.name, binder), body, samples=MONTE_CARLO_DRAWS, loc=node.loc)
     conditions = (f"KL({p.name} || {q.name}) = E_{p.name}[log {p.name}(x) - log {q.name}(x)]: both densities are "
                   "explicit, so the expectation is estimated from draws of " + p.name,)
-    return Rewrite(new, "=", conditions, note="Monte Carlo estimate with both densities (no closed form derived)",
+    return Rewrite(new, "=", conditions, note=f"Monte Carlo estimate with both densities, {MONTE_CARLO_DRAWS} draws (no closed form derived)",
                    facts=(("route", "monte_carlo"),))
 
 

@@ -44,11 +44,30 @@ def side_name(side: ir.Node) -> str:
 
 
 def shared_variables(program: ir.Program, node: ir.Divergence) -> tuple[tuple[str, ...], tuple[tuple[int, ...], ...]]:
-    """The data variables both sides of the divergence produce, and their shapes."""
-    def makes(side, v):
-        return isinstance(side, ir.DataSet) or program.decl(side.name).line(v) is not None
-    shared = tuple((v, s) for v, s in program.data_vars if makes(node.p, v) and makes(node.q, v))
-    return tuple(v for v, _ in shared), tuple(s for _, s in shared)
+    """The variables the divergence compares, and their shapes: the data variables both sides
+    produce; in a program that declares no data, the outputs both blocks produce (a variable
+    neither block reads in a later line: `x` of `eps ~ ...; x = f(eps)`, not its noise `eps`)
+    that one of them draws with `~`, in the first block's order."""
+    if program.data_vars or isinstance(node.p, ir.DataSet) or isinstance(node.q, ir.DataSet):
+        def makes(side, v):
+            return isinstance(side, ir.DataSet) or program.decl(side.name).line(v) is not None
+        shared = tuple((v, s) for v, s in program.data_vars if makes(node.p, v) and makes(node.q, v))
+        return tuple(v for v, _ in shared), tuple(s for _, s in shared)
+    blocks = (program.decl(node.p.name), program.decl(node.q.name))
+    read = {name for b in blocks for line in b.lines for name in ir.free_names(getattr(line, "dist", None)
+                                                                               or getattr(line, "value", None))}
+    binder, shapes = [], []
+    for line in blocks[0].lines:
+        if line.name in read or blocks[1].line(line.name) is None:
+            continue
+        drawn = next((b.line(line.name) for b in blocks if isinstance(b.line(line.name), ir.Tilde)), None)
+        if drawn is None:
+            raise AttractorError(f"{show(node)} compares '{line.name}', which both {blocks[0].name} and "
+                                 f"{blocks[1].name} compute from other draws: declare it as data "
+                                 f"(`data {line.name} : ...`) to say what is compared", node.loc)
+        binder.append(line.name)
+        shapes.append(tuple(drawn.shape or ()))
+    return tuple(binder), tuple(shapes)
 
 
 def check_sampleable(program: ir.Program, side: ir.Node, rule: str, divergence: ir.Divergence) -> None:
@@ -76,10 +95,16 @@ def sampled_sides(node: ir.Divergence, ctx: Context, rule: str):
     return shared_variables(ctx.program, node)
 
 
-def expect_over(side: ir.Node, binder: tuple[str, ...], body) -> ir.Node:
-    """E over one side of `body(kind)`: the data, or one draw of a block per data example."""
+UNPAIRED_DRAWS = 256    # draws of a block per step where the program declares no data to pair them with
+
+
+def expect_over(side: ir.Node, binder: tuple[str, ...], body, paired: bool = True) -> ir.Node:
+    """E over one side of `body(kind)`: the data, or one draw of a block per data example
+    (`paired`), or, in a program that declares no data, UNPAIRED_DRAWS draws of the block."""
     if isinstance(side, ir.DataSet):
         return ir.Expect(binder, ir.DataSet(), body("data"))
+    if not paired:
+        return ir.Expect(binder, ir.Sample(side.name, binder), body("latent"), samples=UNPAIRED_DRAWS)
     draw = ir.Expect(binder, ir.Sample(side.name, binder), body("latent"))
     return ir.Expect(binder, ir.DataSet(), draw)
 

@@ -151,6 +151,8 @@ def verdict(history, players, moving, deterministic, tolerance, objective, repor
         warnings.append(f"{name} is not finite (NaN or infinity) at the final parameters")
     if warnings:
         return False, warnings
+    if not moving:
+        return True, []     # nothing is trained: the value is the objective evaluated (its stderr says how well)
     if not history:
         return False, ["no step was taken: nothing says the parameters are optimal"]
     main = players[0]
