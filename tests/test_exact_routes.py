@@ -210,6 +210,7 @@ def test_kl_between_two_models_without_data_compares_their_variable(tmp_path, ca
     assert main(["run", str(src), "--json"]) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert abs(result["objective"] - (np.log(2) + 0.25 - 0.5)) < 1e-6 and result["converged"] is True
+    assert result["as_written"] == result["objective"] and result["as_written_estimator"] == "exact"
 
 
 JS_3D = """model p:
@@ -240,6 +241,7 @@ def test_js_between_two_explicit_models_is_a_monte_carlo_estimate_not_a_game():
     value, stderr, _ = mod.objective_over_data({}, mod.jax.random.PRNGKey(0), data, None)
     truth, truth_se = _js_reference()
     assert abs(value - truth) < 4 * np.hypot(stderr, truth_se) + 1e-4, (value, stderr, truth)
+    assert mod.AS_WRITTEN_ESTIMATOR == "monte_carlo"      # the divergence as written: the same estimate
 
 
 def test_a_distribution_fitted_by_hellinger_to_an_explicit_target_reaches_it():

@@ -15,6 +15,9 @@ objective itself, chosen here and lowered by the emitter into `AS_WRITTEN(params
 - a nonlinear function of an expectation over draws (the plugin problem) whose expectations all have
   a closed form: the program compiled again with `via closed_form_expectation` (relation `=`),
   estimator "exact" (or "monte_carlo" when draws remain);
+- a divergence between two models with densities: the program compiled again with `via
+  explicit_kl` or `via explicit_divergence` (relation `=`), estimator "exact" for a closed form,
+  else "monte_carlo";
 - a divergence estimated by a critic: the compiled objective at the trained critic, estimator
   "plug-in critic";
 - anything else (an objective equal to the compiled one up to an unknown constant, an
@@ -35,6 +38,7 @@ from compiler.rewrite.manager import run_passes
 
 IWAE_DRAWS = 100
 IWAE = f"iwae(K={IWAE_DRAWS})"
+EXPLICIT_DIVERGENCES = ("explicit_kl", "explicit_divergence")   # routes of relation = between two densities
 VALUE_KINDS = {"nondiff", "estimator", "constraint"}   # problems of the gradient or the feasible set, not the value
 
 
@@ -97,6 +101,15 @@ def as_written(typed: ir.Program, compiled: ir.Program) -> AsWritten:
         loss = program.players[0].loss
         exact = not any(isinstance(n, ir.Expect) and not isinstance(n.source, ir.DataSet) for n in loss.walk())
         return AsWritten(loss, program, "exact" if exact else "monte_carlo")
+    if kinds - VALUE_KINDS == {"divergence"}:
+        for rule in EXPLICIT_DIVERGENCES:       # both sides with densities: the value itself, no critic
+            try:
+                program = _iwae_program(typed, expr, compiled, rule)
+            except AttractorError:
+                continue
+            loss = program.players[0].loss
+            exact = not any(isinstance(n, ir.Expect) and not isinstance(n.source, ir.DataSet) for n in loss.walk())
+            return AsWritten(loss, program, "exact" if exact else "monte_carlo")
     if "divergence" in kinds and compiled.players[0].loss is not None and len(compiled.players) > 1:
         return AsWritten(None, compiled, "plug-in critic")
     return AsWritten(None, None, None, "the objective as written has no estimator here (" + ", ".join(sorted(kinds))

@@ -31,6 +31,8 @@ import numpy as np
 
 FLOOR = 1e-12          # |f| below this counts as 0 when a relative change is taken
 FLOAT32_CHANGE = 4 * float(np.finfo(np.float32).eps)   # relative changes below this are rounding
+SCALE_FLOOR = 1e-6     # a stochastic objective this close to 0 is judged on this scale: its terms' float32
+                       # rounding, not its own, bounds what a trend can resolve (a divergence at its 0)
 TAIL = 5               # the last 1/TAIL of the run is where a stochastic objective must be flat
 MIN_TAIL = 16          # history entries the last fifth needs before its trend can be judged (runs of >= 80 steps)
 HISTORY_POINTS = 100   # a run of N steps records at least min(N, HISTORY_POINTS) history entries
@@ -126,7 +128,7 @@ def flat(history, name):
     trend = tail_trend(history, name)
     if trend is None:
         return False, f"{name}: too few history points in the last fifth of the run to judge convergence"
-    scale = max(abs(history[-1][name]), FLOOR)
+    scale = max(abs(history[-1][name]), SCALE_FLOOR)
     for (diff, stderr), where in ((trend, "across the last fifth of the run"),
                                   (fifth_step(history, name), "from the fifth of the run before the last")):
         if abs(diff) > 2 * stderr + FLOAT32_CHANGE * scale:
