@@ -234,42 +234,6 @@ def test_softplus_of_logits_is_softplus_with_the_derivatives_of_the_logistic():
                                [math.log(1 / (1 + math.exp(2))), math.log(1 / (1 + math.exp(-2)))], rtol=1e-6)
 
 
-def test_unrolled_threefry_keys_draw_jax_numbers_bit_for_bit():
-    """runtime.prng.THREEFRY is jax's default generator with the hash's rounds written out: every
-    jax.random function gives, from a key wrapped with it, exactly what the raw key gives."""
-    from compiler.backend.runtime import prng
-
-    def draws(key, data):
-        out = [jax.random.split(key, 3), jax.random.fold_in(key, data), jax.random.split(jax.random.fold_in(key, data))[1]]
-        out = [jax.random.key_data(k) if jax.dtypes.issubdtype(k.dtype, jax.dtypes.prng_key) else k for k in out]
-        for shape in ((), (3,), (7, 5, 3)):
-            out += [jax.random.normal(key, shape), jax.random.randint(key, shape, 0, 1797), jax.random.bits(key, shape)]
-        out += [jax.random.uniform(key, (9,)), jax.random.bernoulli(key, 0.3, (9,))]
-        return out
-    raw_draws = jax.jit(draws)
-    unrolled_draws = jax.jit(lambda key, data: draws(prng.unrolled_key(key), data))
-    for seed, data in ((0, 0), (12345, 7), (2**31 - 1, 2**31 - 1)):
-        key = jax.random.PRNGKey(seed)
-        for a, b in zip(raw_draws(key, data), unrolled_draws(key, data), strict=True):
-            assert a.dtype == b.dtype and np.array_equal(a, b), (seed, a.shape)
-    assert jax.random.key_data(jax.random.key(3, impl=prng.THREEFRY)).tolist() == jax.random.PRNGKey(3).tolist()
-
-
-def test_the_training_loop_draws_what_the_raw_key_draws():
-    """train_steps with the unrolled generator ends where the same loop on jax's own keys ends."""
-    prog = compile_source("data x : real[2] from gaussian(n=64)\nparam m : real[2]\n"
-                          "minimize E[x ~ data] E[z ~ Normal(0, 1) : real[2]] sum((x + z - m)^2)\n"
-                          "train steps=20, batch=8, optimizer=adam(lr=0.1)\n")
-    fast, plain = prog.build(), prog.build()
-    plain.unrolled_key = lambda key: key   # jax's keys, hashed in a loop on a CPU
-    assert "def unrolled_key(" in fast.SOURCE_TEXT and "define_prng_impl" in fast.SOURCE_TEXT
-    data, key = fast.as_data(prog.load_data()), jax.random.PRNGKey(4)
-    ends = [mod.train_steps(mod.initial_state(key, 20), key, data, jnp.asarray(20, jnp.int32), 8) for mod in (fast, plain)]
-    np.testing.assert_allclose(ends[0][0]["params"]["m"], ends[1][0]["params"]["m"], rtol=1e-6)
-    assert float(ends[0][1]["theta"]) == pytest.approx(float(ends[1][1]["theta"]), rel=1e-6)
-    assert not np.allclose(ends[0][0]["params"]["m"], 0.0)
-
-
 def test_a_non_finite_score_term_makes_the_loss_nan_not_zero():
     """x - stop(x) is NaN where x is an infinity or NaN; gradient_only keeps that, in value and in
     value_and_grad, so a diverging score term surfaces as a NaN loss (SPEC 9.2), as written."""

@@ -21,7 +21,7 @@ from __future__ import annotations
 _HERE = "compiler.backend.runtime"
 
 MODULES: list[str] = [f"{_HERE}.distributions", f"{_HERE}.nets", f"{_HERE}.special", f"{_HERE}.prox",
-                      f"{_HERE}.verdict", f"{_HERE}.prng", f"{_HERE}.training", f"{_HERE}.dynamics", "compiler.data.datasets",
+                      f"{_HERE}.verdict", f"{_HERE}.training", f"{_HERE}.dynamics", "compiler.data.datasets",
                       "compiler.data.python_nets", f"{_HERE}.command"]
 PROGRAM = f"{_HERE}.program"   # the names a program part defines (never copied)
 

@@ -13,7 +13,6 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from compiler.backend.runtime.prng import unrolled_key
 from compiler.backend.runtime.program import (
     AS_WRITTEN,
     AS_WRITTEN_DRAWS,
@@ -275,10 +274,7 @@ def minibatch(data, key, size):
 def train_steps(state, key, data, length, batch_size):
     """`length` steps of the dynamics (a traced count: one compilation serves every length),
     and each player's loss averaged over them. Step t draws from fold_in(key, t), so a run
-    does not depend on how it is cut into calls; the key is used as a key of `THREEFRY` (the
-    same numbers, without the loop a CPU runs each hash in)."""
-    key = unrolled_key(key)
-
+    does not depend on how it is cut into calls."""
     def body(_, carry):
         state, total = carry
         kb, ks = jax.random.split(jax.random.fold_in(key, state["step"]))
