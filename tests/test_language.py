@@ -222,4 +222,14 @@ def test_printing_then_parsing_gives_the_same_ir_for_every_operation():
             assert objective(prelude + printed + "\n") == typed, (text, printed)
             seen |= {n.fn for n in typed.walk() if isinstance(n, ir.Apply)}
     written_only_by_rules = {"stop", "log2", "log_sigmoid"}
-    assert seen == set(OPERATIONS) - written_only_by_rules
+    in_blocks_only = {"take"}     # w[c], c a discrete draw of the same block: below
+    assert seen == set(OPERATIONS) - written_only_by_rules - in_blocks_only
+
+
+def test_an_index_by_a_discrete_draw_prints_as_it_is_written():
+    from compiler.driver.api import compile_source
+    prog = compile_source("data x : real from gaussian(mean=0, std=1, n=10)\nparam m : real[3]\nparam a : real[3]\n"
+                          "model p:\n    c ~ Categorical(logits=a)\n    x ~ Normal(m[c], 1)\n"
+                          "minimize E[x ~ data] -log p(x)\n")
+    [line] = [line for line in prog.typed.decl("p").lines if line.name == "x"]
+    assert line.dist.args[0].fn == "take" and show(line.dist.args[0]) == "m[c]"

@@ -8,7 +8,10 @@ objective itself, chosen here and lowered by the emitter into `AS_WRITTEN(params
   errors, a rounding rounds) and expectations under parameter-dependent distributions (whose
   value is a Monte Carlo average; only their gradient needed a rule): the typed objective,
   estimator "exact" (or "monte_carlo" when it draws);
-- a log marginal likelihood log p(x) of a model with latents: the importance-weighted bound
+- a log marginal likelihood log p(x) of a model whose latents can be summed out (`enumerate`: few
+  discrete states) or integrated in closed form (`gaussian_marginal`): that exact value, estimator
+  "exact" (or "monte_carlo" where continuous latents keep draws);
+- another log marginal likelihood log p(x) of a model with latents: the importance-weighted bound
   log (1/K) sum_k p(x, z_k)/q(z_k | x) with K = 100 draws from the guide (the program compiled
   again with `via jensen(iwae=100)`), estimator "iwae(K=100)": a consistent estimate, biased
   towards a larger -log p(x) by at most the gap of the K = 100 bound;
@@ -39,6 +42,7 @@ from compiler.rewrite.manager import run_passes
 IWAE_DRAWS = 100
 IWAE = f"iwae(K={IWAE_DRAWS})"
 EXPLICIT_DIVERGENCES = ("explicit_kl", "explicit_divergence")   # routes of relation = between two densities
+EXACT_MARGINALS = ("enumerate", "gaussian_marginal")            # log p(x) exactly: latents summed or integrated out
 VALUE_KINDS = {"nondiff", "estimator", "constraint"}   # problems of the gradient or the feasible set, not the value
 
 
@@ -88,6 +92,14 @@ def as_written(typed: ir.Program, compiled: ir.Program) -> AsWritten:
     if kinds <= VALUE_KINDS:
         return AsWritten(expr, typed, "monte_carlo" if draws else "exact")
     if kinds == {"marginal"}:
+        for rule in EXACT_MARGINALS:           # the latents summed or integrated out: the value itself
+            try:
+                program = _iwae_program(typed, expr, compiled, rule)
+            except AttractorError:
+                continue
+            loss = program.players[0].loss
+            exact = not any(isinstance(n, ir.Expect) and not isinstance(n.source, ir.DataSet) for n in loss.walk())
+            return AsWritten(loss, program, "exact" if exact else "monte_carlo")
         try:
             program = _iwae_program(typed, expr, compiled)
         except AttractorError as e:

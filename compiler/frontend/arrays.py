@@ -10,6 +10,8 @@ dimensions are integers known at compile time, kept as `ir.Num` arguments of the
     w[i]                   w[i] of w : real[n, ...] (i in [-n, n))        Apply("index", (w, i))
     A[i, j]                A[i][j]                                        index(index(A, i), j)
     w[a:b]                 Python's meaning, a non-empty result          Apply("slice", (w, start, stop))
+    w[c]                   c a discrete latent of the block with n states Apply("take", (w, c))
+                           (Categorical over n, Bernoulli for n = 2): a mixture's component
     eye(n), zeros(d, ...), ones(d, ...), concat(a, b) (axis 0; a scalar is a 1-vector)
     max(v), min(v)         the largest / smallest entry                  Apply("amax"|"amin", (v,))
 """
@@ -62,6 +64,14 @@ class ArrayChecks:
                                          f"axis of length {n} is empty", item.loc or node.loc)
                 base = ir.Apply("slice", (base, ir.Num(float(start)), ir.Num(float(stop))), loc=node.loc)
                 shape = (stop - start,) + shape[1:]
+            elif isinstance(item, ir.Ref) and item.name in self.discrete_states:
+                states = self.discrete_states[item.name]
+                if states != n:
+                    raise AttractorError(f"'{item.name}' takes {states} values but the axis it indexes has length {n}",
+                                         item.loc or node.loc)
+                index, _ = self.expr(item, scope)
+                base = ir.Apply("take", (base, index), loc=node.loc)
+                shape = shape[1:]
             else:
                 i = self.static_int(item, scope, "an index")
                 if not -n <= i < n:

@@ -120,6 +120,7 @@ class Checker(ArrayChecks):
         self.const_shapes: dict[str, Shape] = {}
         self.blocks: dict[str, ir.Block] = {}
         self.var_shapes: dict[tuple[str, str], Shape] = {}   # (block, var) -> shape
+        self.discrete_states: dict[str, int] = {}   # scalar discrete draws of the block being checked (w[c])
         self.folded: dict[int, tuple[ir.Node, float]] = {}   # id(checked scalar node) -> (node, its constant value)
         self.const_values: dict[str, float] = {}
 
@@ -266,6 +267,7 @@ class Checker(ArrayChecks):
                     raise AttractorError(f"guide {b.name} names latent '{z}' but has no line '{z} ~ ...'", b.loc)
         lines = []
         seen: set[str] = set()
+        self.discrete_states = {}      # this block's scalar discrete draws: name -> number of states
         for line in b.lines:
             if line.name in seen:
                 raise AttractorError(f"'{line.name}' is defined twice in {b.kind} {b.name}", line.loc)
@@ -277,6 +279,9 @@ class Checker(ArrayChecks):
             if isinstance(line, ir.Tilde):
                 dist, shape = self.distribution(line.dist, scope, line.shape, line.loc)
                 lines.append(ir.Tilde(line.name, dist, shape, loc=line.loc))
+                if not shape and dist.family in ("Bernoulli", "Categorical"):   # a scalar discrete draw can index
+                    self.discrete_states[line.name] = 2 if dist.family == "Bernoulli" else \
+                        self.expr(dist.args[0], scope)[1][-1]
             else:
                 value, shape = self.expr(line.value, scope)
                 lines.append(ir.Assign(line.name, value, loc=line.loc))

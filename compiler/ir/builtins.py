@@ -113,6 +113,8 @@ OPERATIONS: dict[str, Operation] = {
     "index": _op("construct", "{0}[{1}]", lambda sp, a, i: sp.Indexed(sp.IndexedBase(a), i), user=False,
                  linear=True, multilinear=True, static=1, count=2),
     "slice": _op("construct", "{0}[{1}:{2}]", user=False, linear=True, multilinear=True, static=1, count=3),
+    # w[c] with c a discrete latent of as many states as w's first axis (a mixture's component)
+    "take": _op("construct", "jnp.take({0}, jnp.asarray({1}, jnp.int32), axis=0)", user=False, linear=True, count=2),
     "eye": _op("construct", "jnp.eye({0})", user=False, linear=True, multilinear=True, static=0),
     "zeros": _op("construct", "jnp.zeros(({args},))", user=False, count=-1, linear=True, multilinear=True, static=0),
     "ones": _op("construct", "jnp.ones(({args},))", user=False, count=-1, linear=True, multilinear=True, static=0),
@@ -120,7 +122,7 @@ OPERATIONS: dict[str, Operation] = {
                   linear=True, multilinear=True),
 }
 
-ARRAY_SYNTAX = ("array", "index", "slice")   # written with brackets: not names a user could call
+ARRAY_SYNTAX = ("array", "index", "slice", "take")   # written with brackets: not names a user could call
 
 FUNCTIONS: dict[str, Operation] = {n: op for n, op in OPERATIONS.items() if op.kind != "arithmetic"}
 ARITHMETIC = {n for n, op in OPERATIONS.items() if op.kind == "arithmetic"}

@@ -68,7 +68,7 @@ def _show(node: ir.Node) -> tuple[str, int]:
             return f"log {show(args[0])}", _PREFIX
         if fn == "array":
             return f"[{', '.join(show(a) for a in args)}]", _ATOM
-        if fn == "index":
+        if fn in ("index", "take"):
             return f"{_wrap(args[0], _ATOM)}[{show(args[1])}]", _ATOM
         if fn == "slice":
             return f"{_wrap(args[0], _ATOM)}[{show(args[1])}:{show(args[2])}]", _ATOM

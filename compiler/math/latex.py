@@ -36,6 +36,7 @@ def _name(n: str) -> str:
 ARRAYS = {   # the array operations of SPEC §9.5, from their arguments' LaTeX
     "array": lambda a: r"\begin{bmatrix}" + r" \\ ".join(a) + r"\end{bmatrix}",
     "index": lambda a: f"{{{a[0]}}}_{{{a[1]}}}",
+    "take": lambda a: f"{{{a[0]}}}_{{{a[1]}}}",
     "slice": lambda a: f"{{{a[0]}}}_{{{a[1]}:{a[2]}}}",
     "eye": lambda a: f"I_{{{a[0]}}}",
     "zeros": lambda a: r"\mathbf{0}_{" + r" \times ".join(a) + "}",
