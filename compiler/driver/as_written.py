@@ -59,15 +59,18 @@ class AsWritten:
 
 def _iwae_program(typed: ir.Program, expr: ir.Node, compiled: ir.Program,
                   rule: str = f"jensen(iwae={IWAE_DRAWS})") -> ir.Program:
-    """`typed` with objective `minimize expr via RULE` (default jensen(iwae=100)), rewritten; an
+    """`typed` with objective `minimize expr via RULE` (default jensen(iwae=100)), one player whose
+    loss is `expr` (a report's expression is not the objective's), rewritten; an
     AttractorError when the rewriting fails or introduces parameters the compiled program does not
     have (an automatic guide built anew would be untrained)."""
     via = parse(f"minimize 0 via {rule}\n")[0].via
     failure = None
     for sense in ("minimize", "maximize"):   # -log p(x) is bounded above for a minimisation, log p(x) below
         objective = dataclasses.replace(typed.objective, expr=expr, sense=sense, via=via)
+        alone = ir.Player("theta", typed.learnable(), sense[:3], expr)    # expr's value only: no constraint, no game
         try:
-            program, _ = run_passes(dataclasses.replace(typed, objective=objective, reports=()), _pipeline(), via)
+            program, _ = run_passes(dataclasses.replace(typed, objective=objective, reports=(), constraints=(),
+                                                        players=(alone,)), _pipeline(), via)
             break
         except AttractorError as e:
             failure = failure or e
@@ -84,44 +87,44 @@ def _pipeline():
     return PIPELINE
 
 
+def _draws(expr: ir.Node) -> bool:
+    return any(isinstance(n, ir.Expect) and not isinstance(n.source, ir.DataSet) for n in expr.walk())
+
+
+def exact_route(typed: ir.Program, expr: ir.Node, compiled: ir.Program, kinds: set[str]) -> ir.Program | None:
+    """`expr` compiled by the first rule of relation = that takes its intractable part (latents
+    summed or integrated out, an expectation in closed form, a divergence between two densities):
+    the program whose loss is its value; None where no such rule applies."""
+    rest = kinds - VALUE_KINDS
+    rules = EXACT_MARGINALS if rest == {"marginal"} else EXPLICIT_DIVERGENCES if rest == {"divergence"} else \
+        ("closed_form_expectation",) if rest == {"plugin"} else ()
+    for rule in rules:
+        try:
+            return _iwae_program(typed, expr, compiled, rule)
+        except AttractorError:
+            continue
+    return None
+
+
 def as_written(typed: ir.Program, compiled: ir.Program) -> AsWritten:
     """What `AS_WRITTEN` evaluates for the program `typed` that compiled to `compiled`."""
     expr = typed.objective.expr
     kinds = {p.kind for p in program_problems(typed)} - {"constraint"}
-    draws = any(isinstance(n, ir.Expect) and not isinstance(n.source, ir.DataSet) for n in expr.walk())
     if kinds <= VALUE_KINDS:
-        return AsWritten(expr, typed, "monte_carlo" if draws else "exact")
+        return AsWritten(expr, typed, "monte_carlo" if _draws(expr) else "exact")
+    program = exact_route(typed, expr, compiled, kinds)
+    if program is not None:
+        loss = program.players[0].loss
+        return AsWritten(loss, program, "monte_carlo" if _draws(loss) else "exact")
     if kinds == {"marginal"}:
-        for rule in EXACT_MARGINALS:           # the latents summed or integrated out: the value itself
-            try:
-                program = _iwae_program(typed, expr, compiled, rule)
-            except AttractorError:
-                continue
-            loss = program.players[0].loss
-            exact = not any(isinstance(n, ir.Expect) and not isinstance(n.source, ir.DataSet) for n in loss.walk())
-            return AsWritten(loss, program, "exact" if exact else "monte_carlo")
         try:
             program = _iwae_program(typed, expr, compiled)
         except AttractorError as e:
             return AsWritten(None, None, None, f"-log p(x) not estimated: {e.message}")
         return AsWritten(program.players[0].loss, program, IWAE)
     if kinds - VALUE_KINDS == {"plugin"}:
-        try:
-            program = _iwae_program(typed, expr, compiled, "closed_form_expectation")
-        except AttractorError as e:
-            return AsWritten(None, None, None, f"no closed form of the objective as written: {e.message}")
-        loss = program.players[0].loss
-        exact = not any(isinstance(n, ir.Expect) and not isinstance(n.source, ir.DataSet) for n in loss.walk())
-        return AsWritten(loss, program, "exact" if exact else "monte_carlo")
-    if kinds - VALUE_KINDS == {"divergence"}:
-        for rule in EXPLICIT_DIVERGENCES:       # both sides with densities: the value itself, no critic
-            try:
-                program = _iwae_program(typed, expr, compiled, rule)
-            except AttractorError:
-                continue
-            loss = program.players[0].loss
-            exact = not any(isinstance(n, ir.Expect) and not isinstance(n.source, ir.DataSet) for n in loss.walk())
-            return AsWritten(loss, program, "exact" if exact else "monte_carlo")
+        return AsWritten(None, None, None, "no closed form of the objective as written: the expectation inside a "
+                         "nonlinear function has none SymPy derives, and the compiled objective bounds it")
     if "divergence" in kinds and compiled.players[0].loss is not None and len(compiled.players) > 1:
         return AsWritten(None, compiled, "plug-in critic")
     return AsWritten(None, None, None, "the objective as written has no estimator here (" + ", ".join(sorted(kinds))
@@ -129,14 +132,19 @@ def as_written(typed: ir.Program, compiled: ir.Program) -> AsWritten:
 
 
 def reports_as_written(typed: ir.Program, compiled: ir.Program) -> dict[str, ir.Node]:
-    """Each report's expression to lower, in `compiled`'s terms: as written when tractable, an
-    intractable marginal by its importance-weighted estimate (K = 100); anything else refused
+    """Each report's expression to lower, in `compiled`'s terms: as written when tractable, by an
+    exact route where one applies (as for the objective), an intractable marginal by its
+    importance-weighted estimate (K = 100); anything else refused
     at the report's location (a run must not fail where compile passed)."""
     out = {}
     for r in compiled.reports:
         kinds = {p.kind for p in problems(typed, r.expr)}
         if kinds <= VALUE_KINDS:
             out[r.name] = r.expr
+            continue
+        program = exact_route(typed, r.expr, compiled, kinds)
+        if program is not None:
+            out[r.name] = program.players[0].loss
             continue
         if kinds == {"marginal"}:
             try:
