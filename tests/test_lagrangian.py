@@ -221,3 +221,19 @@ def test_explain_shows_the_constraint_and_the_rule_taken():
     text = explain(str(ROOT / "examples" / "constrained.att"))
     assert "5:1: subject to sumsq(w) <= 1" in text
     assert "matches: lagrangian (=)" in text and "taken: lagrangian (=)" in text
+
+
+
+def test_a_projection_onto_the_simplex_ends_converged_at_its_optimum(tmp_path, capsys):
+    """min |w - c|^2 subject to sum(w) == 1, w >= 0 (a game with multipliers and no randomness):
+    w = (0.3, 0, 0, 0.7), value 0.21; converged by the zero of the field, not 'still moving' by
+    the 1e-10 float32 wobble of the multipliers' loss."""
+    import json
+
+    from compiler.driver.cli import main
+    src = tmp_path / "simplex.att"
+    src.write_text("param w : real[4]\nconst c = [0.5, 0.2, -0.3, 0.9]\nminimize sumsq(w - c)\n"
+                   "subject to sum(w) == 1\nsubject to w >= 0\n")
+    assert main(["run", str(src), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert abs(result["as_written"] - 0.21) < 1e-5 and result["converged"] is True, result["warnings"]
