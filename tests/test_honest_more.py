@@ -211,3 +211,18 @@ def test_the_k_draw_bound_of_log_e_stalled_at_its_maximum_is_not_converged(tmp_p
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["converged"] is False
     assert any("not a stable attractor" in w for w in result["warnings"])
+
+
+def test_an_estimate_from_a_data_sample_carries_the_samples_error():
+    """estimate KL(data || q) on 1000 points of N(0, 1), q = N(1, 1.5): the truth is 0.3499. The
+    plug-in critic's value varies with the sample (sd of its summand ~0.9, so ~0.03 over 1000
+    points); the standard error says so, not only the draws' noise (0.01), and covers the truth."""
+    import math
+    prog = compile_source("data x : real from gaussian(mean=0, std=1, n=1000)\nmodel q:\n    x ~ Normal(1, 1.5)\n"
+                          "estimate KL(data || q)\n")
+    mod, data = prog.build(), prog.load_data()
+    params, history = mod.fit(data, seed=0)
+    result = mod.summary(params, data, history[-1]["step"], 0.0, history=history)
+    truth = math.log(1.5) + 2 / (2 * 2.25) - 0.5
+    assert result["objective_stderr"] > 0.02 and result["as_written_stderr"] == result["objective_stderr"]
+    assert abs(result["objective"] - truth) < 3 * result["objective_stderr"]

@@ -416,6 +416,29 @@ def averaged(f, params, key, data, draws, eval_batch=None):
     return float(values.mean()), standard_error(values), None
 
 
+SAMPLE_PARTS = 20    # disjoint parts of the data whose values give an estimate's error over the data sample
+
+
+def sampling_error(f, params, key, data):
+    """The standard error of f (a mean over the examples) as an estimate of its value under the law
+    the data are drawn from, not of the data set at hand: f on SAMPLE_PARTS disjoint random parts of
+    the rows (one key each), the standard deviation of those values over sqrt(SAMPLE_PARTS). It holds
+    the examples' spread and the draws' noise together. For an `estimate` of a divergence with data
+    on one side, where the data are a sample of P; 0 with fewer than 2 examples a part, or where f
+    is not a mean over the examples (a nonlinear function of a data mean)."""
+    data = as_data(data)
+    n = data[DATA_VARS[0]].shape[0] if DATA_VARS else 0
+    if n < 2 * SAMPLE_PARTS:
+        return 0.0
+    parts = np.array_split(np.random.default_rng(0).permutation(n), SAMPLE_PARTS)
+    compiled = jax.jit(f)
+    keys = jax.random.split(key, SAMPLE_PARTS)
+    if not additive(compiled, params, keys[:4], data, parts[:2], n):
+        return 0.0
+    values = np.asarray([float(compiled(params, k, rows(data, part))) for k, part in zip(keys, parts)], np.float64)
+    return standard_error(values)
+
+
 def standard_error(values):
     """The standard error of the mean of independent `values` (0 for one value)."""
     return float(np.std(values, ddof=1) / np.sqrt(len(values))) if len(values) > 1 else 0.0
@@ -560,6 +583,10 @@ def summary(params, data, steps, seconds, seed=0, compile_seconds=None, history=
     steps = history[-1]["step"] if history else steps
     value, value_stderr, how = objective_over_data(params, key, data, eval_batch)
     as_written, as_written_stderr, estimator, null_warning = written(params, key, data, eval_batch)
+    if IS_ESTIMATE and DATA_VARS:     # the data are a sample of P: their spread is part of the estimate's error
+        value_stderr = max(value_stderr, sampling_error(OBJECTIVE, params, key, data))
+        if as_written_stderr is not None and AS_WRITTEN is OBJECTIVE:
+            as_written_stderr = value_stderr
     values = reports(params, key, data, eval_batch)
     converged, warnings = None, []
     if judged:
