@@ -21,13 +21,11 @@ from dataclasses import dataclass
 import sympy as sp
 
 from compiler import ir
-from compiler.analysis.problems import missing_latents
 from compiler.ir.diagnostics import AttractorError
 from compiler.math.convex import U, stablest_in
 from compiler.rewrite.rule import Context, Refusal, Rewrite, Rule
 from passes.adversarial.conjugate import conjugate_parts, generator_of
-from passes.adversarial.densities import MONTE_CARLO_DRAWS, explicit_model, log_density
-from passes.adversarial.sides import shared_variables, side_name
+from passes.adversarial.densities import MONTE_CARLO_DRAWS, log_density, two_explicit_models
 
 LOG_RATIO = sp.Symbol("L", real=True)    # log p(x) - log q(x)
 
@@ -49,18 +47,11 @@ def match_two_densities(node: ir.Divergence, ctx: Context) -> TwoDensities | Ref
         f, _ = generator_of(ctx.program, node)
     except KeyError:
         return None                          # not an f-divergence (Fisher): another family's
-    p, q = explicit_model(ctx.program, node.p), explicit_model(ctx.program, node.q)
-    if p is None or q is None:
-        which = side_name(node.p) if p is None else side_name(node.q)
-        return Refusal(f"{which} has no normalised density")
-    binder, _ = shared_variables(ctx.program, node)
-    for block in (p, q):
-        hidden = missing_latents(ctx.program, ir.Density(block.name, binder))
-        if hidden:
-            return Refusal(f"model {block.name}'s density in {', '.join(binder)} integrates over its latents "
-                           f"{', '.join(hidden)}")
+    found = two_explicit_models(ctx.program, node)
+    if isinstance(found, Refusal):
+        return found
     conjugate_parts(ctx.program, node)       # f convex on u > 0 with f(1) = 0, else a diagnostic at its definition
-    return TwoDensities(node, p, q, binder, f)
+    return TwoDensities(node, *found, f)
 
 
 def build_two_densities(found: TwoDensities, ctx: Context) -> Rewrite:

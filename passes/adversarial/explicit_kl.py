@@ -13,11 +13,9 @@ from dataclasses import dataclass
 import sympy as sp
 
 from compiler import ir
-from compiler.analysis.problems import missing_latents
 from compiler.math.distributions import kl_closed_form
 from compiler.rewrite.rule import Context, Refusal, Rewrite, Rule
-from passes.adversarial.densities import MONTE_CARLO_DRAWS, explicit_model, log_density
-from passes.adversarial.sides import shared_variables, side_name
+from passes.adversarial.densities import MONTE_CARLO_DRAWS, log_density, two_explicit_models
 from passes.variational.analytic_kl import closed_kl
 
 
@@ -58,16 +56,10 @@ def match_two_densities(node: ir.Divergence, ctx: Context) -> TwoDensities | Ref
     """KL(p || q) with p and q models with normalised densities and no latents."""
     if node.kind != "KL" or isinstance(node.p, ir.DataSet) or isinstance(node.q, ir.DataSet):
         return None
-    p, q = explicit_model(ctx.program, node.p), explicit_model(ctx.program, node.q)
-    if p is None or q is None:
-        which = side_name(node.p) if p is None else side_name(node.q)
-        return Refusal(f"{which} has no normalised density")
-    binder, _ = shared_variables(ctx.program, node)
-    for block in (p, q):
-        hidden = missing_latents(ctx.program, ir.Density(block.name, binder))
-        if hidden:
-            return Refusal(f"model {block.name}'s density in {', '.join(binder)} integrates over its latents "
-                           f"{', '.join(hidden)}")
+    found = two_explicit_models(ctx.program, node)
+    if isinstance(found, Refusal):
+        return found
+    p, q, binder = found
     return TwoDensities(node, p, q, binder, _closed_forms(p, q, binder))
 
 
