@@ -29,6 +29,9 @@ class Overrun(BaseException):
 
 
 _deadlines: list[float] = []   # absolute deadlines of the budgets now open, outermost first
+# After its deadline the timer fires again every REFIRE seconds until the budget has left: an Overrun
+# raised where Python ignores exceptions (a gc callback; JAX installs one) is raised once more.
+REFIRE = 0.05
 
 
 def _available() -> bool:
@@ -50,9 +53,10 @@ def time_budget(seconds: float, message: str, loc: Loc | None = None):
     previous = signal.signal(signal.SIGALRM, _on_alarm)
     _deadlines.append(deadline)
     try:
-        signal.setitimer(signal.ITIMER_REAL, max(deadline - time.monotonic(), 1e-3))
+        signal.setitimer(signal.ITIMER_REAL, max(deadline - time.monotonic(), 1e-3), REFIRE)
         yield
     except Overrun:
+        signal.setitimer(signal.ITIMER_REAL, 0)
         if outer_first:
             raise
         raise OutOfTime(message, loc) from None
@@ -61,4 +65,4 @@ def time_budget(seconds: float, message: str, loc: Loc | None = None):
         _deadlines.pop()
         signal.signal(signal.SIGALRM, previous)
         if _deadlines:   # the outer budget goes on with what is left of it
-            signal.setitimer(signal.ITIMER_REAL, max(_deadlines[-1] - time.monotonic(), 1e-3))
+            signal.setitimer(signal.ITIMER_REAL, max(_deadlines[-1] - time.monotonic(), 1e-3), REFIRE)
