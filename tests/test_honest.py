@@ -15,7 +15,7 @@ LEAST_SQUARES = ("data x : real[5], y : real from sparse_regression(n=50, d=5, k
 
 
 @pytest.mark.parametrize("expr,node", [
-    ("sqrt(1 + E[z ~ Normal(m, 1)] z^2)", "sqrt"),
+    ("sqrt(1 + E[z ~ Laplace(0, 1)] exp(m * z))", "sqrt"),   # no closed form for every m (|m| < 1 only)
     ("-1 / E[z ~ Normal(0, 1)] softplus(m * z)", "/"),      # concave in E[...] where minimised: jensen_convex refuses
 ])
 def test_a_nonlinear_function_of_a_monte_carlo_expectation_is_refused_at_its_node(expr, node):

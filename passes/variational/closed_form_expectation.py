@@ -209,7 +209,8 @@ def _derive(family, keys, f, z, states):
     symbols = tuple(params[k] for k in keys)
     if family == "Bernoulli":
         value = sum(sp.exp(log_density(family, params, k)) * f.subs(z, k) for k in (0, 1))
-        return _finished(value, symbols, "the sum over x in {0, 1} of p(x) f(x)")
+        # not simplified: p(1) = e^l/(1 + e^l) and p(0) = 1/(1 + e^l) stay the sigmoids the printer writes stably
+        return _finished(value, symbols, "the sum over x in {0, 1} of p(x) f(x)", simplify=False)
     named = {k: params[k] for k in keys}
     base, base_params, x = reparameterization(family, named, eps := sp.Dummy("eps", real=True))
     total = _integrate_base(base, base_params, f.subs(z, x), eps)
@@ -218,9 +219,9 @@ def _derive(family, keys, f, z, states):
                                      f"eps ~ {law} (SymPy)")
 
 
-def _finished(value: sp.Expr, symbols: tuple, how: str) -> tuple[sp.Expr, tuple, str]:
+def _finished(value: sp.Expr, symbols: tuple, how: str, simplify: bool = True) -> tuple[sp.Expr, tuple, str]:
     value = _decided(sp.piecewise_fold(value))
-    value = sp.simplify(value.rewrite(sp.erf))
+    value = sp.simplify(value.rewrite(sp.erf)) if simplify else value
     if value.has(sp.Integral, sp.Sum):
         raise NoClosedForm("SymPy leaves an integral")
     if value.has(sp.oo, -sp.oo, sp.zoo, sp.nan):
