@@ -14,8 +14,11 @@ Normal or Laplace, Uniform over Uniform(0, 1)), which leaves the expectation unc
 
     F(theta) = integral f(T_theta(eps)) p_base(eps) d eps,
 
-split where an |.| of the integrand changes sign (the Laplace density's kink at 0, a |.| of f).
-Bernoulli is the sum over {0, 1} of p(x) f(x); Categorical with K static logits the sum over
+split where an |.| of the integrand changes sign (the Laplace density's kink at 0, a |.| of f);
+where the kinks' order depends on the parameters, SymPy integrates |.| as a Piecewise, and the
+max/min of its answer are written (a + b +- |a - b|)/2. A case split of the answer by
+inequalities of the parameters (m > 0 or not, each piece finite on its open region) is kept
+and lowered to jnp.where. Bernoulli is the sum over {0, 1} of p(x) f(x); Categorical with K static logits the sum over
 its K states of softmax(logits)_k f(k). The family's parameters are symbols with their
 constraints (a scale > 0, a probability in (0, 1)) during the derivation and are replaced by
 the law's arguments afterwards; other names of f (parameters, constants, bound values) stay
@@ -25,9 +28,10 @@ symbols, and parts of f or of the law that SymPy does not model but that do not 
 Refused (the node is left to jensen_convex or to the error naming it), with the reason: f reads
 the draw through something SymPy does not model (a network, a reduction, an index), the law is
 not a builtin family or draws an array, SymPy leaves an integral, answers a Piecewise whose
-conditions (a convergence condition such as |a| scale < 1 for E exp(a z) under Laplace, a
-removable case such as a = 0) it cannot decide to be true, an infinite or undefined value, or
-does not finish within the time limit (option seconds=S, default CLOSED_FORM_SECONDS).
+condition it cannot decide to be true and that is not an inequality case split (a convergence
+condition such as |a| scale < 1 for E exp(a z) under Laplace, written with arg(a); a removable
+case such as a != 0 for E exp(a u) under Uniform, whose general piece is 0/0 at a = 0), an
+infinite or undefined value, or does not finish within the time limit (option seconds=S, default CLOSED_FORM_SECONDS).
 
 Forcing a bound keeps it: `via jensen_convex` disables this rule (same problem), and
 `via jensen(...)` leaves log E[...] to jensen's K-draw bound.
