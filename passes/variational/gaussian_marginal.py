@@ -14,6 +14,9 @@ Side conditions: the model draws its latents and one observed x, nothing else; e
 x's shape (elementwise: the components of x stay independent; a latent shared by several
 components of x would correlate them); the laws of the latents read no random variable; the
 mean of x is built from elementwise operations (no dot, @, sum or net of a latent).
+
+Where these refuse and vector latents enter the mean through `@` / `dot` (probabilistic PCA,
+factor analysis), the rule gives the multivariate Normal marginal (`gaussian_marginal_mv`).
 """
 from __future__ import annotations
 
@@ -77,7 +80,18 @@ def _read(node: ir.Node, latents: set[str], opaque: dict[str, tuple[sp.Symbol, i
     raise NotAffine(f"{show(node)} is not an elementwise expression of the latents")
 
 
-def match_linear_gaussian(node: ir.Apply, ctx: Context) -> LinearGaussian | Refusal | None:
+def match_linear_gaussian(node: ir.Apply, ctx: Context):
+    """The elementwise case (`_match_elementwise`); where it refuses, vector latents entering the
+    mean of x through `@` / `dot` (`gaussian_marginal_mv`: a low-rank multivariate Normal)."""
+    found = _match_elementwise(node, ctx)
+    if isinstance(found, Refusal):
+        from passes.variational.gaussian_marginal_mv import match_low_rank
+        low_rank = match_low_rank(node, ctx)
+        return found if low_rank is None else low_rank
+    return found
+
+
+def _match_elementwise(node: ir.Apply, ctx: Context) -> LinearGaussian | Refusal | None:
     found = log_marginal(node, ctx.program)
     if found is None:
         return None
@@ -138,7 +152,10 @@ def _closed(node, negated, density, model, x, latents, mean_sym, zs, slopes, sca
                           str(mean_sym), tuple(str(w) for w in slopes))
 
 
-def build_marginal(found: LinearGaussian, ctx: Context) -> Rewrite:
+def build_marginal(found, ctx: Context) -> Rewrite:
+    if not isinstance(found, LinearGaussian):
+        from passes.variational.gaussian_marginal_mv import build_low_rank
+        return build_low_rank(found, ctx)
     x_line = found.model.line(found.observed)
     law = ir.Dist("Normal", ("loc", "scale"), (found.loc, found.scale), tuple(x_line.shape or ()))
     log_p = LogProb(law, ir.Ref(found.observed, "data"))

@@ -126,3 +126,51 @@ class ClosedKL(ir.Node):
 def _lower_closed_kl(em: Emitter, node: ClosedKL, fn: Fn) -> str:
     shape = "(" + "".join(f"{d}, " for d in node.shape) + ")"
     return f"jnp.sum(jnp.broadcast_to({em.lower(node.form, fn)}, {shape}))"
+
+
+@dataclass(frozen=True)
+class LowRankNormalLogProb(ir.Node):
+    """log N(value; mean, D + F F^T) of a d-vector (a scalar value: d = 1), D = diag(noise^2)
+    (noise a scalar or a d-vector), F = [U_1 diag(s_1) | ... | U_J diag(s_J)] with `factors` U_j
+    (d x k_j; a k_j-vector when d = 1) and `scales` s_j (scalars or k_j-vectors): the marginal of
+    x = mean + sum_j U_j (z_j - a_j) + eps. Lowered with the K x K capacitance C_K = I + F^T D^-1 F
+    and its Cholesky factor L (Woodbury, matrix determinant lemma), r = value - mean:
+    -1/2 (d log 2 pi + sum log D_ii + 2 sum log L_ii + r^T D^-1 r - |L^-1 F^T D^-1 r|^2)."""
+
+    value: ir.Node
+    mean: ir.Node
+    noise: ir.Node
+    factors: tuple[ir.Node, ...]
+    scales: tuple[ir.Node, ...]
+    size: int
+    label: str = ""
+
+    def printed(self) -> tuple[str, int]:
+        def t(u):
+            return f"{show(u)}^T" if isinstance(u, ir.Ref) else f"({show(u)})^T"
+        low_rank = " + ".join(f"{show(u)} diag({show(s)})^2 {t(u)}" for u, s in zip(self.factors, self.scales))
+        return f"log Normal({show(self.mean)}, {show(self.noise)}^2 I + {low_rank})[{show(self.value)}]", 3
+
+    def latexed(self) -> str:
+        low_rank = " + ".join(rf"{latex(u)} \operatorname{{diag}}\left({latex(s)}\right)^2 \left({latex(u)}\right)^\top"
+                              for u, s in zip(self.factors, self.scales))
+        return (rf"\log \mathcal{{N}}\left[{latex(self.value)};\ {latex(self.mean)},\ "
+                rf"\left({latex(self.noise)}\right)^2 I + {low_rank}\right]")
+
+
+@lowers(LowRankNormalLogProb)
+def _lower_low_rank_normal(em: Emitter, node: LowRankNormalLogProb, fn: Fn) -> str:
+    d = node.size
+    x = fn.tmp(f"jnp.reshape({em.lower(node.value, fn)}, ({d},))", "x")
+    r = fn.tmp(f"{x} - jnp.broadcast_to({em.lower(node.mean, fn)}, ({d},))", "r")
+    noise = fn.tmp(f"jnp.broadcast_to(jnp.square({em.lower(node.noise, fn)}), ({d},))", "D")
+    columns = []
+    for u, s in zip(node.factors, node.scales):
+        u_ = fn.tmp(f"jnp.reshape({em.lower(u, fn)}, ({d}, -1))", "U")
+        columns.append(f"{u_} * jnp.broadcast_to({em.lower(s, fn)}, {u_}.shape[1:])")
+    f = fn.tmp(f"jnp.concatenate([{', '.join(columns)}], axis=1)", "F")
+    g = fn.tmp(f"{f} / {noise}[:, None]", "G")                                  # D^-1 F
+    chol = fn.tmp(f"jnp.linalg.cholesky(jnp.eye({f}.shape[1]) + {f}.T @ {g})", "L")
+    y = fn.tmp(f"jax.scipy.linalg.solve_triangular({chol}, {g}.T @ {r}, lower=True)", "y")
+    return (f"(-0.5 * ({d} * jnp.log(2 * jnp.pi) + jnp.sum(jnp.log({noise})) + 2 * jnp.sum(jnp.log(jnp.diagonal({chol}))) "
+            f"+ jnp.sum({r} * {r} / {noise}) - jnp.sum({y} * {y})))")
