@@ -168,3 +168,11 @@ def test_low_rank_density_at_a_zero_factor(ppca):
     want = _dense_nll(x, np.zeros(5), np.eye(5))
     got = _loss(prog, p, x)
     assert np.isfinite(got) and abs(got - want) <= 1e-5 * want
+
+
+def test_woodbury_and_determinant_lemma_are_checked_by_sympy(ppca):
+    from compiler.math.distributions import low_rank_normal_identities
+    prog, _ = ppca
+    (step,) = prog.derivation.steps
+    assert low_rank_normal_identities() in step.conditions
+    assert "(2 x 2) and F (2 x 1)" in low_rank_normal_identities(2, 1)

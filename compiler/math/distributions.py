@@ -409,3 +409,26 @@ def to_jax_source(expr: sp.Expr, names: dict[sp.Symbol, str]) -> str:
     if stray:
         raise ValueError(f"cannot print {stray} as jax: {source}")
     return source
+
+
+@functools.lru_cache(maxsize=None)
+def low_rank_normal_identities(d: int = 3, k: int = 2) -> str:
+    """Check by SymPy the two identities the low-rank Normal log density N(x; m, D + F F^T) rests
+    on, for a diagonal D > 0 (d x d) and an F (d x k) of generic symbols (d > k: a low rank),
+    with the capacitance C_K = I_k + F^T D^-1 F:
+
+        Woodbury:                 (D + F F^T)^-1 = D^-1 - D^-1 F C_K^-1 F^T D^-1
+        matrix determinant lemma: det(D + F F^T) = det(D) det(C_K)
+
+    Both are checked identically (the residuals simplify to 0); returns the line the derivation
+    records. Raises where either fails."""
+    diag = sp.diag(*sp.symbols(f"D0:{d}", positive=True))
+    f = sp.Matrix(d, k, lambda i, j: sp.Symbol(f"F{i}{j}", real=True))
+    cov = diag + f * f.T
+    capacitance = sp.eye(k) + f.T * diag.inv() * f
+    determinant = sp.simplify(cov.det() - diag.det() * capacitance.det())
+    inverse = sp.simplify((diag.inv() - diag.inv() * f * capacitance.inv() * f.T * diag.inv()) * cov - sp.eye(d))
+    if determinant != 0 or inverse != sp.zeros(d, d):
+        raise RuntimeError(f"internal: Woodbury or the determinant lemma fails: {inverse}, {determinant}")
+    return (f"SymPy, for a generic diagonal D > 0 ({d} x {d}) and F ({d} x {k}): (D + F F^T)^-1 = D^-1 - D^-1 F "
+            "C_K^-1 F^T D^-1 and det(D + F F^T) = det(D) det(C_K), C_K = I + F^T D^-1 F, both identically")

@@ -22,6 +22,8 @@ inside an importance-weighted bound).
 
     nodes.py            LogProb, OverDraws, ClosedKL and their lowering
     enumeration.py      the rule enumerate; gaussian_marginal.py the rule gaussian_marginal
+                        (gaussian_marginal_mv.py: its case of vector latents through @ / dot, a low-rank
+                        multivariate Normal: probabilistic PCA, factor analysis)
     jensen.py           the rule jensen; guides.py: the declared guide checked, or an automatic one
     closed_form_expectation.py  the rule closed_form_expectation: exact before jensen_convex's bound
     jensen_convex.py    the rule jensen_convex: Jensen's bound for a convex function of an expectation

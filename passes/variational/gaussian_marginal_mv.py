@@ -14,7 +14,8 @@ with the capacitance matrix C_K = I_K + F^T D^-1 F (K x K) and its Cholesky fact
     matrix determinant lemma: log det C = log det D + log det C_K = sum log D_ii + 2 sum log L_ii
     log N(x; m, C) = -1/2 (d log 2 pi + log det C + r^T D^-1 r - |L^-1 F^T D^-1 r|^2),  r = x - m
 
-O(d K^2 + K^3), and stable: C_K >= I is well conditioned whatever F.
+O(d K^2 + K^3), and stable: C_K >= I is well conditioned whatever F. Both identities are checked
+by SymPy on generic symbols (`low_rank_normal_identities`), recorded in the derivation.
 
 The coefficients U_j = d mean / d z_j are read from the IR of the mean: `linear_coefficients`
 walks it through +, -, negation, scaling by a latent-free factor, `M @ e` (M latent-free),
@@ -32,6 +33,7 @@ from dataclasses import dataclass
 from compiler import ir
 from compiler.analysis.problems import log_marginal
 from compiler.ir.printer import show
+from compiler.math.distributions import low_rank_normal_identities
 from compiler.rewrite.rule import Context, Refusal, Rewrite
 from passes.variational.nodes import LowRankNormalLogProb
 
@@ -273,7 +275,8 @@ def build_low_rank(found: LowRankGaussian, ctx: Context) -> Rewrite:
                   f"d mean / d({zs}) = {', '.join(coefficients)}; its scale reads no latent",
                   "x = b + sum_j U_j z_j + eps is an affine image of independent Normals: "
                   "x ~ N(b + sum_j U_j a_j, diag(sigma^2) + sum_j U_j diag(s_j^2) U_j^T); log density by Woodbury and "
-                  "the matrix determinant lemma on the capacitance I + F^T D^-1 F")
+                  "the matrix determinant lemma on the capacitance I + F^T D^-1 F",
+                  low_rank_normal_identities())
     return Rewrite(new, "=", conditions, note=f"exact marginal likelihood: {zs} integrated out in closed form "
                    "(a low-rank multivariate Normal), no guide, no bound",
                    facts=(("latents", found.latents), ("slopes", coefficients), ("form", "low-rank")))
