@@ -176,3 +176,16 @@ def test_woodbury_and_determinant_lemma_are_checked_by_sympy(ppca):
     (step,) = prog.derivation.steps
     assert low_rank_normal_identities() in step.conditions
     assert "(2 x 2) and F (2 x 1)" in low_rank_normal_identities(2, 1)
+
+
+def test_scalar_latent_scaling_a_vector_latent_term_is_refused_when_forced():
+    """u * (W @ z) is bilinear in (u, z): not a linear-Gaussian model, whatever the shapes."""
+    with pytest.raises(AttractorError, match="latent 'u' is not a vector"):
+        compile_source("""data x : real[3] from gaussian(mean=1, std=2, n=50)
+param W : real[3, 2]
+model p:
+    u ~ Normal(0, 1)
+    z ~ Normal(0, 1) : real[2]
+    x ~ Normal(u * (W @ z), 1) : real[3]
+minimize E[x ~ data] -log p(x) via gaussian_marginal
+""")
