@@ -75,7 +75,7 @@ def test_ppca_training_reaches_the_maximum_likelihood(ppca):
     l_1 >= ... >= l_d: -ll/n = 1/2 (d log 2 pi + sum_{i<=q} log l_i + (d - q) log mean_{i>q} l_i + d)."""
     prog, x = ppca
     mod = prog.build()
-    params, _ = mod.fit({"x": x}, steps=3000, seed=0)
+    params, _ = mod.fit({"x": x}, steps=2000, seed=0)
     d, q = 5, 2
     eig = np.sort(np.linalg.eigvalsh(np.cov(x.T, bias=True)))[::-1]
     best = 0.5 * (d * np.log(2 * np.pi) + np.log(eig[:q]).sum() + (d - q) * np.log(eig[q:].mean()) + d)
