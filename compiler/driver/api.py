@@ -228,8 +228,10 @@ class CompiledProgram:
         return module
 
     def load_data(self, override: str | None = None) -> dict:
-        """The program's data (or `override`, a source such as `npz("file.npz")`)."""
+        """The program's data (or `override`, a source such as `npz("file.npz")`), checked to lie
+        in the support of every model that observes them (`check_support`)."""
         from compiler.data.datasets import DatasetError, load
+        from compiler.driver.data_support import check_support
         base = Path(self.filename).resolve().parent if Path(self.filename).exists() else Path.cwd()
         if override is not None:
             src = parse_source(override)
@@ -243,11 +245,13 @@ class CompiledProgram:
             raise AttractorError("the program's data have no source: bind them with --data SOURCE",
                                  self.program.of_type(ir.DataDecl)[0].loc, self.filename, self.source)
         try:
-            return load(src.name, src.args, dict(src.kwargs), variables, base)
+            data = load(src.name, src.args, dict(src.kwargs), variables, base)
         except DatasetError as e:
             loc = src.loc if override is None else None
             raise AttractorError(str(e), loc, self.filename if override is None else "--data",
                                  self.source if override is None else override) from None
+        check_support(self.program, data, self.filename, self.source)
+        return data
 
 
 def parse_source(text: str) -> ir.Source:

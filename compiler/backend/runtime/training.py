@@ -56,7 +56,12 @@ MESH = jax.sharding.Mesh(np.array(jax.devices()), ("data",))
 BATCH_SHARDING = jax.sharding.NamedSharding(MESH, jax.sharding.PartitionSpec("data"))
 REPLICATED = jax.sharding.NamedSharding(MESH, jax.sharding.PartitionSpec())
 MAX_STEPS = 2**31 - 1   # step counts are int32 on the device
-EVALUATION_KEYS = 8     # a value that draws is averaged over this many keys, with its standard error
+EVALUATION_KEYS = 8     # a value that draws is averaged over at least this many keys, with its standard error
+# ... and over more keys (EVALUATION_CHUNK at a time, vmapped) while its standard error is above
+# EVALUATION_RTOL (1 + |value|), up to EVALUATION_DRAWS example-draws in all: a program with few
+# examples or none (E[z ~ Normal(m, 1)] f(z) alone) is not judged on 8 draws
+EVALUATION_RTOL = 1e-3
+EVALUATION_DRAWS = 2**16
 # Values over the data (objective, as_written, reports): a data set of more than EXACT_DATA_LIMIT
 # examples is evaluated in batches of EVALUATION_BATCH, every batch (exact) up to EXACT_BATCHES of
 # them, beyond that a random sample of SAMPLED_BATCHES batches with its standard error over batches.
@@ -342,9 +347,10 @@ def fit(data, steps=None, seed=0, batch_size=BATCH, callback=None, chunk=None, s
     started = time.perf_counter()   # trace and compile (a call of no step: later calls reuse the executable)
     jax.block_until_ready(train_steps(state, key, data, jnp.asarray(0, jnp.int32), batch_size))
     compile_seconds = time.perf_counter() - started
-    history = []
+    history = History()
     if resume is not None:
-        state, history = resume(state)
+        state, resumed = resume(state)
+        history = History(resumed)
     done, seconds = (history[-1]["step"], history[-1]["seconds"]) if history else (0, 0.0)
     length = chunk or 1
     while done < steps:
@@ -358,6 +364,8 @@ def fit(data, steps=None, seed=0, batch_size=BATCH, callback=None, chunk=None, s
         elapsed = time.perf_counter() - t
         done, seconds = done + length, seconds + elapsed
         history.append({"step": done, "seconds": seconds, "compile_seconds": compile_seconds, **record})
+        if tolerance is None and history.tail_start is None and done >= steps - steps / TAIL and done < steps:
+            history.tail_start = jax.tree.map(np.asarray, state["params"])
         if checkpoint is not None:
             checkpoint(state, history)
         if callback is not None:
@@ -370,6 +378,31 @@ def fit(data, steps=None, seed=0, batch_size=BATCH, callback=None, chunk=None, s
         elif chunk is None:   # several processes: the calls' lengths may not depend on any one clock
             length = cap
     return state["average" if TAIL_AVERAGE else "params"], history
+
+
+class History(list):
+    """A run's history entries (a list), and `tail_start`: the parameters at the first entry of
+    the last fifth of a run of a given length (None in a run to tolerance, in a run resumed past
+    that point, or before it), so the verdict can compare the objective at both ends of the last
+    fifth with the same draws (`tail_change`)."""
+
+    tail_start = None
+
+
+def tail_change(params, key, data, history, eval_batch=None):
+    """(f(end) - f(start of the last fifth), its standard error) of the compiled objective, both
+    ends evaluated on the same keys and data (common random numbers: the difference is far less
+    noisy than either value, so a slow descent that the history's one-draw losses hide is seen);
+    None without `history.tail_start`."""
+    start = getattr(history, "tail_start", None)
+    if start is None:
+        return None
+    value, stderr, _ = averaged(lambda pair, k, batch: OBJECTIVE(pair[0], k, batch) - OBJECTIVE(pair[1], k, batch),
+                                (params, start), key, data, OBJECTIVE_DRAWS, eval_batch)
+    if PROX:
+        value = value + float(sum(weight * (PROX_TERMS[kind](params[name]) - PROX_TERMS[kind](start[name]))
+                                  for name, (kind, weight) in PROX.items() if name in PLAYERS[MAIN_PLAYER]))
+    return value, stderr
 
 
 def full_batch(data):
@@ -413,7 +446,26 @@ def averaged(f, params, key, data, draws, eval_batch=None):
             return over_batches(compiled, params, keys, data, batches, n, draws)
     batch = minibatch(data, None, None)
     values = np.asarray([float(compiled(params, k, batch)) for k in keys], np.float64)
+    if draws:
+        values = more_draws(f, params, key, batch, values, n)
     return float(values.mean()), standard_error(values), None
+
+
+def more_draws(f, params, key, batch, values, n):
+    """`values` (f at independent keys) extended by further keys until their standard error is at
+    most EVALUATION_RTOL (1 + |mean|) or n x keys reaches EVALUATION_DRAWS (n examples a pass; at
+    least EVALUATION_KEYS keys in all). The keys come in chunks of one vmapped call of about
+    EVALUATION_DRAWS / 16 example-draws; each chunk's keys are split from fold_in(key, chunk), so
+    the value is deterministic for the key, and the stop depends on the values only."""
+    limit = max(len(values), EVALUATION_DRAWS // max(n, 1))
+    chunk = max(EVALUATION_KEYS, EVALUATION_DRAWS // 16 // max(n, 1))
+    batched = None
+    while len(values) < limit and standard_error(values) > EVALUATION_RTOL * (1 + abs(float(values.mean()))):
+        if batched is None:
+            batched = jax.jit(jax.vmap(f, in_axes=(None, 0, None)))
+        keys = jax.random.split(jax.random.fold_in(key, len(values)), chunk)
+        values = np.concatenate([values, np.asarray(batched(params, keys, batch), np.float64)])
+    return values
 
 
 SAMPLE_PARTS = 20    # disjoint parts of the data whose values give an estimate's error over the data sample
@@ -597,8 +649,9 @@ def summary(params, data, steps, seconds, seed=0, compile_seconds=None, history=
             start, end = field_norms(first, key, data), field_norms(params, key, data)
             gaps = {p: best_response_gap(params, key, data, p, best_response_steps(steps))
                     for p in MOVING if SENSES[p] == "max"}
+        change = tail_change(params, key, data, history, eval_batch) if not DETERMINISTIC and len(MOVING) == 1 else None
         converged, warnings = verdict(history, list(PLAYERS), list(MOVING), DETERMINISTIC, TOLERANCE or 1e-7, value,
-                                      values, mapping, start, end, gaps, EXACT_FIELD)
+                                      values, mapping, start, end, gaps, EXACT_FIELD, change)
     if null_warning:
         warnings = warnings + [null_warning]
     if how is not None and how.startswith("data batches"):

@@ -12,6 +12,12 @@ entry before) and what the summary measures at the final parameters.
   standard error (a trend larger than the noise means it is still moving), and its mean is within
   twice the standard error of the fifth's before it; a last fifth of fewer than MIN_TAIL entries is
   too short to judge, so not converged.
+  One player whose parameters at the start of the last fifth were kept is judged instead by the
+  objective evaluated there and at the end with the same draws (common random numbers, many keys:
+  far less noisy than the history's one-draw losses): not converged when it changed by more than
+  twice its standard error and more than TAIL_CHANGE (1 + |f|). A slow descent under heavy
+  per-step noise, which the trend test cannot resolve, is seen; a change within the noise or
+  below a hundredth of the objective's scale is not called movement.
 - A game: each player's loss flat by the same test; the field at the returned (averaged)
   parameters at most FIELD_SHRINK of its norm at the start (a field that does not shrink is a
   game that has not settled), no player's own part of it larger than at the start (a stalled
@@ -38,6 +44,7 @@ MIN_TAIL = 16          # history entries the last fifth needs before its trend c
 HISTORY_POINTS = 100   # a run of N steps records at least min(N, HISTORY_POINTS) history entries
 FIELD_SHRINK = 0.5     # a game's field at the returned parameters must be at most this fraction of its start
 GAP_TOLERANCE = 1e-2   # a critic's best response may raise its objective by at most this, relative to 1 + |f|
+TAIL_CHANGE = 1e-2     # a stochastic objective may change by at most this (relative to 1 + |f|) over the last fifth
 
 
 def nonfinite(values):
@@ -138,12 +145,14 @@ def flat(history, name):
 
 
 def verdict(history, players, moving, deterministic, tolerance, objective, reports, mapping=None,
-            field_start=None, field_end=None, gaps=None, exact_field=False):
+            field_start=None, field_end=None, gaps=None, exact_field=False, change=None):
     """(converged, warnings) of a run; see the module docstring for the criteria. `players`: every
     player's name, the first the objective's; `moving`: those with parameters; `mapping`: the
     norm of the (proximal-)gradient mapping at the end (deterministic problems); `field_start`,
     `field_end`: each moving player's part of the field, its norm at the start and at the returned
-    parameters (games); `gaps`: each critic's (gain of its best response, standard error)."""
+    parameters (games); `gaps`: each critic's (gain of its best response, standard error);
+    `change`: (change of the objective over the last fifth with the same draws at both ends, its
+    standard error), for one stochastic player."""
     warnings = []
     bad = first_nonfinite(history, players)
     if bad is not None:
@@ -173,11 +182,23 @@ def verdict(history, players, moving, deterministic, tolerance, objective, repor
     converged = True
     # a game whose field has no randomness is judged by the zero of its field (game_verdict), not by
     # a trend in its players' losses: a multiplier's loss near 0 moves by float32 rounding of its terms
-    for p in [] if exact_field and len(moving) > 1 else moving if len(moving) > 1 else [main]:
+    # one player with both ends of its last fifth evaluated (`change`) is judged by that paired
+    # difference, which is both more sensitive and held to a relative size; otherwise by the trend
+    trended = [] if exact_field and len(moving) > 1 else moving if len(moving) > 1 else [] if change else [main]
+    for p in trended:
         ok, warning = flat(history, p)
         converged &= ok
         if warning:
             warnings.append(warning)
+    if change is not None and len(moving) == 1:
+        diff, stderr = change
+        if abs(diff) > 2 * stderr + FLOAT32_CHANGE * max(abs(objective), SCALE_FLOOR) \
+                and abs(diff) > TAIL_CHANGE * (1 + abs(objective)):
+            converged = False
+            warnings.append(f"{main}: still moving: evaluated with the same draws at both ends, the objective changed "
+                            f"by {diff:+.3g} over the last fifth of the run (standard error {stderr:.2g}), more than "
+                            f"{TAIL_CHANGE:g} of 1 + |f|: the run has not settled (more steps; a smaller step size if "
+                            "it got worse)")
     if len(moving) > 1 and field_start and field_end:
         game_ok, game_warnings = game_verdict(field_start, field_end, gaps or {}, objective,
                                               tolerance if exact_field else None)
