@@ -27,7 +27,7 @@ def test_data_outside_the_support_is_refused_at_the_line_that_observes_them(tmp_
     src = program(tmp_path, law, rows, "minimize E[x ~ data] -log p(x)")
     assert main(["run", src, "--no-search"]) == 1
     err = capsys.readouterr().err
-    assert f"p.att:4:5: error: " in err and message in err and "Traceback" not in err
+    assert "p.att:4:5: error: " in err and message in err and "Traceback" not in err
     assert err.rstrip().endswith("^")
 
 

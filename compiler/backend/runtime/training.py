@@ -48,7 +48,7 @@ from compiler.backend.runtime.program import (
     step,
 )
 from compiler.backend.runtime.prox import PROX_MAPS, PROX_TERMS
-from compiler.backend.runtime.verdict import HISTORY_POINTS, nonfinite, settled, verdict
+from compiler.backend.runtime.verdict import HISTORY_POINTS, TAIL, nonfinite, settled, verdict
 
 # Data parallelism: a mesh over every local device; batches are split along it, parameters
 # and optimiser state are replicated (multi-host: call jax.distributed.initialize() first).
