@@ -325,3 +325,15 @@ def test_an_index_by_a_latent_needs_a_discrete_one_with_as_many_states(line, mes
     with pytest.raises(AttractorError) as info:
         compile_source(source)
     assert message in str(info.value) and ":7:" in str(info.value)
+
+
+def test_reverse_kl_between_two_explicit_models_is_the_swapped_closed_form():
+    """RKL(p || q) = E_q[-log(p/q)] = KL(q || p): for p = N(0, 1), q = N(1, 2) that is
+    log(1/2) + (4 + 1)/2 - 1/2 = 1.306853, exactly (no Monte Carlo, no standard error)."""
+    prog = compile_source("model p:\n    x ~ Normal(0, 1)\nmodel q:\n    x ~ Normal(1, 2)\nestimate RKL(p || q)\n")
+    assert [s.rule for s in prog.derivation.steps] == ["explicit_kl"]
+    mod = prog.build()
+    params, history = mod.fit({})
+    result = mod.summary(params, {}, 0, 0.0, history=history)
+    assert result["objective"] == pytest.approx(np.log(0.5) + 2.0, abs=1e-5)
+    assert result["objective_stderr"] == 0.0 and result["as_written_estimator"] == "exact"

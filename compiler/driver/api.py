@@ -250,7 +250,7 @@ class CompiledProgram:
             loc = src.loc if override is None else None
             raise AttractorError(str(e), loc, self.filename if override is None else "--data",
                                  self.source if override is None else override) from None
-        check_support(self.program, data, self.filename, self.source)
+        check_support(self.typed, data, self.filename, self.source)
         return data
 
 

@@ -48,11 +48,12 @@ def outside(dist: ir.Dist, values: np.ndarray) -> tuple[np.ndarray, str] | None:
 
 
 def log_density_used(program: ir.Program, model: str) -> bool:
-    """Does the program take the log-density of `model` at the data: a density p(x) written in its
-    objective, constraints or reports, or KL(data || p) (maximum likelihood)? Other divergences
+    """Does the program take the log-density of `model` at the data: a density p(x) inside an
+    average over the data, E[x ~ data] ... p(x) ..., or KL(data || p) (maximum likelihood)? Other divergences
     with the data (JS(data, p), TV, ...) stay finite where p vanishes, so they are not checked."""
     for node in program.walk():
-        if isinstance(node, ir.Density) and node.model == model:
+        if isinstance(node, ir.Expect) and isinstance(node.source, ir.DataSet) and any(
+                isinstance(inner, ir.Density) and inner.model == model for inner in node.body.walk()):
             return True
         if isinstance(node, ir.Divergence) and node.kind == "KL" and isinstance(node.p, ir.DataSet) \
                 and isinstance(node.q, ir.Ref) and node.q.name == model:

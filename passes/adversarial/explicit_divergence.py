@@ -3,7 +3,7 @@
     D_f(P || Q) = E_{x ~ Q} f(p(x)/q(x)) = E_{x ~ M} (q/m) f(p/q),   M = (P + Q)/2, q/m = 2/(1 + p/q)
                 = 1/2 E_P h(L) + 1/2 E_Q h(L),   h(L) = 2 f(e^L) / (1 + e^L),  L = log p(x) - log q(x)
 
-for every f-divergence but KL (explicit_kl takes KL, with its closed forms): JS, RKL, Chi2,
+for every f-divergence but KL and RKL (explicit_kl takes both, with their closed forms): JS, Chi2,
 Hellinger2, TV, GAN and a user's `divergence d(u) = ...`. Both densities are known, so no critic is
 needed: a Monte Carlo estimate, unbiased, its gradient by the estimator rules. Draws come from the
 mixture M, half from each side, not from Q alone: where p has heavier tails than q, E_Q f(p/q)
@@ -40,8 +40,8 @@ class TwoDensities:
 
 
 def match_two_densities(node: ir.Divergence, ctx: Context) -> TwoDensities | Refusal | None:
-    """D_f(p || q), f not KL's, with p and q models with normalised densities and no latents."""
-    if node.kind == "KL" or isinstance(node.p, ir.DataSet) or isinstance(node.q, ir.DataSet):
+    """D_f(p || q), f not KL's or RKL's, with p and q models with normalised densities and no latents."""
+    if node.kind in ("KL", "RKL") or isinstance(node.p, ir.DataSet) or isinstance(node.q, ir.DataSet):
         return None
     try:
         f, _ = generator_of(ctx.program, node)

@@ -1,4 +1,5 @@
-"""explicit_kl: KL(p || q) between two models with densities, relation = (SPEC §9.3).
+"""explicit_kl: KL(p || q) between two models with densities, relation = (SPEC §9.3); the
+reverse RKL(p || q) = E_q[-log(p/q)] = KL(q || p) is the same with the sides swapped.
 
     KL(p || q) = sum_x KL(p_x || q_x)   when p and q draw the same variables from laws that read no
                                          random variable and SymPy derives KL(family_p || family_q)
@@ -53,10 +54,11 @@ def _closed_forms(p: ir.Block, q: ir.Block, binder) -> tuple:
 
 
 def match_two_densities(node: ir.Divergence, ctx: Context) -> TwoDensities | Refusal | None:
-    """KL(p || q) with p and q models with normalised densities and no latents."""
-    if node.kind != "KL" or isinstance(node.p, ir.DataSet) or isinstance(node.q, ir.DataSet):
+    """KL(p || q) (or RKL(q || p)) with p and q models with normalised densities and no latents."""
+    if node.kind not in ("KL", "RKL") or isinstance(node.p, ir.DataSet) or isinstance(node.q, ir.DataSet):
         return None
-    found = two_explicit_models(ctx.program, node)
+    forward = node if node.kind == "KL" else ir.Divergence("KL", node.q, node.p, loc=node.loc)
+    found = two_explicit_models(ctx.program, forward)
     if isinstance(found, Refusal):
         return found
     p, q, binder = found
@@ -71,21 +73,30 @@ def build_two_densities(found: TwoDensities, ctx: Context) -> Rewrite:
             term, text = closed_kl(p_law, q_law, shape)
             total = term if total is None else ir.Apply("add", (total, term))
             how.append(text)
-        conditions = (f"models {p.name} and {q.name} draw {', '.join(binder)} independently, from laws that read "
-                      "no random variable: the KL is the sum of the per-variable KLs",) + tuple(how)
+        conditions = reverse_condition(node, p, q) + (
+            f"models {p.name} and {q.name} draw {', '.join(binder)} independently, from laws that read "
+            "no random variable: the KL is the sum of the per-variable KLs",) + tuple(how)
         return Rewrite(total, "=", conditions, note="closed form, derived by SymPy: no game, no sampling",
                        facts=(("route", "closed_form"), ("pairs", tuple((a.family, b.family)
                                                                         for _, a, b, _ in found.closed))))
     body = ir.Apply("sub", (log_density(p, binder), log_density(q, binder)))
     new = ir.Expect(binder, ir.Sample(p.name, binder), body, samples=MONTE_CARLO_DRAWS, loc=node.loc)
-    conditions = (f"KL({p.name} || {q.name}) = E_{p.name}[log {p.name}(x) - log {q.name}(x)]: both densities are "
-                  "explicit, so the expectation is estimated from draws of " + p.name,)
+    conditions = reverse_condition(node, p, q) + (
+        f"KL({p.name} || {q.name}) = E_{p.name}[log {p.name}(x) - log {q.name}(x)]: both densities are "
+        "explicit, so the expectation is estimated from draws of " + p.name,)
     return Rewrite(new, "=", conditions, note=f"Monte Carlo estimate with both densities, {MONTE_CARLO_DRAWS} draws (no closed form derived)",
                    facts=(("route", "monte_carlo"),))
 
 
+def reverse_condition(node: ir.Divergence, p: ir.Block, q: ir.Block) -> tuple[str, ...]:
+    """The identity that turns RKL into KL, where the divergence was written as RKL."""
+    if node.kind != "RKL":
+        return ()
+    return (f"RKL({q.name} || {p.name}) = E_{p.name}[-log({q.name}(x) / {p.name}(x))] = KL({p.name} || {q.name})",)
+
+
 RULE = Rule(
     "explicit_kl", problem="divergence", matches=(ir.Divergence,), relation="=",
-    identity="KL(p || q) = closed form (SymPy), else E_p[log p(x) - log q(x)]",
+    identity="KL(p || q) = RKL(q || p) = closed form (SymPy), else E_p[log p(x) - log q(x)]",
     match=match_two_densities, build=build_two_densities,
-    unmatched="the objective has no KL(p || q) between two models with densities")
+    unmatched="the objective has no KL(p || q) or RKL(p || q) between two models with densities")
