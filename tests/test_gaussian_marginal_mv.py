@@ -180,12 +180,40 @@ def test_woodbury_and_determinant_lemma_are_checked_by_sympy(ppca):
 
 def test_scalar_latent_scaling_a_vector_latent_term_is_refused_when_forced():
     """u * (W @ z) is bilinear in (u, z): not a linear-Gaussian model, whatever the shapes."""
-    with pytest.raises(AttractorError, match="latent 'u' is not a vector"):
+    with pytest.raises(AttractorError, match=r"u \* \(W @ z\): a product or quotient of latent terms"):
         compile_source("""data x : real[3] from gaussian(mean=1, std=2, n=50)
 param W : real[3, 2]
 model p:
     u ~ Normal(0, 1)
     z ~ Normal(0, 1) : real[2]
     x ~ Normal(u * (W @ z), 1) : real[3]
+minimize E[x ~ data] -log p(x) via gaussian_marginal
+""")
+
+
+def test_a_scalar_latent_shared_by_a_vector_x_is_the_exact_rank_one_marginal(tmp_path):
+    """x ~ Normal(c * z + b, 1) : real[3], z ~ Normal(0.5, 2) a scalar: x ~ N(b + 0.5 c, I + 4 c c^T)
+    (the components correlated through z), equal to the dense Gaussian at random parameters."""
+    rng = np.random.default_rng(4)
+    x = rng.normal(1.0, 2.0, size=(60, 3))
+    np.savez(tmp_path / "x.npz", x=x)
+    source = (GOLDEN / "shared_scalar.att").read_text().replace(
+        'gaussian(mean=1, std=2, n=200)', f'npz("{(tmp_path / "x.npz").as_posix()}")')
+    prog = compile_source(source)
+    assert [s.rule for s in prog.derivation.steps] == ["gaussian_marginal"]
+    p = {"c": rng.normal(size=3), "b": rng.normal(size=3)}
+    want = _dense_nll(x, p["b"] + 0.5 * p["c"], np.eye(3) + 4 * np.outer(p["c"], p["c"]))
+    assert abs(_loss(prog, p, x) - want) <= 1e-5 * abs(want)
+    (result,) = _certified(prog)
+    assert result.passed, result.evidence
+
+
+def test_a_scalar_latent_inside_dot_is_refused_when_forced():
+    with pytest.raises(AttractorError, match="a scalar latent inside dot"):
+        compile_source("""data x : real[3] from gaussian(mean=1, std=2, n=50)
+param w : real[3]
+model p:
+    z ~ Normal(0, 1)
+    x ~ Normal(dot(w, z * ones(3)) * ones(3), 1) : real[3]
 minimize E[x ~ data] -log p(x) via gaussian_marginal
 """)

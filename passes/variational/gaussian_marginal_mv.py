@@ -23,8 +23,10 @@ walks it through +, -, negation, scaling by a latent-free factor, `M @ e` (M lat
 nonlinear function, a product of two latent terms, `z @ M`) is refused, so the mean is affine in
 the latents by construction and U_j is exact. Side conditions as for the elementwise rule: the
 model draws its latents and one observed x, nothing else; each latent is Normal with a law that
-reads no random variable; the scale of x reads no latent. The latents here are vectors (rank 1);
-at least one of them enters through `@` or `dot` (else it is the elementwise rule's case).
+reads no random variable; the scale of x reads no latent. The latents here are vectors (rank 1),
+at least one of them entering through `@` or `dot`, or scalars shared by the components of a
+vector x (a random intercept c z: U = diag(c) 1, a d x 1 column, `Column`); otherwise it is the
+elementwise rule's case.
 """
 from __future__ import annotations
 
@@ -50,6 +52,19 @@ class Identity:
 
     def node(self) -> ir.Node:
         return ir.Apply("eye", (ir.Num(self.size),))
+
+
+@dataclass(frozen=True)
+class Column:
+    """The coefficient of a scalar latent z in a vector expression: the term is c z, c a scalar or a
+    vector; as a factor of the marginal it is the d x 1 matrix diag(c) 1 = (c * eye(d)) @ ones(d, 1)
+    (a scalar z shared by the d components of x correlates them: C = D + s^2 c c^T)."""
+
+    c: ir.Node
+
+    def node(self, d: int) -> ir.Node:
+        return ir.Apply("matmul", (ir.Apply("mul", (self.c, Identity(d).node())),
+                                   ir.Apply("ones", (ir.Num(d), ir.Num(1)))))
 
 
 @dataclass
@@ -118,6 +133,8 @@ def linear_coefficients(node: ir.Node, latents: dict[str, int], program: ir.Prog
     if not (ir.free_names(node) & set(latents)):
         return Linear(node, {}, None)
     if isinstance(node, ir.Ref):
+        if latents[node.name] == 0:
+            return Linear(None, {node.name: Column(ir.Num(1.0))}, 0)
         return Linear(None, {node.name: Identity(latents[node.name])}, latents[node.name])
     if not isinstance(node, ir.Apply):
         raise NotLinear(f"{show(node)} reads a latent and is not an affine operation of it")
@@ -126,13 +143,17 @@ def linear_coefficients(node: ir.Node, latents: dict[str, int], program: ir.Prog
         left, right = (linear_coefficients(a, latents, program, through) for a in args)
         coefficients = dict(left.coefficients)
         for z, u in right.coefficients.items():
+            if isinstance(u, Column):
+                coefficients[z] = Column(_add(coefficients[z].c if z in coefficients else None, u.c, fn))
+                continue
             coefficients[z] = (_add(_materialised(coefficients[z]), _materialised(u), fn) if z in coefficients
                                else (u if fn == "add" else ir.Apply("neg", (_materialised(u),))))
         return Linear(_add(left.offset, right.offset, fn), coefficients, left.dim if left.dim is not None else right.dim)
     if fn == "neg":
         inner = linear_coefficients(args[0], latents, program, through)
         return Linear(None if inner.offset is None else ir.Apply("neg", (inner.offset,)),
-                      {z: ir.Apply("neg", (_materialised(u),)) for z, u in inner.coefficients.items()}, inner.dim)
+                      {z: Column(ir.Apply("neg", (u.c,))) if isinstance(u, Column) else ir.Apply("neg", (_materialised(u),))
+                       for z, u in inner.coefficients.items()}, inner.dim)
     if fn in ("mul", "div"):
         free = [i for i, a in enumerate(args) if not (ir.free_names(a) & set(latents))]
         if not free or (fn == "div" and free != [1]):
@@ -142,16 +163,21 @@ def linear_coefficients(node: ir.Node, latents: dict[str, int], program: ir.Prog
         inner = linear_coefficients(args[1 - i], latents, program, through)
         offset = None if inner.offset is None else (ir.Apply("mul", (args[i], inner.offset)) if fn == "mul"
                                                     else ir.Apply("div", (inner.offset, args[1])))
-        return Linear(offset, {z: _scaled(factor, u, inner.dim, program, node) for z, u in inner.coefficients.items()},
-                      inner.dim)
+        dim = inner.dim if inner.dim else _declared_dim(args[i], program)
+        return Linear(offset, {z: Column(_times(factor, u.c)) if isinstance(u, Column)
+                               else _scaled(factor, u, inner.dim, program, node) for z, u in inner.coefficients.items()},
+                      dim)
     if fn == "matmul":
         left, right = args
         if ir.free_names(left) & set(latents):
             raise NotLinear(f"{show(node)}: a latent on the left of @ (write M @ z)")
         inner = linear_coefficients(right, latents, program, through)
+        if any(isinstance(u, Column) for u in inner.coefficients.values()) and not inner.dim:
+            raise NotLinear(f"{show(node)}: a scalar latent on the right of @ (scale a vector by it instead)")
         through.append("matmul")
         return Linear(None if inner.offset is None else ir.Apply("matmul", (left, inner.offset)),
-                      {z: left if isinstance(u, Identity) else ir.Apply("matmul", (left, u))
+                      {z: left if isinstance(u, Identity) else Column(ir.Apply("matmul", (left, u.c)))
+                       if isinstance(u, Column) else ir.Apply("matmul", (left, u))
                        for z, u in inner.coefficients.items()},
                       _declared_dim(left, program, rows=True))
     if fn == "dot":
@@ -160,11 +186,18 @@ def linear_coefficients(node: ir.Node, latents: dict[str, int], program: ir.Prog
             raise NotLinear(f"{show(node)}: a dot product of two latent terms is not affine in them")
         w = free[0]
         inner = linear_coefficients(args[1] if w is args[0] else args[0], latents, program, through)
+        if any(isinstance(u, Column) for u in inner.coefficients.values()) and not inner.dim:
+            raise NotLinear(f"{show(node)}: a scalar latent inside dot (scale the dot product by it instead)")
         through.append("dot")
         return Linear(None if inner.offset is None else ir.Apply("dot", (w, inner.offset)),
-                      {z: w if isinstance(u, Identity) else ir.Apply("matmul", (w, u))
-                       for z, u in inner.coefficients.items()}, 0)
+                      {z: w if isinstance(u, Identity) else Column(ir.Apply("dot", (w, u.c))) if isinstance(u, Column)
+                       else ir.Apply("matmul", (w, u)) for z, u in inner.coefficients.items()}, 0)
     raise NotLinear(f"{show(node)} reads a latent through {fn}, which is not affine")
+
+
+def _times(factor: ir.Node, c: ir.Node) -> ir.Node:
+    """factor * c, without a factor 1."""
+    return factor if c == ir.Num(1.0) else ir.Apply("mul", (factor, c))
 
 
 def _scaled(factor: ir.Node, u, dim: int | None, program: ir.Program, where: ir.Node) -> ir.Node:
@@ -218,12 +251,16 @@ def match_low_rank(node: ir.Apply, ctx: Context) -> LowRankGaussian | Refusal | 
         shape = tuple(model.line(z).shape or ())
         if len(shape) == 1:
             sizes[z] = shape[0]
+        elif not shape and len(x_shape) == 1:
+            sizes[z] = 0             # a scalar latent shared by the components of a vector x: a column of F
     mean = _resolved(x_line.dist.param("loc"), model)
     through: list[str] = []
     try:
         linear = linear_coefficients(mean, sizes, program, through)
     except NotLinear as e:
         return Refusal(f"the mean of '{x}': {e}", density.loc) if _mixes(mean, latents) else None
+    if any(isinstance(u, Column) for u in linear.coefficients.values()):
+        through.append("a scalar latent shared by the components")
     if not through:
         return None
     if len(x_shape) > 1:
@@ -245,11 +282,13 @@ def match_low_rank(node: ir.Apply, ctx: Context) -> LowRankGaussian | Refusal | 
     for z in latents:
         if z not in linear.coefficients:
             continue             # a latent the mean does not read integrates to 1
-        u = _materialised(linear.coefficients[z])
+        coefficient = linear.coefficients[z]
+        u = coefficient.node(size) if isinstance(coefficient, Column) else _materialised(coefficient)
+        k = sizes[z] or 1
         line = model.line(z)
         a = _resolved(line.dist.param("loc"), model)
         if not (isinstance(a, ir.Num) and a.value == 0):
-            a_vec = a if _declared_dim(a, program) == sizes[z] else ir.Apply("mul", (a, ir.Apply("ones", (ir.Num(sizes[z]),))))
+            a_vec = a if _declared_dim(a, program) == sizes[z] > 0 else ir.Apply("mul", (a, ir.Apply("ones", (ir.Num(k),))))
             loc = _add(loc, ir.Apply("dot" if not x_shape else "matmul", (u, a_vec)))
         factors.append(u)
         scales.append(_resolved(line.dist.param("scale"), model))
