@@ -209,6 +209,7 @@ def test_nonsaturating_objective_reports_the_bound(objective):
     params = mod.init(jax.random.PRNGKey(0))
     key, batch = jax.random.PRNGKey(1), mod.full_batch(data)
     critic = next(p for p in mod.PLAYERS if p != "theta")
+    mod.EVALUATION_RTOL = float("inf")             # no keys beyond the first EVALUATION_KEYS
     value = mod.objective(params, key, data)       # averaged over EVALUATION_KEYS draws
     keys = jax.random.split(key, mod.EVALUATION_KEYS)
     bound = np.mean([float(mod.LOSSES[critic](params, k, batch)) for k in keys])

@@ -8,16 +8,15 @@ entry before) and what the summary measures at the final parameters.
   mapping G = (x - prox(x - eta grad f)) / eta is small against the objective's scale
   (|G| <= sqrt(tolerance) (1 + |f|)): a fixed point of the update the run takes.
 - A stochastic problem (draws, minibatches): converged when the objective's change across the last
-  fifth of the run, by a least-squares line through its history entries, is within twice its
-  standard error (a trend larger than the noise means it is still moving), and its mean is within
-  twice the standard error of the fifth's before it; a last fifth of fewer than MIN_TAIL entries is
+  fifth of the run, by a least-squares line through its history entries, is not movement, nor the
+  step of its mean from the fifth before it: movement is a change beyond twice its standard error
+  (a trend larger than the noise) and beyond TAIL_CHANGE (1 + |f|) (a change large enough to
+  matter: a long run resolves ever smaller ones); a last fifth of fewer than MIN_TAIL entries is
   too short to judge, so not converged.
   One player whose parameters at the start of the last fifth were kept is judged instead by the
   objective evaluated there and at the end with the same draws (common random numbers, many keys:
-  far less noisy than the history's one-draw losses): not converged when it changed by more than
-  twice its standard error and more than TAIL_CHANGE (1 + |f|). A slow descent under heavy
-  per-step noise, which the trend test cannot resolve, is seen; a change within the noise or
-  below a hundredth of the objective's scale is not called movement.
+  far less noisy than the history's one-draw losses): not converged when that change is movement.
+  A slow descent under heavy per-step noise, which the trend test cannot resolve, is seen.
 - A game: each player's loss flat by the same test; the field at the returned (averaged)
   parameters at most FIELD_SHRINK of its norm at the start (a field that does not shrink is a
   game that has not settled), no player's own part of it larger than at the start (a stalled
@@ -128,17 +127,23 @@ def fifth_step(history, name):
     return float(later.mean() - earlier.mean()), stderr
 
 
+def is_movement(diff, stderr, value):
+    """Is a change `diff` of an objective of value `value` movement: beyond twice its standard
+    error and float32 rounding (not noise), and beyond TAIL_CHANGE (1 + |value|) (not a change too
+    small to matter, which a long run resolves with ever smaller standard errors)?"""
+    return abs(diff) > 2 * stderr + FLOAT32_CHANGE * max(abs(value), SCALE_FLOOR) \
+        and abs(diff) > TAIL_CHANGE * (1 + abs(value))
+
+
 def flat(history, name):
     """(is the objective flat over the last fifth of the run, a warning when it is not): no trend
-    across the last fifth and no step from the fifth before it, each beyond twice its standard
-    error (and float32 rounding)."""
+    across the last fifth and no step from the fifth before it that is movement (`is_movement`)."""
     trend = tail_trend(history, name)
     if trend is None:
         return False, f"{name}: too few history points in the last fifth of the run to judge convergence"
-    scale = max(abs(history[-1][name]), SCALE_FLOOR)
     for (diff, stderr), where in ((trend, "across the last fifth of the run"),
                                   (fifth_step(history, name), "from the fifth of the run before the last")):
-        if abs(diff) > 2 * stderr + FLOAT32_CHANGE * scale:
+        if is_movement(diff, stderr, history[-1][name]):
             return False, (f"{name}: still moving: the objective changed by {diff:+.3g} {where} "
                            f"(standard error {stderr:.2g}): more steps or a smaller step size")
     return True, None
@@ -192,8 +197,7 @@ def verdict(history, players, moving, deterministic, tolerance, objective, repor
             warnings.append(warning)
     if change is not None and len(moving) == 1:
         diff, stderr = change
-        if abs(diff) > 2 * stderr + FLOAT32_CHANGE * max(abs(objective), SCALE_FLOOR) \
-                and abs(diff) > TAIL_CHANGE * (1 + abs(objective)):
+        if is_movement(diff, stderr, objective):
             converged = False
             warnings.append(f"{main}: still moving: evaluated with the same draws at both ends, the objective changed "
                             f"by {diff:+.3g} over the last fifth of the run (standard error {stderr:.2g}), more than "
