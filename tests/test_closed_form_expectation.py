@@ -22,7 +22,7 @@ from compiler.rewrite.rule import Context, Refusal, Rewrite, Step
 from compiler.rewrite.strategies import positions
 from passes.variational import closed_form_expectation as cfe
 from passes.variational import reparameterize
-from passes.variational.certificates import certify_closed_form_expectation
+from passes.variational.certificates import CERTIFICATES, certify_closed_form_expectation
 
 SQRT = "param m : real = 1.5\nminimize sqrt(E[z ~ Normal(m, 1)] z^2)\n"
 
@@ -189,3 +189,47 @@ def test_the_sqrt_program_trains_to_its_minimum_and_reports_it_as_written_exactl
     assert result["as_written_estimator"] == "exact" and result["as_written_stderr"] == 0.0
     assert abs(result["as_written"] - np.sqrt(m * m + 1)) < 1e-6 and abs(result["as_written"] - 1.0) < 1e-4
     assert abs(result["objective"] - 1.0) < 1e-4 and result["converged"] is True
+
+
+# ---- exact_expectation: an expectation alone, in place of an estimator -----------------------------------
+
+SHIFTED = "param m : real\nminimize E[z ~ Normal(m, 1)] (z - 2)^2\n"
+
+
+@pytest.mark.parametrize("source", [
+    SHIFTED + "",
+    "param l : real\nminimize E[b ~ Bernoulli(logits=l)] (b - 0.3)^2\n",
+    "param a : real\nparam s : real\nminimize E[z ~ Laplace(a, exp(s))] abs(z - 1)\n",
+])
+def test_exact_expectation_certificate_passes(source):
+    prog = compile_source(source, via="exact_expectation")
+    certificates = CERTIFICATES["exact_expectation"](prog, None, 5)
+    assert certificates and all(c.passed and c.rule == "exact_expectation" for c in certificates), \
+        [c.evidence for c in certificates]
+
+
+def test_exact_expectation_certificate_fails_a_wrong_closed_form():
+    """A step claiming E (z - 2)^2 = (m - 2)^2 (the variance dropped) under Normal(m, 1) fails."""
+    prog = compile_source(SHIFTED, via="exact_expectation")
+    (step,) = prog.derivation.steps
+    m = sp.Symbol("m", real=True)
+    facts = tuple((k, sp.srepr((m - 2) ** 2) if k == "value" else v) for k, v in step.facts)
+    wrong = types.SimpleNamespace(derivation=types.SimpleNamespace(steps=(dataclasses.replace(step, facts=facts),)))
+    (c,) = CERTIFICATES["exact_expectation"](wrong, None, 0)
+    assert not c.passed
+
+
+def test_with_the_search_the_closed_form_is_trained_to_the_exact_minimum(tmp_path, capsys, monkeypatch):
+    """The user's default (the search on): E[z ~ Normal(m, 1)] (z - 2)^2 = (m - 2)^2 + 1 is taken in
+    closed form, a deterministic problem run to tolerance: m = 2, the objective and as_written
+    exactly 1, converged. (By an estimator, 1000 Adam steps of one draw stop at m = 0.8.)"""
+    from compiler.driver.api import NO_SEARCH_VARIABLE
+    monkeypatch.delenv(NO_SEARCH_VARIABLE, raising=False)
+    src, saved = tmp_path / "shifted.att", tmp_path / "p.npz"
+    src.write_text(SHIFTED)
+    assert main(["run", str(src), "--json", "--save", str(saved)]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert abs(float(np.load(saved)["m"]) - 2.0) < 1e-3
+    assert abs(result["objective"] - 1.0) < 1e-6 and result["objective_stderr"] == 0.0
+    assert result["as_written_estimator"] == "exact" and abs(result["as_written"] - 1.0) < 1e-6
+    assert result["converged"] is True

@@ -14,9 +14,12 @@ from compiler.rewrite.rule import Rewrite, Rule
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# E[z ~ Normal(m, 1)] (z - 2)^2: the pathwise gradient is 2 (m + eps - 2), of variance 4; the
-# score function's, (z - 2)^2 (z - m) less a leave-one-out baseline, is larger
-PATHWISE = "param m : real = 0.5\nminimize E[z ~ Normal(m, 1)] (z - 2)^2\n"
+# E[z ~ Normal(m, 1)] sumsq(z - 2) = (z - 2)^2 for a scalar z: the pathwise gradient is
+# 2 (m + eps - 2), of variance 4; the score function's, (z - 2)^2 (z - m) less a leave-one-out
+# baseline, is larger. Written with sumsq, which SymPy does not model, so that no closed form
+# (exact_expectation, which takes (z - 2)^2 and ranks first) leaves only the two estimators
+PATHWISE = "param m : real = 0.5\nminimize E[z ~ Normal(m, 1)] sumsq(z - 2)\n"
+CLOSED = "param m : real = 0.5\nminimize E[z ~ Normal(m, 1)] (z - 2)^2\n"
 BUDGET = "600"          # measurements finish on a loaded machine: the choice is the measured one
 # the 0-1 loss of a linear classifier (issue 20): relaxed by a hinge (<=) or smoothed by ES (min<=)
 ZERO_ONE = ("data x : real[30], y : real from breast_cancer\nparam w : real[30]\nparam b : real\n"
@@ -140,7 +143,7 @@ def test_explain_rank_json_has_exactly_the_schema_of_spec_9_4(ranked_program, pr
     table = json.loads(out)
     assert set(table) == {"nodes"} and len(table["nodes"]) == 1
     node = table["nodes"][0]
-    assert set(node) == {"node", "alternatives"} and node["node"] == "E[z ~ Normal(m, 1)] (z - 2)^2"
+    assert set(node) == {"node", "alternatives"} and node["node"] == "E[z ~ Normal(m, 1)] sumsq(z - 2)"
     types = {"derivation": str, "relation": str, "grad_variance": float, "ms_per_step": float, "chosen": bool}
     for alternative in node["alternatives"]:
         assert set(alternative) == set(types)
@@ -153,7 +156,7 @@ def test_explain_rank_text_is_an_aligned_table_marking_the_choice(ranked_program
     code, out, err = _explain(capsys, program_file, "--rank", "--search-budget", BUDGET)
     assert code == 0, err
     lines = out.splitlines()
-    assert lines[0] == "node: E[z ~ Normal(m, 1)] (z - 2)^2   (player theta)"
+    assert lines[0] == "node: E[z ~ Normal(m, 1)] sumsq(z - 2)   (player theta)"
     header = lines[1]
     for column in ("derivation", "relation", "class", "grad variance", "ms/step"):
         assert column in header
@@ -182,7 +185,7 @@ def test_one_derivation_in_the_best_class_measures_nothing_and_a_spent_budget_ch
     [node] = compile_source(ZERO_ONE, search=True).ranking.nodes
     assert len(rank._measured) == before and all(r.measurement is None for r in node.rows)
     assert [r.derivation for r in node.rows if r.chosen] == ["relax_step"]
-    variant = PATHWISE.replace("2)^2", "3)^2")
+    variant = PATHWISE.replace("z - 2", "z - 3")
     spent = compile_source(variant, search=True, search_budget=0.0)        # searching, not ranking: nothing measured
     assert spent.ranking.budget_spent and len(rank._measured) == before
     assert spent.derivation.steps[-1].rule == "reparameterize" and "budget ran out" in spent.derivation.steps[-1].note
@@ -376,3 +379,16 @@ def test_where_no_convex_surrogate_keeps_the_bound_evolution_strategies_are_the_
     assert set(alternative) == {"derivation", "relation", "grad_variance", "ms_per_step", "chosen", "note"}
     plain = compile_source(source, search=False)       # the same program and note as rule order
     assert plain.program == prog.program and plain.derivation.steps[-1].note == prog.derivation.steps[-1].note
+
+
+def test_a_closed_form_expectation_ranks_before_both_estimators():
+    """E[z ~ Normal(m, 1)] (z - 2)^2 = (m - 2)^2 + 1 (SymPy): exact_expectation, gradient variance 0,
+    is chosen over reparameterize and score_function, which are still measured as runners-up; in
+    rule order (no search) the estimators keep their place."""
+    prog = compile_source(CLOSED, search=True, search_budget=float(BUDGET), rank=True)
+    (node,) = prog.ranking.nodes
+    rows = {r.derivation: r for r in node.rows}
+    assert [r.derivation for r in node.rows if r.chosen] == ["exact_expectation"]
+    assert rows["exact_expectation"].tier == "exact" and rows["exact_expectation"].measurement.grad_variance == 0
+    assert {"reparameterize", "score_function"} <= set(rows)
+    assert compile_source(CLOSED, search=False).derivation.steps[-1].rule == "reparameterize"

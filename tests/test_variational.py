@@ -78,7 +78,8 @@ def under_law(n: ir.Node) -> bool:
 
 def test_every_rule_declares_its_matches_relation_identity_and_options():
     assert [r.name for r in RULES] == ["enumerate", "gaussian_marginal", "jensen", "closed_form_expectation", "jensen_convex",
-                                       "analytic_kl", "reparameterize", "score_function", "relax_discrete"]
+                                       "analytic_kl", "reparameterize", "score_function", "exact_expectation",
+                                       "relax_discrete"]
     for rule in RULES:
         assert rule.matches and rule.identity and rule.unmatched
     assert [(o.name, o.kind, o.low) for o in jensen.RULE.options] == [("iwae", int, 1), ("hidden", int, 1),

@@ -5,9 +5,10 @@ norm0, a smoothed loss), or an objective equal up to a constant. `as_written` is
 objective itself, chosen here and lowered by the emitter into `AS_WRITTEN(params, key, batch)`:
 
 - no intractable node but piecewise-constant ones (norm0 counts non-zeros, a 0-1 loss counts
-  errors, a rounding rounds) and expectations under parameter-dependent distributions (whose
-  value is a Monte Carlo average; only their gradient needed a rule): the typed objective,
-  estimator "exact" (or "monte_carlo" when it draws);
+  errors, a rounding rounds) and expectations under parameter-dependent distributions (only their
+  gradient needed a rule): the typed objective, estimator "exact", or, where it draws, the program
+  compiled again with `via exact_expectation` when that leaves no draw (every expectation in
+  closed form: "exact"), else the typed objective's Monte Carlo average ("monte_carlo");
 - a log marginal likelihood log p(x) of a model whose latents can be summed out (`enumerate`: few
   discrete states) or integrated in closed form (`gaussian_marginal`): that exact value, estimator
   "exact" (or "monte_carlo" where continuous latents keep draws);
@@ -97,7 +98,8 @@ def exact_route(typed: ir.Program, expr: ir.Node, compiled: ir.Program, kinds: s
     the program whose loss is its value; None where no such rule applies."""
     rest = kinds - VALUE_KINDS
     rules = EXACT_MARGINALS if rest == {"marginal"} else EXPLICIT_DIVERGENCES if rest == {"divergence"} else \
-        ("closed_form_expectation",) if rest == {"plugin"} else ()
+        ("closed_form_expectation",) if rest == {"plugin"} else \
+        ("exact_expectation",) if not rest and "estimator" in kinds else ()
     for rule in rules:
         try:
             return _iwae_program(typed, expr, compiled, rule)
@@ -111,6 +113,9 @@ def as_written(typed: ir.Program, compiled: ir.Program) -> AsWritten:
     expr = typed.objective.expr
     kinds = {p.kind for p in program_problems(typed)} - {"constraint"}
     if kinds <= VALUE_KINDS:
+        program = exact_route(typed, expr, compiled, kinds) if _draws(expr) else None
+        if program is not None and not _draws(program.players[0].loss):   # every expectation in closed form
+            return AsWritten(program.players[0].loss, program, "exact")
         return AsWritten(expr, typed, "monte_carlo" if _draws(expr) else "exact")
     program = exact_route(typed, expr, compiled, kinds)
     if program is not None:

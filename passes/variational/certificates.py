@@ -11,12 +11,13 @@ driver only: random instances on which each recorded relation is measured.
   rao_blackwell against enumeration, with a lower variance than the plain score function;
 * relax_discrete: the gradient's bias against enumeration at several temperatures (shrinking);
 * the K-draw bound of -log E[exp(m z)] = -m^2/2: above it for K = 1, 4, 16 and tightening;
-* closed_form_expectation: each closed form E[z ~ D] f(z) against a Monte Carlo estimate (4 s.e.);
+* closed_form_expectation, exact_expectation: each closed form E[z ~ D] f(z) against a Monte Carlo estimate (4 s.e.);
 * jensen_convex: 1 / E[X] and -sqrt(E[X]) for X = softplus(a z + 1) (E[X] by quadrature): the
   K-draw bound above them for K = 1, 4, 16 and tightening.
 """
 from __future__ import annotations
 
+import functools
 import itertools
 import tempfile
 from pathlib import Path
@@ -787,14 +788,15 @@ def _closed_form_law(family: str, law: dict, rng):
     return lambda n: law_.rvs(size=n, random_state=rng)
 
 
-def certify_closed_form_expectation(prog, step, seed: int) -> list[Certificate]:
-    """Every closed form E[z ~ D(theta)] f(z) = F(theta) the derivation put in, printed to JAX as
+def certify_closed_form_expectation(prog, step, seed: int, rule: str = "closed_form_expectation") -> list[Certificate]:
+    """Every closed form E[z ~ D(theta)] f(z) = F(theta) the derivation put by `rule` (closed_form_expectation
+    or exact_expectation, which record the same facts), printed to JAX as
     the backend prints it, against a Monte Carlo estimate of E f (200000 draws of D from SciPy,
     f evaluated by NumPy from the same SymPy expression) at two random values of its symbols
     (each in (-1, 1), redrawn where the law's constraints fail): within 4 standard errors."""
     rng = np.random.default_rng(seed)
     out = []
-    for s in (s for s in derivation_steps(prog) if s.rule == "closed_form_expectation"):
+    for s in (s for s in derivation_steps(prog) if s.rule == rule):
         family, f, z = s.fact("family"), sp.sympify(s.fact("f")), sp.sympify(s.fact("draw"))
         value = sp.sympify(s.fact("value"))
         law = {k: sp.sympify(v) for k, v in s.fact("law")}
@@ -809,7 +811,7 @@ def certify_closed_form_expectation(prog, step, seed: int) -> list[Certificate]:
                 if sample is not None:
                     break
             else:
-                return [Certificate("closed_form_expectation", f"E[{z} ~ {family}] {f} = {value}",
+                return [Certificate(rule, f"E[{z} ~ {family}] {f} = {value}",
                                     "no random values satisfy the law's constraints", False)]
             names = {x: f"a[{i}]" for i, x in enumerate(symbols)}
             closed = float(eval(to_jax_source(value, names), {"jnp": jnp, "jax": jax,
@@ -821,12 +823,13 @@ def certify_closed_form_expectation(prog, step, seed: int) -> list[Certificate]:
             ok &= passed
             lines.append(f"at {', '.join(f'{x} = {at[x]:.3f}' for x in symbols) or 'the constants'}: closed form "
                          f"{closed:.5f}; Monte Carlo {m:.5f} +- {4 * se:.5f} (4 s.e.)")
-        out.append(Certificate("closed_form_expectation", f"E[{z} ~ {family}] {f} = {value} (SymPy) agrees with "
+        out.append(Certificate(rule, f"E[{z} ~ {family}] {f} = {value} (SymPy) agrees with "
                                "a Monte Carlo estimate", "; ".join(lines), ok))
     return out
 
 
 CERTIFICATES["closed_form_expectation"] = certify_closed_form_expectation
+CERTIFICATES["exact_expectation"] = functools.partial(certify_closed_form_expectation, rule="exact_expectation")
 
 
 # ---- gaussian_marginal, low-rank form ----------------------------------------------------------------

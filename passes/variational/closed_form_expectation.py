@@ -266,6 +266,12 @@ def match_closed(node: ir.Node, ctx: Context) -> ClosedExpectation | Refusal | N
     if via is not None and via.name == "jensen" and isinstance(node, ir.Apply) and node.fn == "log":
         return None       # the K-draw bound of log E asked for by name (jensen answers the marginal problem, not this one)
     expect = plugin_expectation(program, node)
+    return closed_expectation(node, expect, program, ctx.option("seconds", CLOSED_FORM_SECONDS))
+
+
+def closed_expectation(node: ir.Node, expect: ir.Expect, program: ir.Program, seconds: float
+                       ) -> ClosedExpectation | Refusal:
+    """E[z ~ D] f(z) (the expectation `expect`, inside `node`) in closed form, or why not."""
     here = node.loc or program.objective.loc
     if not isinstance(expect.source, ir.Dist):
         what = "a minibatch mean" if isinstance(expect.source, ir.DataSet) else f"over {show(expect.source)}"
@@ -298,7 +304,6 @@ def match_closed(node: ir.Node, ctx: Context) -> ClosedExpectation | Refusal | N
         return Refusal(f"no closed form for {show(expect)}: {e}", here)
     if f.has(sp.Indexed) or any(a.has(sp.Indexed) for a in law):
         return Refusal(f"no closed form for {show(expect)}: f indexes an array", here)
-    seconds = ctx.option("seconds", CLOSED_FORM_SECONDS)
     out = derive(dist.family, tuple(dist.keys), f, z, states, seconds)
     if isinstance(out, str):
         return Refusal(f"no closed form for {show(expect)}: {out}", here)
