@@ -360,6 +360,11 @@ EXAMPLE_TRUTHS = {
     "gan_ring": (NO_TRUTH_GAN_RING, "as written"),
 }
 
+# an expectation under a law that moves, (m - 2)^2 + 1: minimum 1 at m = 2
+SHIFTED = "param m : real\nminimize E[z ~ Normal(m, 1)] (z - 2)^2\n"
+# RKL(p || q) = KL(q || p) = log(1/2) + (4 + 1)/2 - 1/2
+REVERSE_KL = "model p:\n    x ~ Normal(0, 1)\nmodel q:\n    x ~ Normal(1, 2)\nestimate RKL(p || q)\n"
+
 NEYMAN = """data x : real from gaussian(mean=0, std=1, n=50000)
 sampler g:
     eps ~ Normal(0, 1) : real
@@ -544,7 +549,13 @@ def table(quick=False) -> str:
                    ("TV denoising (half_quadratic)", compile_source(TV_DENOISE), truth_fused_tv, "as written"),
                    ("Neyman chi2, heavy-tailed ratio", compile_source(NEYMAN), NEYMAN_TRUTH, "as written"),
                    ("least squares on a 0.5 grid (ES)", rounded, grid_best, "as written"),
-                   ("KL(data || linear sampler), a game that stalls", stalled_game_program(folder), 0.0, "as written")]
+                   ("KL(data || linear sampler), a game that stalls", stalled_game_program(folder), 0.0, "as written"),
+                   ("E[z ~ N(m, 1)] (z - 2)^2, one draw a step", compile_source(SHIFTED, via="reparameterize"), 1.0,
+                    "as written"),
+                   ("E[z ~ N(m, 1)] (z - 2)^2, searched (closed form)", compile_source(SHIFTED, search=True), 1.0,
+                    "as written"),
+                   ("RKL(N(0, 1) || N(1, 2)), two densities", compile_source(REVERSE_KL), math.log(0.5) + 2.0,
+                    "as written")]
         for name, prog, truth, of in written:
             text, bad = row(name, prog, truth, of)
             lines.append(text)
