@@ -352,11 +352,12 @@ def build_closed(found: ClosedExpectation, ctx: Context) -> Rewrite:
                           ("value", sp.srepr(found.value)), ("form", found.form.label)))
 
 
+SECONDS = Option("seconds", float, low=0.0, low_open=True, wording="seconds=S needs a number S > 0, got {value}",
+                 doc=f"SymPy's time limit for one expectation (default {CLOSED_FORM_SECONDS:g} s)")
+
 RULE = Rule(
     "closed_form_expectation", problem="plugin", matches=(ir.Node,), relation="=",
     identity="phi(E[z ~ D(theta)] f(z)) = phi(F(theta)),  F(theta) = integral of f(x) p_D(x; theta) dx (or the sum), by SymPy",
     match=match_closed, build=build_closed,
     unmatched="the objective has no nonlinear function of an expectation estimated from draws",
-    options=(Option("seconds", float, low=0.0, low_open=True,
-                    wording="seconds=S needs a number S > 0, got {value}",
-                    doc=f"SymPy's time limit for one expectation (default {CLOSED_FORM_SECONDS:g} s)"),))
+    options=(SECONDS,))

@@ -23,9 +23,10 @@ from compiler import ir
 from compiler.analysis.problems import node_problem
 from compiler.ir.builtins import OPERATIONS
 from compiler.ir.printer import show
-from compiler.rewrite.rule import Context, Option, Refusal, Rewrite, Rule
+from compiler.rewrite.rule import Context, Refusal, Rewrite, Rule
 from passes.variational.closed_form_expectation import (
     CLOSED_FORM_SECONDS,
+    SECONDS,
     ClosedExpectation,
     build_closed,
     closed_expectation,
@@ -69,6 +70,4 @@ RULE = Rule(
     identity="E[z ~ D(theta)] f(z) = F(theta) = integral of f(x) p_D(x; theta) dx (or the sum), by SymPy",
     match=match_exact, build=build_exact,
     unmatched="the objective has no expectation under a builtin law that depends on the parameters",
-    options=(Option("seconds", float, low=0.0, low_open=True,
-                    wording="seconds=S needs a number S > 0, got {value}",
-                    doc=f"SymPy's time limit for one expectation (default {CLOSED_FORM_SECONDS:g} s)"),))
+    options=(SECONDS,))
