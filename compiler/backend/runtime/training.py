@@ -57,11 +57,13 @@ BATCH_SHARDING = jax.sharding.NamedSharding(MESH, jax.sharding.PartitionSpec("da
 REPLICATED = jax.sharding.NamedSharding(MESH, jax.sharding.PartitionSpec())
 MAX_STEPS = 2**31 - 1   # step counts are int32 on the device
 EVALUATION_KEYS = 8     # a value that draws is averaged over at least this many keys, with its standard error
-# ... and over more keys (EVALUATION_CHUNK at a time, vmapped) while its standard error is above
-# EVALUATION_RTOL (1 + |value|), up to EVALUATION_DRAWS example-draws in all: a program with few
-# examples or none (E[z ~ Normal(m, 1)] f(z) alone) is not judged on 8 draws
+# ... and, where those are fewer than SMALL_SAMPLE example-draws, over more keys (vmapped chunks)
+# while its standard error is above EVALUATION_RTOL (1 + |value|), up to EVALUATION_DRAWS
+# example-draws in all: a program with few examples or none (E[z ~ Normal(m, 1)] f(z) alone) is not
+# judged on 8 draws
 EVALUATION_RTOL = 1e-3
 EVALUATION_DRAWS = 2**16
+SMALL_SAMPLE = 2**12    # values from fewer example-draws than this are extended (more_draws)
 # Values over the data (objective, as_written, reports): a data set of more than EXACT_DATA_LIMIT
 # examples is evaluated in batches of EVALUATION_BATCH, every batch (exact) up to EXACT_BATCHES of
 # them, beyond that a random sample of SAMPLED_BATCHES batches with its standard error over batches.
@@ -389,6 +391,11 @@ class History(list):
     tail_start = None
 
 
+def objective_change(pair, key, batch):
+    """f(pair[0]) - f(pair[1]) of the compiled objective, with the same key and batch."""
+    return OBJECTIVE(pair[0], key, batch) - OBJECTIVE(pair[1], key, batch)
+
+
 def tail_change(params, key, data, history, eval_batch=None):
     """(f(end) - f(start of the last fifth), its standard error) of the compiled objective, both
     ends evaluated on the same keys and data (common random numbers: the difference is far less
@@ -397,8 +404,17 @@ def tail_change(params, key, data, history, eval_batch=None):
     start = getattr(history, "tail_start", None)
     if start is None:
         return None
-    value, stderr, _ = averaged(lambda pair, k, batch: OBJECTIVE(pair[0], k, batch) - OBJECTIVE(pair[1], k, batch),
-                                (params, start), key, data, OBJECTIVE_DRAWS, eval_batch)
+    data = as_data(data)
+    n = data[DATA_VARS[0]].shape[0] if DATA_VARS else 1
+    one_pass = n <= EXACT_DATA_LIMIT and (eval_batch is None or eval_batch >= n)
+    if one_pass and not (OBJECTIVE_DRAWS and n * EVALUATION_KEYS < SMALL_SAMPLE):
+        # one pass over the data at each key, through the objective as already compiled: no new program
+        compiled, batch = jax.jit(OBJECTIVE), minibatch(data, None, None)
+        keys = jax.random.split(key, EVALUATION_KEYS) if OBJECTIVE_DRAWS else key[None]
+        diffs = np.asarray([float(compiled(params, k, batch)) - float(compiled(start, k, batch)) for k in keys])
+        value, stderr = float(diffs.mean()), standard_error(diffs)
+    else:
+        value, stderr, _ = averaged(objective_change, (params, start), key, data, OBJECTIVE_DRAWS, eval_batch)
     if PROX:
         value = value + float(sum(weight * (PROX_TERMS[kind](params[name]) - PROX_TERMS[kind](start[name]))
                                   for name, (kind, weight) in PROX.items() if name in PLAYERS[MAIN_PLAYER]))
@@ -454,9 +470,13 @@ def averaged(f, params, key, data, draws, eval_batch=None):
 def more_draws(f, params, key, batch, values, n):
     """`values` (f at independent keys) extended by further keys until their standard error is at
     most EVALUATION_RTOL (1 + |mean|) or n x keys reaches EVALUATION_DRAWS (n examples a pass; at
-    least EVALUATION_KEYS keys in all). The keys come in chunks of one vmapped call of about
+    least EVALUATION_KEYS keys in all), where they hold fewer than SMALL_SAMPLE example-draws (a
+    program with little data or none: with more, they are already a sample of thousands, and a
+    second compiled program would cost more than it tells). The keys come in chunks of one vmapped call of about
     EVALUATION_DRAWS / 16 example-draws; each chunk's keys are split from fold_in(key, chunk), so
     the value is deterministic for the key, and the stop depends on the values only."""
+    if n * len(values) >= SMALL_SAMPLE:
+        return values
     limit = max(len(values), EVALUATION_DRAWS // max(n, 1))
     chunk = max(EVALUATION_KEYS, EVALUATION_DRAWS // 16 // max(n, 1))
     batched = None
