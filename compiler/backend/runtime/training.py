@@ -63,7 +63,7 @@ EVALUATION_KEYS = 8     # a value that draws is averaged over at least this many
 # judged on 8 draws
 EVALUATION_RTOL = 1e-3
 EVALUATION_DRAWS = 2**16
-SMALL_SAMPLE = 2**12    # values from fewer example-draws than this are extended (more_draws)
+SMALL_SAMPLE = 2**10    # values from fewer example-draws than this are extended (more_draws)
 # Values over the data (objective, as_written, reports): a data set of more than EXACT_DATA_LIMIT
 # examples is evaluated in batches of EVALUATION_BATCH, every batch (exact) up to EXACT_BATCHES of
 # them, beyond that a random sample of SAMPLED_BATCHES batches with its standard error over batches.
