@@ -259,3 +259,19 @@ def test_an_expectation_with_no_data_is_averaged_over_many_draws():
     _, _, result = run(prog)
     assert result["objective_stderr"] < 0.02
     assert abs(result["objective"] - math.exp(0.5)) < 4 * result["objective_stderr"]
+
+
+def test_a_deterministic_objective_whose_optimum_is_zero_is_judged_by_its_absolute_change():
+    """max(|w0 - 1|, |w1 + 2|) has its minimum 0 at (1, -2). Near it the objective's relative change
+    is meaningless (1e-7 to 1e-6 is a change of 900%): the verdict takes the change against
+    max(|f|, 1), as the gradient mapping is taken against 1 + |f|, and calls the run converged."""
+    prog = compile_source("param w : real[2]\nminimize max(abs(w[0] - 1), abs(w[1] + 2))\n")
+    mod, params, result = run(prog)
+    assert np.allclose(np.asarray(params["w"]), [1.0, -2.0], atol=1e-3)
+    assert result["objective"] < 1e-3 and result["converged"] is True, result["warnings"]
+
+
+def test_relative_change_is_against_the_floor_given():
+    history = [{"step": 1, "theta": 1e-6}, {"step": 2, "theta": 1e-7}]
+    assert V.relative_change(history, "theta") == pytest.approx(9.0)
+    assert V.relative_change(history, "theta", floor=1.0) == pytest.approx(9e-7)

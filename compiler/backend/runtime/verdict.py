@@ -3,8 +3,9 @@ history (each entry: the step reached and every player's loss averaged over the 
 entry before) and what the summary measures at the final parameters.
 
 - Any loss or reported value that is NaN or infinite: not converged, the first such quantity named.
-- A deterministic full-batch problem: converged when the objective's relative change between
-  the last two entries of the history is under the tolerance and the (proximal-)gradient
+- A deterministic full-batch problem: converged when the objective's change between the last two
+  entries of the history, relative to max(|f|, 1) (an objective whose optimum is 0 is judged by
+  its absolute change, as the mapping below is against 1 + |f|), is under the tolerance and the (proximal-)gradient
   mapping G = (x - prox(x - eta grad f)) / eta is small against the objective's scale
   (|G| <= sqrt(tolerance) (1 + |f|)): a fixed point of the update the run takes.
 - A stochastic problem (draws, minibatches): converged when the objective's change across the last
@@ -60,12 +61,12 @@ def first_nonfinite(history, players):
     return None
 
 
-def relative_change(history, name):
-    """|f_k - f_(k-1)| / max(|f_k|, FLOOR) between the last two entries of the history."""
+def relative_change(history, name, floor=FLOOR):
+    """|f_k - f_(k-1)| / max(|f_k|, floor) between the last two entries of the history."""
     if len(history) < 2:
         return math.inf
     a, b = history[-2][name], history[-1][name]
-    return abs(b - a) / max(abs(b), FLOOR)
+    return abs(b - a) / max(abs(b), floor)
 
 
 def rounding(history):
@@ -173,7 +174,7 @@ def verdict(history, players, moving, deterministic, tolerance, objective, repor
         return False, ["no step was taken: nothing says the parameters are optimal"]
     main = players[0]
     if deterministic:
-        change = relative_change(history, main)
+        change = relative_change(history, main, floor=1.0)   # relative above 1, absolute below: an optimum of 0
         tol = max(tolerance, rounding(history))
         converged = change <= tol
         if not converged:
