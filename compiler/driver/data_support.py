@@ -13,25 +13,16 @@ from __future__ import annotations
 import numpy as np
 
 from compiler import ir
+from compiler.analysis.constants import const_value
 from compiler.ir.diagnostics import AttractorError
 from compiler.math.distributions import support
 
 SHOWN = 3    # values outside the support quoted in the diagnostic
 
 
-def constant(node: ir.Node) -> float | None:
-    """The value of a numeric literal (or its negation), else None."""
-    if isinstance(node, ir.Num):
-        return float(node.value)
-    if isinstance(node, ir.Apply) and node.fn == "neg" and len(node.args) == 1:
-        inner = constant(node.args[0])
-        return None if inner is None else -inner
-    return None
-
-
-def outside(dist: ir.Dist, values: np.ndarray) -> tuple[np.ndarray, str] | None:
+def outside(dist: ir.Dist, values: np.ndarray, program: ir.Program) -> tuple[np.ndarray, str] | None:
     """(mask of the values outside the support of `dist`, the support in words), or None where
-    the support is the real line or depends on the parameters."""
+    the support is the real line or depends on the parameters (bounds that are not constants)."""
     kind = support(dist.family, dict(zip(dist.keys, dist.args)))
     if kind[0] == "positive":
         return ~(values > 0), "x > 0"
@@ -40,7 +31,7 @@ def outside(dist: ir.Dist, values: np.ndarray) -> tuple[np.ndarray, str] | None:
     if kind[0] == "categorical":
         return ~((values >= 0) & (values == np.round(values))), "x a non-negative integer (a state index)"
     if kind[0] == "interval":
-        low, high = constant(kind[1]), constant(kind[2])
+        low, high = const_value(kind[1], program), const_value(kind[2], program)
         if low is None or high is None:
             return None
         return ~((values >= low) & (values <= high)), f"{low:g} <= x <= {high:g}"
@@ -49,8 +40,8 @@ def outside(dist: ir.Dist, values: np.ndarray) -> tuple[np.ndarray, str] | None:
 
 def log_density_used(program: ir.Program, model: str) -> bool:
     """Does the program take the log-density of `model` at the data: a density p(x) inside an
-    average over the data, E[x ~ data] ... p(x) ..., or KL(data || p) (maximum likelihood)? Other divergences
-    with the data (JS(data, p), TV, ...) stay finite where p vanishes, so they are not checked."""
+    average over the data, E[x ~ data] ... p(x) ..., or KL(data || p) (maximum likelihood)? Other
+    divergences with the data (JS(data, p), TV, ...) stay finite where p vanishes: not checked."""
     for node in program.walk():
         if isinstance(node, ir.Expect) and isinstance(node.source, ir.DataSet) and any(
                 isinstance(inner, ir.Density) and inner.model == model for inner in node.body.walk()):
@@ -71,15 +62,15 @@ def check_support(program: ir.Program, data: dict, filename: str, source: str | 
             if not (isinstance(line, ir.Tilde) and line.name in data and isinstance(line.dist, ir.Dist)):
                 continue
             values = np.asarray(data[line.name], np.float64)
-            found = outside(line.dist, values)
+            found = outside(line.dist, values, program)
             if found is None or not found[0].any():
                 continue
             mask, words = found
             bad = values[mask]
             shown = ", ".join(f"{v:g}" for v in bad.ravel()[:SHOWN])
             count = int(mask.sum())
+            verb = "is" if count == 1 else "are"
             raise AttractorError(
-                f"{count} of the {values.size} values of data {line.name} {'is' if count == 1 else 'are'} outside "
-                f"the support of "
+                f"{count} of the {values.size} values of data {line.name} {verb} outside the support of "
                 f"{line.dist.family} ({words}), e.g. {shown}: log {block.name}({line.name}) is -infinity there",
                 line.loc, filename, source)

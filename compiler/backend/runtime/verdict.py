@@ -5,8 +5,8 @@ entry before) and what the summary measures at the final parameters.
 - Any loss or reported value that is NaN or infinite: not converged, the first such quantity named.
 - A deterministic full-batch problem: converged when the objective's change between the last two
   entries of the history, relative to max(|f|, 1) (an objective whose optimum is 0 is judged by
-  its absolute change, as the mapping below is against 1 + |f|), is under the tolerance and the (proximal-)gradient
-  mapping G = (x - prox(x - eta grad f)) / eta is small against the objective's scale
+  its absolute change, as the mapping below is against 1 + |f|), is under the tolerance and the
+  (proximal-)gradient mapping G = (x - prox(x - eta grad f)) / eta is small against the objective's scale
   (|G| <= sqrt(tolerance) (1 + |f|)): a fixed point of the update the run takes.
 - A stochastic problem (draws, minibatches): converged when the objective's change across the last
   fifth of the run, by a least-squares line through its history entries, is not movement, nor the
@@ -190,14 +190,17 @@ def verdict(history, players, moving, deterministic, tolerance, objective, repor
     # a trend in its players' losses: a multiplier's loss near 0 moves by float32 rounding of its terms
     # one player with both ends of its last fifth evaluated (`change`) is judged by that paired
     # difference, which is both more sensitive and held to a relative size; otherwise by the trend
-    trended = [] if exact_field and len(moving) > 1 else moving if len(moving) > 1 else [] if change else [main]
+    if len(moving) > 1:
+        trended = [] if exact_field else moving
+    else:
+        trended = [] if change is not None else [main]
     for p in trended:
         ok, warning = flat(history, p)
         converged &= ok
         if warning:
             warnings.append(warning)
     if change is not None and len(moving) == 1:
-        diff, stderr = change
+        diff, stderr = change     # tail_change's (difference, standard error)
         if is_movement(diff, stderr, objective):
             converged = False
             warnings.append(f"{main}: still moving: evaluated with the same draws at both ends, the objective changed "
